@@ -1,0 +1,11 @@
+"""The model zoo: `zoo.get("zoo.vae")` returns a registry entry (see `zoo.registry`).
+
+Importing `zoo` registers every family and its Keras serializables, so
+`keras.models.load_model("model.keras")` works after `import zoo`.
+"""
+
+from zoo import vae  # noqa: F401  (registers zoo.vae and zoo.iwae)
+from zoo.config import ConfigError
+from zoo.registry import DatasetSpec, ModelSpec, UnknownModelError, get, names
+
+__all__ = ["ConfigError", "DatasetSpec", "ModelSpec", "UnknownModelError", "get", "names"]

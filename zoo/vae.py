@@ -1,0 +1,383 @@
+"""Variational and importance-weighted autoencoders (VAE, IWAE).
+
+Kingma, Welling. Auto-Encoding Variational Bayes. ICLR 2014, arXiv:1312.6114.
+Burda, Grosse, Salakhutdinov. Importance Weighted Autoencoders. ICLR 2016,
+arXiv:1509.00519.
+
+One family, two registry entries: `zoo.vae` maximises the ELBO (averaged over k
+samples, the "VAE" column of Burda et al., Table 1) and `zoo.iwae` maximises the
+k-sample bound L_k = E[log (1/k) Σ_j p(x, h_j) / q(h_j | x)] (Eq. 8). Both use
+the paper's architectures (Sec. 5): with one stochastic layer 784-200-200-50,
+with two 784-200-200-100 then 100-100-50, tanh units, mirrored in p, and a
+Bernoulli likelihood for binarized MNIST.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import keras
+import tensorflow as tf
+
+from zoo import bounds, config as config_lib, distributions, registry
+from zoo.metrics import ActiveUnits
+from zoo.stateless import per_example_normal
+
+PAPER_ARCHITECTURES = {  # Burda et al. 2016, Sec. 5
+    1: {"hidden_units": (200,), "latent_units": (50,)},
+    2: {"hidden_units": (200, 100), "latent_units": (100, 50)},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class VAEConfig:
+    # Architecture (Burda et al. 2016, Sec. 5).
+    stochastic_layers: int = 1              # Sec. 5: one or two
+    hidden_units: tuple[int, ...] | None = None  # per stochastic layer; None: PAPER_ARCHITECTURES
+    latent_units: tuple[int, ...] | None = None  # per stochastic layer; None: PAPER_ARCHITECTURES
+    deterministic_layers: int = 2           # Sec. 5: two tanh layers per stochastic layer
+    likelihood: str = "bernoulli"           # Sec. 5 (binarized data); "gaussian" for grey levels in [0, 1]
+    scale_activation: str = "softplus"      # deviation: the authors' code uses exp; softplus cannot overflow
+    image_shape: tuple[int, ...] = (28, 28, 1)
+    # Objective.
+    objective: str = "elbo"                 # "elbo" (VAE) or "iwae" (L_k, Eq. 8)
+    k: int = 1                              # Table 1: k in 1, 5, 50
+    # Data and optimisation (Sec. 5).
+    dataset: str = "mnist"                  # Sec. 5: MNIST, binarized dynamically
+    batch_size: int = 20                    # Sec. 5
+    epochs: int = 3280                      # Sec. 5: Σ_{i=0..7} 3^i passes
+    learning_rate: float = 1e-3             # Sec. 5: 0.001 · 10^(-i/7) in stage i
+    learning_rate_schedule: str = "burda"   # "burda" (Sec. 5) or "constant"
+    adam_beta_1: float = 0.9                # Sec. 5
+    adam_beta_2: float = 0.999              # Sec. 5
+    adam_epsilon: float = 1e-4              # Sec. 5; Keras default 1e-7 differs
+    seed: int = 0                           # seeds the training noise ε
+    jit_compile: bool = False               # explicit: Keras "auto" differs on CPU, GPU and Mirrored
+
+    def __post_init__(self):
+        checks = [
+            (self.objective in ("elbo", "iwae"), "objective must be 'elbo' or 'iwae'"),
+            (self.likelihood in ("bernoulli", "gaussian"), "likelihood must be 'bernoulli' or 'gaussian'"),
+            (self.scale_activation in distributions.SCALE_ACTIVATIONS, "scale_activation must be 'softplus' or 'exp'"),
+            (self.learning_rate_schedule in ("burda", "constant"), "learning_rate_schedule must be 'burda' or 'constant'"),
+            (self.k >= 1, "k must be >= 1"),
+            (self.batch_size >= 1 and self.epochs >= 1, "batch_size and epochs must be >= 1"),
+            (self.deterministic_layers >= 1, "deterministic_layers must be >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise config_lib.ConfigError(f"VAEConfig: {message}")
+        hidden, latent = self.architecture
+        if not len(hidden) == len(latent) == self.stochastic_layers:
+            raise config_lib.ConfigError(
+                f"VAEConfig: stochastic_layers={self.stochastic_layers} needs that many "
+                f"hidden_units and latent_units (got {hidden} and {latent}); the paper "
+                f"defines 1 and 2 layers, other depths must set both tuples"
+            )
+
+    @property
+    def architecture(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """(hidden units, latent units) per stochastic layer, bottom first."""
+        paper = PAPER_ARCHITECTURES.get(self.stochastic_layers, {})
+        hidden = self.hidden_units or paper.get("hidden_units", ())
+        latent = self.latent_units or paper.get("latent_units", ())
+        return tuple(hidden), tuple(latent)
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class StagedDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """lr = lr_0 · 10^(-i/7) in stage i, stage i lasting 3^i epochs (Burda et al. 2016, Sec. 5).
+
+    Stage i starts after Σ_{j<i} 3^j = (3^i - 1)/2 epochs.
+    """
+
+    def __init__(self, initial_learning_rate: float, steps_per_epoch: int, stages: int = 8):
+        self.initial_learning_rate = initial_learning_rate
+        self.steps_per_epoch = steps_per_epoch
+        self.stages = stages
+
+    def __call__(self, step):
+        epoch = tf.cast(step, tf.int64) // self.steps_per_epoch
+        stage_starts = tf.constant([(3**i - 1) // 2 for i in range(1, self.stages)], tf.int64)
+        stage = tf.reduce_sum(tf.cast(epoch >= stage_starts, tf.float32))
+        return self.initial_learning_rate * tf.pow(10.0, -stage / 7.0)
+
+    def get_config(self):
+        return {
+            "initial_learning_rate": self.initial_learning_rate,
+            "steps_per_epoch": self.steps_per_epoch,
+            "stages": self.stages,
+        }
+
+
+class _ConditionalDistribution(keras.layers.Layer):
+    """h → p(· | h): `depth` tanh Dense layers of `units`, then a distribution layer."""
+
+    def __init__(self, units: int, depth: int, head: keras.layers.Layer, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden = [keras.layers.Dense(units, activation="tanh") for _ in range(depth)]
+        self.head = head
+
+    def build(self, input_shape):
+        for layer in self.hidden:
+            layer.build(input_shape)
+            input_shape = (*input_shape[:-1], layer.units)
+        self.head.build(input_shape)
+
+    def call(self, inputs):
+        for layer in self.hidden:
+            inputs = layer(inputs)
+        return self.head(inputs)
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class VAE(keras.Model):
+    """A VAE/IWAE with L Gaussian stochastic layers h_1..h_L (Burda et al. 2016, Sec. 5).
+
+    Generative model p(x, h) = p(h_L) Π_{i<L} p(h_i | h_{i+1}) p(x | h_1) with
+    p(h_L) = N(0, I); inference model q(h | x) = q(h_1 | x) Π_{i>1} q(h_i | h_{i-1}).
+    Data contract: batches are dicts with "image", float32 [batch, *image_shape].
+    """
+
+    def __init__(self, config: VAEConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        hidden, latent = config.architecture
+        depth = config.deterministic_layers
+        self.latent_units = latent
+        self.inference_networks = [  # q(h_i | h_{i-1}), h_0 = x
+            _ConditionalDistribution(
+                units, depth, distributions.GaussianLayer((size,), config.scale_activation), name=f"q_h{i + 1}"
+            )
+            for i, (units, size) in enumerate(zip(hidden, latent))
+        ]
+        self.latent_decoders = [  # p(h_i | h_{i+1}) for i = 1..L-1, mirroring q
+            _ConditionalDistribution(
+                hidden[i + 1], depth, distributions.GaussianLayer((latent[i],), config.scale_activation),
+                name=f"p_h{i + 1}",
+            )
+            for i in range(len(latent) - 1)
+        ]
+        likelihood = (
+            distributions.BernoulliLayer(config.image_shape)
+            if config.likelihood == "bernoulli"
+            else distributions.GaussianLayer(config.image_shape, config.scale_activation)
+        )
+        self.observation_decoder = _ConditionalDistribution(hidden[0], depth, likelihood, name="p_x")
+        self.prior = distributions.standard_normal(latent[-1])
+        self.seed_generator = keras.random.SeedGenerator(config.seed)
+        self.evaluation_samples = config.k  # k used by test_step; `training.evaluate --k` sets it
+        self.trackers = {
+            name: keras.metrics.Mean(name=name)
+            for name in ("loss", "bound", "elbo", "nll", "reconstruction", "kl")
+        }
+        self.active_units = [
+            ActiveUnits(size, name=f"active_units_{i + 1}") for i, size in enumerate(latent)
+        ]
+
+    def build(self, input_shape):
+        sizes = [self._pixels, *self.latent_units]
+        for network, size in zip(self.inference_networks, sizes):
+            network.build((None, size))
+        for network, size in zip(self.latent_decoders, self.latent_units[1:]):
+            network.build((None, size))
+        self.observation_decoder.build((None, self.latent_units[0]))
+        super().build(input_shape)
+
+    @property
+    def _pixels(self) -> int:
+        return math.prod(self.config.image_shape)
+
+    @property
+    def metrics(self):
+        return [*self.trackers.values(), *self.active_units]
+
+    # The objective (Burda et al. 2016, Sec. 3).
+
+    def _importance_terms(self, images, noise):
+        """log w_j = log p(x, h_j) − log q(h_j | x), h_j = μ_q + σ_q ε_j (Eq. 8).
+
+        Args:
+          images: [batch, *image_shape].
+          noise: per stochastic layer, standard normal ε of shape [k, batch, units].
+        Returns a dict of [k, batch] tensors ("log_weights", "reconstruction",
+        "kl") and "posterior_means": per layer E_q[h_i | x], [batch, units].
+        """
+        features = tf.reshape(images, [tf.shape(images)[0], self._pixels])
+        samples, posterior_means, log_q = [], [], 0.0
+        for network, epsilon in zip(self.inference_networks, noise):
+            posterior = network(samples[-1] if samples else features)
+            samples.append(distributions.reparameterize(posterior, epsilon))
+            log_q += posterior.log_prob(samples[-1])
+            mean = tf.broadcast_to(posterior.mean(), tf.shape(samples[-1]))
+            posterior_means.append(tf.reduce_mean(mean, axis=0))  # E over h_{<i} ~ q
+        log_prior = self.prior.log_prob(samples[-1])
+        for network, below, above in zip(self.latent_decoders, samples, samples[1:]):
+            log_prior += network(above).log_prob(below)
+        reconstruction = self.observation_decoder(samples[0]).log_prob(images)
+        return {
+            "log_weights": reconstruction + log_prior - log_q,
+            "reconstruction": reconstruction,
+            "kl": log_q - log_prior,
+            "posterior_means": posterior_means,
+        }
+
+    def _objective(self, images, k: int):
+        """Per-example terms of the training objective with k samples per image."""
+        seed = tf.cast(self.seed_generator.next(), tf.int64)
+        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+        seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(replica, tf.int64))
+        batch = tf.shape(images)[0]
+        noise = [
+            tf.random.stateless_normal(
+                [k, batch, units], seed=tf.random.experimental.stateless_fold_in(seed, layer)
+            )
+            for layer, units in enumerate(self.latent_units)
+        ]
+        terms = self._importance_terms(images, noise)
+        log_weights = terms["log_weights"]
+        bound = bounds.iwae_bound(log_weights) if self.config.objective == "iwae" else bounds.elbo(log_weights)
+        return {
+            "bound": bound,
+            "elbo": bounds.elbo(log_weights),
+            "nll": -bounds.iwae_bound(log_weights),
+            "reconstruction": tf.reduce_mean(terms["reconstruction"], axis=0),
+            "kl": tf.reduce_mean(terms["kl"], axis=0),
+            "posterior_means": terms["posterior_means"],
+        }
+
+    def train_step(self, data):
+        images = data["image"]
+        global_batch = tf.cast(tf.shape(images)[0], tf.float32) * tf.distribute.get_strategy().num_replicas_in_sync
+        with tf.GradientTape() as tape:
+            terms = self._objective(images, self.config.k)
+            loss = -tf.reduce_sum(terms["bound"]) / global_batch  # ascend L (Eq. 8 / Eq. 3)
+        gradients = tape.gradient(loss, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+        return self._update_trackers(terms)
+
+    def test_step(self, data):
+        terms = self._objective(data["image"], self.evaluation_samples)
+        for metric, means in zip(self.active_units, terms["posterior_means"]):
+            metric.update_state(means)
+        logs = self._update_trackers(terms)
+        return {**logs, **{metric.name: metric.result() for metric in self.active_units}}
+
+    def _update_trackers(self, terms):
+        terms = {**terms, "loss": -terms["bound"]}
+        for name, tracker in self.trackers.items():
+            tracker.update_state(terms[name])
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    def compile_for_training(self, steps_per_epoch: int):
+        """Adam with the paper's ε and, by default, its staged learning-rate decay."""
+        config = self.config
+        learning_rate = (
+            StagedDecay(config.learning_rate, steps_per_epoch)
+            if config.learning_rate_schedule == "burda"
+            else config.learning_rate
+        )
+        optimizer = keras.optimizers.Adam(
+            learning_rate, beta_1=config.adam_beta_1, beta_2=config.adam_beta_2, epsilon=config.adam_epsilon
+        )
+        self.compile(optimizer=optimizer, jit_compile=config.jit_compile)
+
+    # Deterministic paths and samplers; these back the serving signatures.
+
+    def _image_mean(self, likelihood):
+        return tf.clip_by_value(likelihood.mean(), 0.0, 1.0)
+
+    def encode(self, images):
+        """Posterior mean and stddev per layer; layer i > 1 is taken at the mean of layer i − 1."""
+        h = tf.reshape(images, [tf.shape(images)[0], self._pixels])
+        outputs = {}
+        for layer, network in enumerate(self.inference_networks, start=1):
+            posterior = network(h).distribution
+            outputs[f"mean_{layer}"], outputs[f"stddev_{layer}"] = posterior.loc, posterior.scale
+            h = posterior.loc
+        return outputs
+
+    def decode(self, latent):
+        """E[x | h_1] with h_{i} = E[h_i | h_{i+1}] down from the top latent h_L."""
+        h = latent
+        for network in reversed(self.latent_decoders):
+            h = network(h).mean()
+        return self._image_mean(self.observation_decoder(h))
+
+    def call(self, images):
+        """Reconstruction decode(E_q[h_L | x]) through the whole stack."""
+        return self.decode(self.encode(images)[f"mean_{len(self.latent_units)}"])
+
+    def sample(self, seeds):
+        """x ~ p(x) by ancestral sampling, one image per int64 seed; returns E[x | h_1]."""
+        top = len(self.latent_units) - 1
+        h = per_example_normal(seeds, [self.latent_units[top]], stream=top)
+        for layer in reversed(range(top)):
+            noise = per_example_normal(seeds, [self.latent_units[layer]], stream=layer)
+            h = distributions.reparameterize(self.latent_decoders[layer](h), noise)
+        return self._image_mean(self.observation_decoder(h))
+
+    def log_likelihood(self, images, num_importance_samples, seeds):
+        """L_k per image, k = num_importance_samples[b], noise from seeds[b] (Eq. 8)."""
+        num_importance_samples = tf.cast(num_importance_samples, tf.int32)
+        tf.debugging.assert_positive(num_importance_samples, "num_importance_samples must be >= 1")
+        k = tf.reduce_max(num_importance_samples)
+        noise = [
+            tf.transpose(per_example_normal(seeds, [k, units], stream=layer), [1, 0, 2])
+            for layer, units in enumerate(self.latent_units)
+        ]
+        log_weights = self._importance_terms(images, noise)["log_weights"]
+        return bounds.iwae_bound(log_weights, num_samples=num_importance_samples)
+
+    def serving_signatures(self):
+        images = tf.TensorSpec([None, *self.config.image_shape], tf.float32, name="images")
+        seed = tf.TensorSpec([None], tf.int64, name="seed")
+        return {
+            "serving_default": (lambda seed: {"images": self.sample(seed)}, [seed]),
+            "reconstruct": (lambda images: {"images": self(images)}, [images]),
+            "encode": (self.encode, [images]),
+            "decode": (
+                lambda latent: {"images": self.decode(latent)},
+                [tf.TensorSpec([None, self.latent_units[-1]], tf.float32, name="latent")],
+            ),
+            "log_likelihood": (
+                lambda images, num_importance_samples, seed: {
+                    "log_likelihood": self.log_likelihood(images, num_importance_samples, seed)
+                },
+                [images, tf.TensorSpec([None], tf.int64, name="num_importance_samples"), seed],
+            ),
+        }
+
+    def summary_images(self, images):
+        """TensorBoard grids: 64 prior samples, and inputs beside their reconstructions."""
+        pairs = tf.stack([images, self(images)], axis=1)
+        return {
+            "prior_samples": self.sample(tf.range(64, dtype=tf.int64)),
+            "reconstructions": tf.reshape(pairs, [-1, *self.config.image_shape]),
+        }
+
+    def get_config(self):
+        return {**super().get_config(), "config": config_lib.to_dict(self.config)}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        return cls(config_lib.from_dict(VAEConfig, config.pop("config")), **config)
+
+
+def build(config: VAEConfig) -> VAE:
+    model = VAE(config, name="iwae" if config.objective == "iwae" else "vae")
+    model.build((None, *config.image_shape))
+    return model
+
+
+def dataset(config: VAEConfig) -> registry.DatasetSpec:
+    return registry.DatasetSpec(config.dataset, binarize=config.likelihood == "bernoulli")
+
+
+registry.register(registry.ModelSpec(
+    "zoo.vae", "VAE (Kingma & Welling 2014) on the IWAE architectures", VAEConfig, build, dataset))
+registry.register(registry.ModelSpec(
+    "zoo.iwae", "IWAE (Burda et al. 2016), k = 50", VAEConfig, build, dataset,
+    preset={"objective": "iwae", "k": 50}))  # Table 1: k = 50 is the headline column

@@ -1,0 +1,138 @@
+"""Input pipelines: TFDS datasets → batches of {"image": float32 [batch, H, W, C]}.
+
+Grey-scale images go to Bernoulli models binarized: dynamically for training
+(a fresh draw x ~ Bernoulli(pixel/255) each time an example is seen, as in Burda
+et al. 2016, Sec. 5), and with one fixed draw per example for evaluation, so test
+numbers are reproducible. `binarized_mnist` is the fixed Larochelle–Murray
+binarization and passes through unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from zoo.registry import DatasetSpec
+
+ROLES = ("train", "eval", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """A TFDS dataset and which of its splits plays each role."""
+
+    tfds_name: str
+    splits: dict  # role → TFDS split; "eval" is monitored every epoch
+    binary: bool  # pixels are already in {0, 1}
+
+
+SOURCES = {
+    "mnist": Source("mnist", {"train": "train", "eval": "test", "test": "test"}, binary=False),
+    "binarized_mnist": Source(
+        "binarized_mnist", {"train": "train", "eval": "validation", "test": "test"}, binary=True
+    ),
+    "fashion_mnist": Source(
+        "fashion_mnist", {"train": "train", "eval": "test", "test": "test"}, binary=False
+    ),
+}
+
+EVALUATION_BINARIZATION_SEED = 20160201
+"""Seeds the fixed binarization of evaluation splits (one draw per example index)."""
+
+
+class DataError(RuntimeError):
+    """A dataset that cannot be loaded, with what to do about it."""
+
+
+def data_dir() -> str:
+    return os.environ.get("TFDS_DATA_DIR", os.path.expanduser("~/tensorflow_datasets"))
+
+
+def _source(name: str) -> Source:
+    if name not in SOURCES:
+        raise DataError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(SOURCES))}")
+    return SOURCES[name]
+
+
+def split_name(spec: DatasetSpec, role: str, max_examples: int | None = None) -> str:
+    split = _source(spec.name).splits[role]
+    return f"{split}[:{max_examples}]" if max_examples else split
+
+
+def _load_tfds(spec: DatasetSpec, role: str, max_examples: int | None, download: bool):
+    source = _source(spec.name)
+    split = split_name(spec, role, max_examples)
+    try:
+        dataset, info = tfds.load(
+            source.tfds_name, split=split, with_info=True, download=download, shuffle_files=role == "train"
+        )
+    except Exception as error:  # TFDS raises many types: missing files, no network, bad split
+        raise DataError(
+            f"cannot load TFDS dataset {source.tfds_name!r} (split {split!r}) from TFDS_DATA_DIR="
+            f"{data_dir()}: {type(error).__name__}: {error}\n"
+            f"Fix: point TFDS_DATA_DIR at a folder holding the prepared dataset (e.g. built with "
+            f"`tfds build {source.tfds_name}` on a machine with internet), or allow TFDS to download it "
+            f"(drop --no_download)."
+        ) from None
+    return dataset, info.splits[split].num_examples
+
+
+def _to_float(image: tf.Tensor) -> tf.Tensor:
+    return tf.cast(image, tf.float32) / 255.0
+
+
+def load(
+    spec: DatasetSpec,
+    role: str,
+    batch_size: int,
+    *,
+    max_examples: int | None = None,
+    download: bool = True,
+) -> tuple[tf.data.Dataset, int]:
+    """Returns (batched dataset of {"image": float32}, number of examples).
+
+    The "train" role repeats forever, reshuffles every epoch and drops the last
+    partial batch (callers pass steps_per_epoch = examples // batch_size); "eval"
+    and "test" are single ordered passes.
+    """
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+    source = _source(spec.name)
+    dataset, num_examples = _load_tfds(spec, role, max_examples, download)
+    images = dataset.map(lambda example: example["image"], num_parallel_calls=tf.data.AUTOTUNE)
+    train = role == "train"
+
+    if source.binary:
+        prepare = lambda index, image: tf.cast(image, tf.float32)  # noqa: E731
+    elif not spec.binarize:
+        prepare = lambda index, image: _to_float(image)  # noqa: E731
+    elif train:
+        prepare = lambda index, image: tf.cast(  # noqa: E731
+            tf.random.uniform(tf.shape(image)) < _to_float(image), tf.float32
+        )
+    else:
+        prepare = lambda index, image: tf.cast(  # noqa: E731
+            tf.random.stateless_uniform(tf.shape(image), seed=[EVALUATION_BINARIZATION_SEED, index])
+            < _to_float(image),
+            tf.float32,
+        )
+
+    images = images.enumerate().cache()
+    if train:
+        images = images.shuffle(num_examples, reshuffle_each_iteration=True).repeat()
+    batches = images.map(
+        lambda index, image: {"image": prepare(index, image)}, num_parallel_calls=tf.data.AUTOTUNE
+    )
+    batches = batches.batch(batch_size, drop_remainder=train).prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return batches.with_options(options), num_examples
+
+
+def steps(num_examples: int, batch_size: int, role: str) -> int:
+    """Batches in one pass: the train role drops the partial batch."""
+    return num_examples // batch_size if role == "train" else math.ceil(num_examples / batch_size)

@@ -1,0 +1,158 @@
+"""python -m training.fit zoo.<name>: train a zoo model, checkpoint, summarise, export.
+
+    python -m training.fit zoo.iwae --workdir runs/iwae --set k=5 --set stochastic_layers=2
+
+Flags set the run (epochs, batch, strategy, workdir); model hyperparameters are
+config fields, changed with `--set key=value`. `--epochs`, `--batch_size`,
+`--learning_rate` and `--dataset` are shorthands for the config fields of the
+same name. Training uses the model's own `train_step` under `fit`; this module
+knows nothing model-specific.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m training.fit", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="registry name, e.g. zoo.vae or zoo.iwae")
+    parser.add_argument("--workdir", help="where everything of the run goes (default: runs/<name>)")
+    parser.add_argument("--epochs", type=int, help="config field epochs")
+    parser.add_argument("--steps_per_epoch", type=int, help="cap on training steps per epoch")
+    parser.add_argument("--validation_steps", type=int, help="cap on evaluation steps per epoch")
+    parser.add_argument("--batch_size", type=int, help="config field batch_size (global batch)")
+    parser.add_argument("--learning_rate", type=float, help="config field learning_rate")
+    parser.add_argument("--dataset", help="config field dataset, e.g. mnist or binarized_mnist")
+    parser.add_argument("--strategy", default="auto", help="auto, default, mirrored or multi_worker")
+    parser.add_argument("--virtual_cpus", type=int, default=0,
+                        help="split the host CPU into N logical devices (try mirrored without GPUs)")
+    parser.add_argument("--resume", action="store_true", help="continue from the workdir's last checkpoint")
+    parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field; repeatable")
+    parser.add_argument("--no_download", action="store_true",
+                        help="fail instead of downloading data missing from TFDS_DATA_DIR")
+    parser.add_argument("--no_export", action="store_true", help="skip the export at the end")
+    parser.add_argument("--verbose", type=int, default=1, help="Keras progress: 0 silent, 1 bar, 2 line per epoch")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    # Virtual devices must be configured before TensorFlow touches any device.
+    from training import distribute
+
+    try:
+        if args.virtual_cpus:
+            distribute.use_virtual_cpus(args.virtual_cpus)
+        strategy = distribute.make_strategy(args.strategy)
+    except distribute.StrategyError as error:
+        return _fail(error)
+
+    import keras
+    import tensorflow as tf
+
+    import export
+    import zoo
+    from training import callbacks as callbacks_lib, checkpoint, data, workdir as workdir_lib
+
+    try:
+        spec = zoo.get(args.model)
+        workdir = args.workdir or f"runs/{spec.short_name}"
+        overrides = zoo.config.parse_assignments(args.assignments, spec.config_class)
+        for field in ("epochs", "batch_size", "learning_rate", "dataset"):
+            if getattr(args, field) is not None:
+                overrides[field] = getattr(args, field)
+        has_checkpoint = checkpoint.latest(workdir_lib.checkpoint_dir(workdir)) is not None
+        if args.resume:
+            spec, saved = workdir_lib.read_run(workdir)
+            config = zoo.config.replace(saved, **overrides)
+        elif has_checkpoint:
+            raise workdir_lib.WorkdirError(
+                f"{workdir} already holds a run; pass --resume to continue it or choose another --workdir"
+            )
+        else:
+            config = spec.make_config(**overrides)
+        if config.batch_size % strategy.num_replicas_in_sync:
+            raise zoo.ConfigError(
+                f"batch_size={config.batch_size} does not split over {strategy.num_replicas_in_sync} "
+                f"replicas; use a multiple of {strategy.num_replicas_in_sync}"
+            )
+        dataset_spec = spec.dataset(config)
+        train, train_examples = data.load(dataset_spec, "train", config.batch_size,
+                                          download=not args.no_download)
+        evaluation, eval_examples = data.load(dataset_spec, "eval", config.batch_size,
+                                              download=not args.no_download)
+    except (zoo.UnknownModelError, zoo.ConfigError, workdir_lib.WorkdirError, data.DataError) as error:
+        return _fail(error)
+
+    steps_per_epoch = data.steps(train_examples, config.batch_size, "train")
+    if args.steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, args.steps_per_epoch)
+    chief = distribute.is_chief(strategy)
+    with strategy.scope():
+        model = spec.build(config)
+        model.compile_for_training(steps_per_epoch)
+        initial_epoch = checkpoint.restore(model, workdir_lib.checkpoint_dir(workdir)) if args.resume else 0
+    if chief:
+        workdir_lib.write_run(workdir, spec, config)
+
+    print(f"model: {spec.name} ({type(model).__name__}, {model.count_params():,} parameters)")
+    print(f"dataset: {config.dataset} (binarize: {dataset_spec.binarize}), {train_examples} train / "
+          f"{eval_examples} eval examples, {steps_per_epoch} steps per epoch")
+    print(distribute.describe(strategy, config.batch_size))
+    print(f"workdir: {workdir}" + (f" (resuming after epoch {initial_epoch})" if initial_epoch else ""))
+    print(f"config: {json.dumps(zoo.config.to_dict(config))}")
+
+    log_dir = str(workdir_lib.tensorboard_dir(workdir)) if chief else f"{workdir}/.worker-tensorboard"
+    checkpointer = checkpoint.Checkpointer(workdir_lib.checkpoint_dir(workdir), initial_epoch, enabled=chief)
+    example_images = next(iter(evaluation.take(1)))["image"][:32]
+    callbacks = [
+        callbacks_lib.StopOnNonFiniteLoss(),
+        checkpointer,
+        keras.callbacks.TensorBoard(log_dir, update_freq=max(1, min(100, steps_per_epoch))),
+        callbacks_lib.RunSummaries(log_dir, {"model": spec.name, **zoo.config.to_dict(config)}, example_images),
+    ]
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # save, then stop
+    try:
+        model.fit(
+            train,
+            epochs=config.epochs,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps_per_epoch,
+            validation_data=evaluation,
+            validation_steps=args.validation_steps,
+            callbacks=callbacks,
+            shuffle=False,
+            verbose=args.verbose,
+        )
+    except KeyboardInterrupt:
+        saved = checkpointer.save_interrupted()
+        print(f"\ninterrupted after {checkpointer.completed_epochs} complete epochs; "
+              f"saved {saved}; continue with --resume", file=sys.stderr)
+        return 130
+    except callbacks_lib.NonFiniteLossError as error:
+        state = checkpoint.latest(workdir_lib.checkpoint_dir(workdir))
+        kept = f"the last good checkpoint ({state['path']}, epoch {state['epoch']}) is intact" if state else \
+            "no checkpoint had been saved yet"
+        return _fail(f"{error}; training stopped and {kept}. Lower --learning_rate or check the data, "
+                     f"then rerun (with --resume to continue from the checkpoint).")
+
+    if chief and not args.no_export:
+        exported = export.export(model, workdir, spec.short_name)
+        print(f"exported: {exported.keras_path} and {exported.savedmodel_dir}")
+    tf.summary.flush()
+    return 0
+
+
+def _fail(error) -> int:
+    print(f"error: {error}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -25,6 +25,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, help="config field epochs")
     parser.add_argument("--steps_per_epoch", type=int, help="cap on training steps per epoch")
     parser.add_argument("--validation_steps", type=int, help="cap on evaluation steps per epoch")
+    parser.add_argument("--max_examples", type=int, help="use only the first N examples of each split")
     parser.add_argument("--batch_size", type=int, help="config field batch_size (global batch)")
     parser.add_argument("--learning_rate", type=float, help="config field learning_rate")
     parser.add_argument("--dataset", help="config field dataset, e.g. mnist or binarized_mnist")
@@ -84,9 +85,9 @@ def main(argv=None) -> int:
             )
         dataset_spec = spec.dataset(config)
         train, train_examples = data.load(dataset_spec, "train", config.batch_size,
-                                          download=not args.no_download)
+                                          max_examples=args.max_examples, download=not args.no_download)
         evaluation, eval_examples = data.load(dataset_spec, "eval", config.batch_size,
-                                              download=not args.no_download)
+                                              max_examples=args.max_examples, download=not args.no_download)
     except (zoo.UnknownModelError, zoo.ConfigError, workdir_lib.WorkdirError, data.DataError) as error:
         return _fail(error)
 

@@ -88,10 +88,15 @@ def main(argv=None) -> int:
                                           max_examples=args.max_examples, download=not args.no_download)
         evaluation, eval_examples = data.load(dataset_spec, "eval", config.batch_size,
                                               max_examples=args.max_examples, download=not args.no_download)
+        steps_per_epoch = data.steps(train_examples, config.batch_size, "train")
+        if steps_per_epoch == 0:
+            raise zoo.ConfigError(
+                f"batch_size={config.batch_size} exceeds the {train_examples} training examples; "
+                f"lower --batch_size or raise --max_examples"
+            )
     except (zoo.UnknownModelError, zoo.ConfigError, workdir_lib.WorkdirError, data.DataError) as error:
         return _fail(error)
 
-    steps_per_epoch = data.steps(train_examples, config.batch_size, "train")
     if args.steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, args.steps_per_epoch)
     chief = distribute.is_chief(strategy)

@@ -42,7 +42,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv=None) -> int:
+def main(argv=None, extra_callbacks=()) -> int:
+    """Runs the CLI; `extra_callbacks` lets benchmarks observe the exact same fit."""
     args = parse_args(argv)
     # Virtual devices must be configured before TensorFlow touches any device.
     from training import distribute
@@ -122,6 +123,7 @@ def main(argv=None) -> int:
         checkpointer,
         keras.callbacks.TensorBoard(log_dir, update_freq=max(1, min(100, steps_per_epoch))),
         callbacks_lib.RunSummaries(log_dir, {"model": spec.name, **zoo.config.to_dict(config)}, example_images),
+        *extra_callbacks,
     ]
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # save, then stop
     try:

@@ -1,0 +1,157 @@
+"""zoo.distributions: shapes, hand-computed densities, the scale floor and config round trips."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from zoo import distributions
+from zoo.distributions import SCALE_FLOOR, BernoulliLayer, GaussianLayer
+
+tfd = tfp.distributions
+
+FEATURES = 5
+EVENT_SHAPES = [(4,), (2, 3)]
+LEADING_SHAPES = [(7,), (3, 7)]  # [batch] and [k, batch]
+
+
+def _gaussian(event_shape, scale_activation="softplus"):
+    return GaussianLayer(event_shape, scale_activation=scale_activation)
+
+
+def _bernoulli(event_shape, scale_activation=None):
+    del scale_activation  # Bernoulli has no scale
+    return BernoulliLayer(event_shape)
+
+
+LAYERS = {"gaussian": _gaussian, "bernoulli": _bernoulli}
+
+
+def _features(leading_shape, seed=0):
+    return np.random.default_rng(seed).normal(size=(*leading_shape, FEATURES)).astype(np.float32)
+
+
+def _projection(layer, features):
+    """W f + b computed in float64 numpy from the layer's own kernel."""
+    kernel, bias = (np.asarray(w, np.float64) for w in layer.projection.get_weights())
+    return features.astype(np.float64) @ kernel + bias
+
+
+def _softplus(values):
+    return np.logaddexp(0.0, values)
+
+
+@pytest.mark.parametrize("family", LAYERS)
+@pytest.mark.parametrize("event_shape", EVENT_SHAPES)
+@pytest.mark.parametrize("leading_shape", LEADING_SHAPES)
+def test_event_shape_is_layer_event_shape_and_batch_shape_is_leading_input_dims(
+    family, event_shape, leading_shape
+):
+    dist = LAYERS[family](event_shape)(_features(leading_shape))
+    assert isinstance(dist, tfd.Independent)
+    assert tuple(dist.event_shape) == event_shape
+    assert tuple(dist.batch_shape) == leading_shape
+    assert dist.log_prob(dist.sample(seed=(0, 1))).shape == leading_shape
+
+
+@pytest.mark.parametrize("family", LAYERS)
+@pytest.mark.parametrize("event_shape", EVENT_SHAPES)
+def test_params_size_equals_projection_units(family, event_shape):
+    layer = LAYERS[family](event_shape)
+    per_event = 2 if family == "gaussian" else 1
+    assert layer.params_size(event_shape) == per_event * math.prod(event_shape)
+    assert layer.projection.units == type(layer).params_size(event_shape)
+
+
+@pytest.mark.parametrize("event_shape", EVENT_SHAPES)
+def test_bernoulli_log_prob_matches_log_likelihood_from_logits(event_shape):
+    layer = BernoulliLayer(event_shape)
+    features = _features((3, 7))
+    dist = layer(features)
+    x = np.random.default_rng(1).integers(0, 2, size=(3, 7, *event_shape)).astype(np.float32)
+    logits = _projection(layer, features)
+    # log σ(ℓ) = -softplus(-ℓ), log(1 - σ(ℓ)) = -softplus(ℓ).
+    flat_x = x.reshape(3, 7, -1)
+    expected = -(flat_x * _softplus(-logits) + (1 - flat_x) * _softplus(logits)).sum(axis=-1)
+    np.testing.assert_allclose(dist.log_prob(x), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("scale_activation", distributions.SCALE_ACTIVATIONS)
+@pytest.mark.parametrize("event_shape", EVENT_SHAPES)
+def test_gaussian_log_prob_matches_normal_density_with_scale_floor(event_shape, scale_activation):
+    layer = GaussianLayer(event_shape, scale_activation=scale_activation)
+    features = _features((3, 7))
+    dist = layer(features)
+    x = np.random.default_rng(2).normal(size=(3, 7, *event_shape)).astype(np.float32)
+    loc, raw_scale = np.split(_projection(layer, features), 2, axis=-1)
+    activation = _softplus if scale_activation == "softplus" else np.exp
+    scale = activation(raw_scale) + SCALE_FLOOR
+    z = (x.reshape(3, 7, -1) - loc) / scale
+    expected = (-0.5 * z**2 - np.log(scale) - 0.5 * np.log(2 * np.pi)).sum(axis=-1)
+    np.testing.assert_allclose(dist.log_prob(x), expected, rtol=1e-5)
+    np.testing.assert_allclose(dist.mean().numpy().reshape(3, 7, -1), loc, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("scale_activation", distributions.SCALE_ACTIVATIONS)
+def test_gaussian_scale_is_floored_for_very_negative_preactivations(scale_activation):
+    layer = GaussianLayer((3,), scale_activation=scale_activation)
+    layer.build((None, FEATURES))
+    kernel = np.zeros((FEATURES, 6), np.float32)
+    bias = np.array([0.0, 0.0, 0.0, -1e4, -100.0, -20.0], np.float32)  # loc, then raw scale
+    layer.projection.set_weights([kernel, bias])
+    dist = layer(_features((4,)))
+    scale = dist.distribution.scale.numpy()
+    assert np.all(scale >= np.float32(SCALE_FLOOR))
+    np.testing.assert_allclose(scale[:, 0], SCALE_FLOOR, rtol=1e-6)
+    # The density at the mean stays finite: -log σ is bounded by -log SCALE_FLOOR.
+    log_prob_at_mean = dist.log_prob(dist.mean()).numpy()
+    assert np.all(np.isfinite(log_prob_at_mean))
+    assert np.all(log_prob_at_mean <= 3 * (-np.log(SCALE_FLOOR) - 0.5 * np.log(2 * np.pi)) + 1e-3)
+
+
+def test_gaussian_layer_rejects_unknown_scale_activation():
+    with pytest.raises(ValueError, match="softplus"):
+        GaussianLayer((3,), scale_activation="relu")
+
+
+@pytest.mark.parametrize(
+    "family, scale_activation", [("gaussian", "softplus"), ("gaussian", "exp"), ("bernoulli", None)]
+)
+@pytest.mark.parametrize("event_shape", EVENT_SHAPES)
+def test_get_config_from_config_round_trip_gives_same_layer(family, scale_activation, event_shape):
+    layer = LAYERS[family](event_shape, scale_activation)
+    features = _features((7,))
+    original = layer(features)
+    restored = type(layer).from_config(layer.get_config())
+    assert restored.get_config() == layer.get_config()
+    restored(features)
+    restored.set_weights(layer.get_weights())
+    result = restored(features)
+    np.testing.assert_array_equal(result.mean(), original.mean())
+    np.testing.assert_array_equal(result.stddev(), original.stddev())
+
+
+def test_reparameterize_is_loc_plus_scale_times_noise():
+    dist = GaussianLayer((4,))(_features((3, 7)))
+    noise = np.random.default_rng(3).normal(size=(3, 7, 4)).astype(np.float32)
+    expected = dist.distribution.loc.numpy() + dist.distribution.scale.numpy() * noise
+    np.testing.assert_allclose(distributions.reparameterize(dist, noise), expected, rtol=1e-6)
+
+
+def test_reparameterize_broadcasts_sample_axis_over_batch_distribution():
+    dist = GaussianLayer((4,))(_features((7,)))
+    noise = np.random.default_rng(4).normal(size=(5, 7, 4)).astype(np.float32)
+    samples = distributions.reparameterize(dist, noise).numpy()
+    assert samples.shape == (5, 7, 4)
+    np.testing.assert_allclose(
+        samples[2], dist.distribution.loc.numpy() + dist.distribution.scale.numpy() * noise[2], rtol=1e-6
+    )
+
+
+def test_standard_normal_log_prob_is_sum_of_unit_normal_log_densities():
+    prior = distributions.standard_normal(3)
+    h = np.array([[0.0, 1.0, -2.0], [0.5, 0.5, 0.5]], np.float32)
+    expected = (-0.5 * h**2 - 0.5 * np.log(2 * np.pi)).sum(axis=-1)
+    np.testing.assert_allclose(prior.log_prob(h), expected, rtol=1e-6)

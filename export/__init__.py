@@ -64,6 +64,7 @@ def export(model: keras.Model, workdir, name: str, version: int | None = None) -
             f"(omit --version to use {existing[-1] + 1})"
         )
 
+    base_dir.mkdir(parents=True, exist_ok=True)  # and the workdir, for model.keras
     keras_path = workdir / "model.keras"
     staging_keras = workdir / ".staging-model.keras"
     model.save(staging_keras)
@@ -71,7 +72,6 @@ def export(model: keras.Model, workdir, name: str, version: int | None = None) -
 
     staging = base_dir / f".staging-{version}"
     shutil.rmtree(staging, ignore_errors=True)
-    base_dir.mkdir(parents=True, exist_ok=True)
     write_savedmodel(model, staging)
     os.rename(staging, base_dir / str(version))
     return Exported(str(keras_path), str(base_dir / str(version)), version)

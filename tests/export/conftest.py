@@ -1,0 +1,344 @@
+"""Fixtures for export/ and training/evaluate.py: one tiny training run per variant and session.
+
+Each variant is trained once by the real CLI (`python -m training.fit`) in a temporary
+workdir, which then holds run.json, a checkpoint, model.keras and serving/<name>/1.
+Tests that write into a workdir get their own copy (`workdir_copy`). Reloads in fresh
+processes run once per variant (`fresh_process_outputs`); the tests only read the results.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+import zoo
+from training import workdir as workdir_lib
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+TFDS_DATA_DIR = os.environ.get("TFDS_DATA_DIR") or str(REPO.parent / "shared" / "tensorflow_datasets")
+FIT_TIMEOUT_S = 300
+SUBPROCESS_TIMEOUT_S = 180
+
+FIT_FLAGS = ["--epochs", "1", "--max_examples", "200", "--batch_size", "20", "--steps_per_epoch", "5",
+             "--validation_steps", "2", "--no_download", "--verbose", "2"]
+RUNS = {  # variant id → (registry name, --set overrides)
+    "iwae": ("zoo.iwae", ["hidden_units=16", "latent_units=4", "k=2"]),
+    "vae2": ("zoo.vae", ["stochastic_layers=2", "hidden_units=16,8", "latent_units=6,4"]),
+}
+
+SEEDS = np.array([3, 141, -7, 2**40, 0, 11], np.int64)
+PERMUTATION = np.array([4, 2, 0, 5, 3, 1])
+IMPORTANCE_SAMPLES = np.array([1, 7, 30, 2], np.int64)  # per image of `inputs["images"]`
+
+
+def subprocess_env() -> dict:
+    return {**os.environ, "TFDS_DATA_DIR": TFDS_DATA_DIR, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def _run_python(args, timeout=SUBPROCESS_TIMEOUT_S, cwd=REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def describe(result: subprocess.CompletedProcess) -> str:
+    return f"exit {result.returncode}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"
+
+
+@pytest.fixture(scope="session")
+def run_python():
+    """`run_python(args, timeout=…)`: runs this interpreter on `args` in the repo root, TFDS env set."""
+    return _run_python
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedRun:
+    variant: str
+    workdir: pathlib.Path
+    spec: zoo.ModelSpec
+    model: keras.Model  # rebuilt here and restored from the run's checkpoint
+
+    @property
+    def stochastic_layers(self) -> int:
+        return self.model.config.stochastic_layers
+
+    @property
+    def keras_path(self) -> pathlib.Path:
+        return self.workdir / "model.keras"
+
+    @property
+    def savedmodel_dir(self) -> pathlib.Path:
+        return self.workdir / "serving" / self.spec.short_name / "1"
+
+
+@pytest.fixture(scope="session")
+def train(tmp_path_factory):
+    """`train(variant) -> TrainedRun`, fitting each variant at most once per session."""
+    runs, failures = {}, {}
+
+    def trained(variant: str) -> TrainedRun:
+        if variant in failures:  # fail fast instead of retraining for every test
+            pytest.fail(failures[variant])
+        if variant not in runs:
+            name, assignments = RUNS[variant]
+            workdir = tmp_path_factory.mktemp("runs") / variant
+            sets = [flag for assignment in assignments for flag in ("--set", assignment)]
+            result = _run_python(["-m", "training.fit", name, "--workdir", workdir, *FIT_FLAGS, *sets],
+                                 timeout=FIT_TIMEOUT_S)
+            if result.returncode != 0:
+                failures[variant] = f"training.fit {name} failed: {describe(result)}"
+                pytest.fail(failures[variant])
+            spec, _, model, _ = workdir_lib.load_trained_model(workdir)
+            runs[variant] = TrainedRun(variant, workdir, spec, model)
+        return runs[variant]
+
+    return trained
+
+
+@pytest.fixture(scope="session", params=list(RUNS))
+def trained_run(request, train) -> TrainedRun:
+    return train(request.param)
+
+
+@pytest.fixture
+def workdir_copy(trained_run, tmp_path) -> pathlib.Path:
+    """A private copy of the trained run's workdir, for tests that write into it."""
+    return pathlib.Path(shutil.copytree(trained_run.workdir, tmp_path / trained_run.variant))
+
+
+@contextlib.contextmanager
+def _tfds_data_dir():
+    """Points TFDS at the prepared data: it reads TFDS_DATA_DIR once, when first imported."""
+    import tensorflow_datasets as tfds
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TFDS_DATA_DIR", TFDS_DATA_DIR)
+        patch.setattr(tfds.core.constants, "DATA_DIR", TFDS_DATA_DIR)
+        yield
+
+
+@dataclasses.dataclass(frozen=True)
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _run_main(main, argv) -> CliResult:
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with _tfds_data_dir(), contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        returncode = main([str(arg) for arg in argv])
+    return CliResult(returncode, stdout.getvalue(), stderr.getvalue())
+
+
+@pytest.fixture(scope="session")
+def run_main():
+    """`run_main(main, argv) -> CliResult`: a CLI's `main` in this process, much cheaper than a subprocess."""
+    return _run_main
+
+
+# Fresh processes reloading the exports of a run.
+
+_INPUT_FILE = "inputs.npz"
+
+# Serving needs TensorFlow only: this project and TFP are made unimportable before anything runs.
+_SAVEDMODEL_SCRIPT = textwrap.dedent('''
+    import json, sys
+
+    BLOCKED = ("zoo", "training", "export", "tensorflow_probability")
+
+    class Unavailable:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ImportError(f"{name} is not installed on a serving machine")
+
+    sys.meta_path.insert(0, Unavailable())
+
+    import numpy as np
+    import tensorflow as tf
+
+    inputs, out_dir, model_dir = np.load(sys.argv[1]), sys.argv[2], sys.argv[3]
+    signatures = tf.saved_model.load(model_dir).signatures
+
+    def call(name, **kwargs):
+        outputs = signatures[name](**{key: tf.constant(value) for key, value in kwargs.items()})
+        return {key: value.numpy() for key, value in outputs.items()}
+
+    def op_types(function):
+        graph = function.graph.as_graph_def()
+        types = {node.op for node in graph.node}
+        for library_function in graph.library.function:
+            types |= {node.op for node in library_function.node_def}
+        return sorted(types)
+
+    seeds, images, ks = inputs["seeds"], inputs["images"], inputs["importance_samples"]
+    n = len(images)
+    results = {
+        "sample": call("serving_default", seed=seeds)["images"],
+        "sample_again": call("serving_default", seed=seeds)["images"],
+        "sample_permuted": call("serving_default", seed=seeds[inputs["permutation"]])["images"],
+        "reconstruct": call("reconstruct", images=images)["images"],
+        "decode": call("decode", latent=inputs["latent"])["images"],
+        "log_likelihood_one": call("log_likelihood", images=images, num_importance_samples=np.ones(n, np.int64),
+                                   seed=seeds[:n])["log_likelihood"],
+        "log_likelihood_mixed": call("log_likelihood", images=images, num_importance_samples=ks,
+                                     seed=seeds[:n])["log_likelihood"],
+        "log_likelihood_alone": np.concatenate([
+            call("log_likelihood", images=images[i:i + 1], num_importance_samples=ks[i:i + 1],
+                 seed=seeds[i:i + 1])["log_likelihood"]
+            for i in range(n)
+        ]),
+    }
+    results.update({f"encode.{key}": value for key, value in call("encode", images=images).items()})
+    np.savez(f"{out_dir}/savedmodel.npz", **results)
+
+    def shapes(specs):
+        return {key: spec.shape.as_list() for key, spec in specs.items()}
+
+    report = {
+        "signatures": {
+            name: {"inputs": shapes(function.structured_input_signature[1]),
+                   "outputs": shapes(function.structured_outputs)}
+            for name, function in signatures.items()
+        },
+        "op_types": {name: op_types(function) for name, function in signatures.items()},
+        "modules": sorted({name.split(".")[0] for name in sys.modules}),
+    }
+    with open(f"{out_dir}/savedmodel.json", "w") as file:
+        json.dump(report, file)
+''')
+
+_KERAS_SCRIPT = textwrap.dedent('''
+    import json, sys
+
+    import keras
+    import numpy as np
+
+    import zoo  # registers the zoo's serializables
+
+    inputs, out_dir, path = np.load(sys.argv[1]), sys.argv[2], sys.argv[3]
+    model = keras.models.load_model(path)
+    np.savez(f"{out_dir}/keras.npz",
+             sample=keras.ops.convert_to_numpy(model.sample(inputs["seeds"])),
+             reconstruct=keras.ops.convert_to_numpy(model(inputs["images"])))
+    with open(f"{out_dir}/keras.json", "w") as file:
+        json.dump({"class": type(model).__name__, "config": model.get_config()}, file)
+''')
+
+
+@dataclasses.dataclass(frozen=True)
+class FreshProcessOutputs:
+    inputs: dict  # what both processes were given
+    savedmodel: dict  # outputs of the SavedModel signatures, loaded with TensorFlow only
+    savedmodel_report: dict  # signature specs, op types and imported top-level modules
+    keras: dict  # outputs of the reloaded .keras model
+    keras_report: dict  # its class name and get_config()
+
+
+def _inputs(model, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    count = len(IMPORTANCE_SAMPLES)
+    return {
+        "seeds": SEEDS,
+        "permutation": PERMUTATION,
+        "images": (rng.random((count, *model.config.image_shape)) < 0.3).astype(np.float32),
+        "latent": rng.standard_normal((count, model.latent_units[-1])).astype(np.float32),
+        "importance_samples": IMPORTANCE_SAMPLES,
+    }
+
+
+@pytest.fixture(scope="session")
+def fresh_process_outputs(trained_run, tmp_path_factory) -> FreshProcessOutputs:
+    """Reloads the run's SavedModel (TensorFlow only) and model.keras (with zoo) in two fresh processes.
+
+    Both processes run at once and get the same inputs; their outputs come back as arrays.
+    """
+    directory = tmp_path_factory.mktemp(f"reload-{trained_run.variant}")
+    inputs = _inputs(trained_run.model)
+    np.savez(directory / _INPUT_FILE, **inputs)
+    jobs = {}
+    for name, script, artifact, cwd in [
+        ("savedmodel", _SAVEDMODEL_SCRIPT, trained_run.savedmodel_dir, directory),  # away from the repo
+        ("keras", _KERAS_SCRIPT, trained_run.keras_path, REPO),
+    ]:
+        script_path = directory / f"reload_{name}.py"  # not keras.py: it would shadow `import keras`
+        script_path.write_text(script)
+        jobs[name] = subprocess.Popen(
+            [sys.executable, script_path, directory / _INPUT_FILE, directory, artifact],
+            cwd=cwd, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for name, job in jobs.items():
+            stdout, stderr = job.communicate(timeout=SUBPROCESS_TIMEOUT_S)
+            result = subprocess.CompletedProcess(job.args, job.returncode, stdout, stderr)
+            assert result.returncode == 0, f"{name} reload failed: {describe(result)}"
+    finally:
+        for job in jobs.values():
+            if job.poll() is None:
+                job.kill()
+                job.communicate()
+
+    def arrays(name):
+        with np.load(directory / f"{name}.npz") as loaded:
+            return dict(loaded)
+
+    return FreshProcessOutputs(
+        inputs=inputs,
+        savedmodel=arrays("savedmodel"),
+        savedmodel_report=json.loads((directory / "savedmodel.json").read_text()),
+        keras=arrays("keras"),
+        keras_report=json.loads((directory / "keras.json").read_text()),
+    )
+
+
+# training.evaluate on a copy of a run.
+
+EVALUATION_EXAMPLES = 200  # enough that sampling noise cannot hide L_20 − L_1 (about 2 nats here)
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluations:
+    workdir: pathlib.Path
+    examples: int  # --max_examples of both evaluations
+    printed: list  # stdout of each evaluation, in order
+    results: dict  # k → the parsed JSON line
+
+
+@pytest.fixture(scope="session")
+def evaluate_run(train, tmp_path_factory):
+    """`evaluate_run(variant) -> Evaluations`: `python -m training.evaluate COPY --k K --max_examples 200`
+    for K = 1, then K = 20, on a copy of the variant's run; run in this process, once per session."""
+    from training import evaluate
+
+    cache = {}
+
+    def evaluated(variant: str) -> Evaluations:
+        if variant not in cache:
+            workdir = tmp_path_factory.mktemp("evaluate") / variant
+            shutil.copytree(train(variant).workdir, workdir)
+            printed, results = [], {}
+            for k in (1, 20):
+                argv = [workdir, "--k", k, "--max_examples", EVALUATION_EXAMPLES, "--no_download"]
+                result = _run_main(evaluate.main, argv)
+                assert result.returncode == 0, result.stderr
+                printed.append(result.stdout)
+                results[k] = json.loads(result.stdout.splitlines()[-1])
+            cache[variant] = Evaluations(workdir, EVALUATION_EXAMPLES, printed, results)
+        return cache[variant]
+
+    return evaluated
+
+
+@pytest.fixture(scope="session")
+def evaluations(trained_run, evaluate_run) -> Evaluations:
+    return evaluate_run(trained_run.variant)

@@ -68,7 +68,8 @@ def _load_tfds(spec: DatasetSpec, role: str, max_examples: int | None, download:
     split = split_name(spec, role, max_examples)
     try:
         dataset, info = tfds.load(
-            source.tfds_name, split=split, with_info=True, download=download, shuffle_files=role == "train"
+            source.tfds_name, split=split, data_dir=data_dir(), with_info=True, download=download,
+            shuffle_files=role == "train",
         )
     except Exception as error:  # TFDS raises many types: missing files, no network, bad split
         raise DataError(

@@ -32,6 +32,24 @@ def use_virtual_cpus(count: int) -> None:
         ) from None
 
 
+class MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+    """tf.distribute.MultiWorkerMirroredStrategy whose `reduce` accepts what Keras 3's `fit` passes.
+
+    Keras reduces a whole dict batch in one call (keras-team/keras#20329) and scalar
+    metrics along axis 0 (tensorflow/tensorflow#72388); the collective implementation
+    supports neither. Each tensor is reduced on its own, scalars across replicas only.
+    """
+
+    def reduce(self, reduce_op, value, axis=None):
+        reduce = super().reduce
+
+        def reduce_tensor(tensor):
+            local = tensor.values[0] if isinstance(tensor, tf.distribute.DistributedValues) else tensor
+            return reduce(reduce_op, tensor, axis if local.shape.rank else None)
+
+        return tf.nest.map_structure(reduce_tensor, value)
+
+
 def make_strategy(name: str) -> tf.distribute.Strategy:
     """auto: MirroredStrategy over several GPUs, else the default strategy.
 
@@ -40,6 +58,18 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     """
     if name not in STRATEGIES:
         raise StrategyError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+    if name == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise StrategyError(
+                "--strategy multi_worker needs the cluster in the TF_CONFIG environment variable, e.g. "
+                '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
+            )
+        try:
+            json.loads(os.environ["TF_CONFIG"])
+        except json.JSONDecodeError as error:
+            raise StrategyError(f"TF_CONFIG is not valid JSON: {error}") from None
+        return MultiWorkerMirroredStrategy()
+    # Listing devices initialises TensorFlow's context, after which collectives cannot be configured.
     gpus = tf.config.list_logical_devices("GPU")
     if name == "auto":
         return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
@@ -48,16 +78,6 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     if name == "mirrored":
         devices = gpus or tf.config.list_logical_devices("CPU")
         return tf.distribute.MirroredStrategy(devices=[device.name for device in devices])
-    if "TF_CONFIG" not in os.environ:
-        raise StrategyError(
-            "--strategy multi_worker needs the cluster in the TF_CONFIG environment variable, e.g. "
-            '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
-        )
-    try:
-        json.loads(os.environ["TF_CONFIG"])
-    except json.JSONDecodeError as error:
-        raise StrategyError(f"TF_CONFIG is not valid JSON: {error}") from None
-    return tf.distribute.MultiWorkerMirroredStrategy()
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:

@@ -1,0 +1,113 @@
+"""training.data: TFDS splits → batches of {"image": float32}, binarized as the model needs."""
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from training import data
+from zoo.registry import DatasetSpec
+
+MNIST_BERNOULLI = DatasetSpec("mnist", binarize=True)
+MNIST_GREY = DatasetSpec("mnist", binarize=False)
+
+
+def batches(dataset, count):
+    return [batch["image"].numpy() for batch in dataset.take(count)]
+
+
+def raw_images(name, split):
+    """uint8 [N, 28, 28, 1] straight from TFDS, in split order."""
+    dataset = tfds.load(name, split=split, data_dir=data.data_dir(), download=False)
+    return np.stack([example["image"] for example in tfds.as_numpy(dataset)])
+
+
+def test_dynamic_binarization_gives_zeros_and_ones_with_the_grey_mean():
+    train, examples = data.load(MNIST_BERNOULLI, "train", 100, max_examples=100, download=False)
+    first, second = batches(train, 2)  # each batch is one full pass over the 100 examples
+    grey = raw_images("mnist", "train[:100]") / 255.0
+
+    assert examples == 100 and first.shape == (100, 28, 28, 1) and first.dtype == np.float32
+    assert set(np.unique(first)) <= {0.0, 1.0}
+    assert abs(first.mean() - grey.mean()) < 0.01  # 78,400 Bernoulli draws: std ≈ 0.0014
+    assert abs(second.mean() - grey.mean()) < 0.01
+    assert not np.array_equal(first.sum(axis=0), second.sum(axis=0))  # same examples, fresh draws
+
+
+def test_dynamic_binarization_redraws_each_visit_of_an_example():
+    train, _ = data.load(MNIST_BERNOULLI, "train", 64, max_examples=1, download=False)
+    (draws,) = batches(train, 1)  # 64 visits of the one example
+    grey = raw_images("mnist", "train[:1]")[0] / 255.0
+
+    assert len({draw.tobytes() for draw in draws}) > 1
+    assert np.all(draws[:, grey == 0.0] == 0.0) and np.all(draws[:, grey == 1.0] == 1.0)
+    assert abs(draws.mean() - grey.mean()) < 0.02
+
+
+@pytest.mark.parametrize("role", ["eval", "test"])
+def test_evaluation_binarization_is_fixed_across_passes(role):
+    evaluation, examples = data.load(MNIST_BERNOULLI, role, 30, max_examples=70, download=False)
+    first, second = batches(evaluation, 3), batches(evaluation, 3)
+
+    assert examples == 70 and [len(batch) for batch in first] == [30, 30, 10]
+    for one, other in zip(first, second):
+        assert set(np.unique(one)) <= {0.0, 1.0}
+        np.testing.assert_array_equal(one, other)
+
+
+def test_binarized_mnist_passes_through_unchanged():
+    evaluation, _ = data.load(DatasetSpec("binarized_mnist", binarize=True), "eval", 25, max_examples=50,
+                              download=False)
+    np.testing.assert_array_equal(np.concatenate(batches(evaluation, 2)),
+                                  raw_images("binarized_mnist", "validation[:50]").astype(np.float32))
+
+
+@pytest.mark.parametrize("role", ["train", "eval"])
+def test_grey_levels_are_pixels_over_255_without_binarize(role):
+    dataset, _ = data.load(MNIST_GREY, role, 40, max_examples=40, download=False)
+    (images,) = batches(dataset, 1)
+    raw = raw_images("mnist", "train[:40]" if role == "train" else "test[:40]")
+
+    assert images.dtype == np.float32 and images.min() >= 0.0 and images.max() <= 1.0
+    assert len(np.unique(images)) > 2
+    if role == "eval":
+        np.testing.assert_array_equal(images, raw.astype(np.float32) / 255.0)
+    else:  # shuffled: compare as sets of images
+        assert sorted(image.tobytes() for image in images) == \
+            sorted(image.tobytes() for image in raw.astype(np.float32) / 255.0)
+
+
+def test_unknown_dataset_is_an_error_listing_known_ones():
+    with pytest.raises(data.DataError, match="known datasets: binarized_mnist, fashion_mnist, mnist"):
+        data.load(DatasetSpec("cifar10", binarize=True), "train", 20, download=False)
+
+
+def test_missing_data_is_an_error_naming_dataset_and_tfds_data_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
+    with pytest.raises(data.DataError, match="'fashion_mnist'") as error:
+        data.load(DatasetSpec("fashion_mnist", binarize=True), "train", 20, download=False)
+    assert f"TFDS_DATA_DIR={tmp_path}" in str(error.value)
+
+
+def test_unknown_role_is_rejected():
+    with pytest.raises(ValueError, match="role"):
+        data.load(MNIST_BERNOULLI, "validation", 20, download=False)
+
+
+@pytest.mark.parametrize(
+    "examples, batch_size, role, expected",
+    [
+        (200, 20, "train", 10),
+        (210, 20, "train", 10),  # the partial batch is dropped
+        (19, 20, "train", 0),
+        (200, 20, "eval", 10),
+        (210, 20, "eval", 11),  # ... but evaluated
+        (19, 20, "test", 1),
+    ],
+)
+def test_steps_per_pass(examples, batch_size, role, expected):
+    assert data.steps(examples, batch_size, role) == expected
+
+
+def test_split_name_slices_only_with_max_examples():
+    assert data.split_name(MNIST_BERNOULLI, "eval") == "test"
+    assert data.split_name(DatasetSpec("binarized_mnist", True), "eval", 50) == "validation[:50]"

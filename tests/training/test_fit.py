@@ -1,0 +1,157 @@
+"""python -m training.fit: errors, a tiny end-to-end run per registry entry, the divergence guard."""
+
+import dataclasses
+import glob
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from training import checkpoint, workdir as workdir_lib
+
+@dataclasses.dataclass(frozen=True)
+class CliError:
+    phrases: tuple[str, ...]  # all expected in the one error line; {empty} is an empty folder
+    flags: tuple[str, ...] = ()
+    model: str = "zoo.vae"
+    env: tuple[tuple[str, str | None], ...] = ()  # None unsets a variable; {empty} as above
+    existing_run: bool = False  # the workdir already holds a checkpointed run
+
+
+CLI_ERRORS = {
+    "unknown_model": CliError(("unknown model 'zoo.nosuch'", "known models: zoo.iwae, zoo.vae"), model="zoo.nosuch"),
+    "unknown_config_key": CliError(("unknown config key(s) nosuchkey", "valid keys: stochastic_layers,", " k,"),
+                                   flags=("--set", "nosuchkey=1")),
+    "badly_typed_config_value": CliError(("k='abc': expected int",), flags=("--set", "k=abc")),
+    "missing_data": CliError(("'mnist'", "TFDS_DATA_DIR={empty}", "drop --no_download"),
+                             env=(("TFDS_DATA_DIR", "{empty}"),)),
+    "workdir_holds_a_run": CliError(("already holds a run", "pass --resume"), existing_run=True),
+    "resume_without_a_run": CliError(("is not a training workdir", "run.json is missing"), flags=("--resume",)),
+    "multi_worker_without_tf_config": CliError(("--strategy multi_worker needs", "TF_CONFIG"),
+                                               flags=("--strategy", "multi_worker"), env=(("TF_CONFIG", None),)),
+    "batch_larger_than_examples": CliError(("batch_size=20 exceeds the 10 training examples", "--max_examples"),
+                                           flags=("--max_examples", "10")),
+}
+
+
+def _prepare(case: CliError, tmp_path, fit_argv):
+    """(argv, environment changes, expected phrases) of `case` in a fresh workdir under tmp_path."""
+    empty, workdir = tmp_path / "empty", tmp_path / "run"
+    empty.mkdir()
+    if case.existing_run:
+        (workdir / "checkpoints").mkdir(parents=True)
+        (workdir / "checkpoints" / "state.json").write_text(
+            json.dumps({"epoch": 1, "weights": "epoch-00001.weights.h5", "interrupted": False}))
+    env = {name: value and value.format(empty=empty) for name, value in case.env}
+    phrases = [phrase.format(empty=empty) for phrase in case.phrases]
+    return fit_argv(case.model, workdir, *case.flags), env, phrases
+
+
+@pytest.mark.parametrize("case", CLI_ERRORS)
+def test_cli_error_is_a_clear_message_and_exit_code_2(case, tmp_path, monkeypatch, fit_argv, fit_in_process):
+    argv, env, phrases = _prepare(CLI_ERRORS[case], tmp_path, fit_argv)
+    for name, value in env.items():
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+
+    result = fit_in_process(argv)
+
+    assert result.returncode == 2, result.explain()
+    assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr, result.explain()
+    assert all(phrase in result.stderr for phrase in phrases), result.explain()
+    assert not (tmp_path / "run" / "run.json").exists()
+
+
+def test_cli_error_exits_2_without_traceback_from_the_command_line(tmp_path, fit_argv, run_fit, subprocess_env):
+    argv, env, phrases = _prepare(CLI_ERRORS["missing_data"], tmp_path, fit_argv)
+
+    result = run_fit(argv, env=subprocess_env(**env))
+
+    assert result.returncode == 2, result.explain()
+    assert "Traceback" not in result.stderr, result.explain()
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error_lines) == 1 and all(phrase in result.stderr for phrase in phrases), result.explain()
+
+
+def _summaries(directory) -> dict[str, tuple[str, list[int]]]:
+    """tag → (plugin name, steps) over the TensorBoard event files in `directory`."""
+    found: dict[str, tuple[str, list[int]]] = {}
+    for path in sorted(glob.glob(f"{directory}/events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                found.setdefault(value.tag, (value.metadata.plugin_data.plugin_name, []))[1].append(event.step)
+    return found
+
+
+@pytest.mark.parametrize("name", ["zoo.vae", "zoo.iwae"])
+def test_tiny_fit_prints_summary_and_writes_run_and_checkpoint(name, tiny_fits, read_state):
+    fit = tiny_fits[name]
+    assert fit.result.returncode == 0, fit.result.explain()
+    assert "strategy: _DefaultDistributionStrategy, replicas: 1, global batch: 20" in fit.result.stdout
+    assert f"model: {name} (VAE," in fit.result.stdout
+
+    run = json.loads((fit.workdir / "run.json").read_text())
+    assert run["model"] == name
+    assert run["config"]["stochastic_layers"] == fit.stochastic_layers and run["config"]["k"] == 2
+    assert run["config"]["objective"] == {"zoo.vae": "elbo", "zoo.iwae": "iwae"}[name]
+
+    state = read_state(fit.workdir)
+    assert state == {"epoch": 3, "weights": "epoch-00003.weights.h5", "interrupted": False}
+    weights = [path.name for path in (fit.workdir / "checkpoints").iterdir() if path.suffix == ".h5"]
+    assert weights == [state["weights"]]
+
+
+@pytest.mark.parametrize("name", ["zoo.vae", "zoo.iwae"])
+def test_tiny_fit_writes_scalar_image_and_config_summaries(name, tiny_fits):
+    fit = tiny_fits[name]
+    assert fit.result.returncode == 0, fit.result.explain()
+    tensorboard = workdir_lib.tensorboard_dir(fit.workdir)
+
+    train = _summaries(tensorboard / "train")
+    for tag in ("epoch_loss", "epoch_bound", "epoch_elbo", "epoch_kl", "epoch_reconstruction", "epoch_learning_rate"):
+        assert train[tag] == ("scalars", [0, 1, 2]), (tag, train.get(tag))
+    validation = _summaries(tensorboard / "validation")
+    layers = [f"epoch_active_units_{layer}" for layer in range(1, fit.stochastic_layers + 1)]
+    for tag in ("epoch_loss", "epoch_nll", *layers):
+        assert validation[tag] == ("scalars", [0, 1, 2]), (tag, validation.get(tag))
+    images = _summaries(tensorboard / "images")
+    assert images["prior_samples"] == ("images", [1, 2, 3])
+    assert images["reconstructions"] == ("images", [1, 2, 3])
+    assert images["config"] == ("text", [0])
+
+
+@pytest.mark.parametrize("name", ["zoo.vae", "zoo.iwae"])
+def test_tiny_fit_exports_keras_file_and_savedmodel(name, tiny_fits):
+    fit = tiny_fits[name]
+    assert fit.result.returncode == 0, fit.result.explain()
+    serving = fit.workdir / "serving" / name.removeprefix("zoo.") / "1"
+    assert (fit.workdir / "model.keras").is_file() and (serving / "saved_model.pb").is_file()
+    assert f"exported: {fit.workdir / 'model.keras'} and {serving}" in fit.result.stdout
+
+
+def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, fit_argv,
+                                                                          fit_in_process, read_state):
+    save_epoch = checkpoint.Checkpointer.on_epoch_end
+
+    def save_then_diverge(self, epoch, logs=None):
+        save_epoch(self, epoch, logs)
+        if epoch == 0:  # the epoch-1 checkpoint is on disk; now the weights blow up
+            kernel = self.model.trainable_variables[0]
+            kernel.assign(np.full(kernel.shape, np.nan, np.float32))
+
+    monkeypatch.setattr(checkpoint.Checkpointer, "on_epoch_end", save_then_diverge)
+    workdir = tmp_path / "run"
+
+    result = fit_in_process(fit_argv("zoo.vae", workdir, "--epochs", "3"))
+
+    assert result.returncode == 2, result.explain()
+    assert "error: loss became nan at epoch 2, step 1" in result.stderr, result.explain()
+    assert "last good checkpoint" in result.stderr and "epoch-00001.weights.h5, epoch 1) is intact" in result.stderr
+    assert read_state(workdir) == {"epoch": 1, "weights": "epoch-00001.weights.h5", "interrupted": False}
+    assert not list((workdir / "checkpoints").glob("epoch-00002*"))
+    _, _, model, epochs = workdir_lib.load_trained_model(workdir)
+    assert epochs == 1
+    assert all(np.isfinite(weight).all() for weight in model.get_weights())

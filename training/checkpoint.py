@@ -58,15 +58,13 @@ def save(model: keras.Model, directory: str | os.PathLike, epoch: int, interrupt
 
 
 def restore(model: keras.Model, directory: str | os.PathLike) -> int:
-    """Loads the latest checkpoint into `model` (and its optimizer, if compiled).
+    """Loads the latest checkpoint into `model` (and its optimizer, if built).
 
     Returns the number of completed epochs, 0 when there is no checkpoint.
     """
     state = latest(directory)
     if state is None:
         return 0
-    if getattr(model, "optimizer", None) is not None:
-        model.optimizer.build(model.trainable_variables)
     model.load_weights(state["path"])
     return state["epoch"]
 

@@ -282,6 +282,7 @@ class VAE(keras.Model):
             learning_rate, beta_1=config.adam_beta_1, beta_2=config.adam_beta_2, epsilon=config.adam_epsilon
         )
         self.compile(optimizer=optimizer, jit_compile=config.jit_compile)
+        optimizer.build(self.trainable_variables)  # slots now, so train_step is traced once
 
     # Deterministic paths and samplers; these back the serving signatures.
 

@@ -33,6 +33,36 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
             )
 
 
+class StepScalars(keras.callbacks.Callback):
+    """Per-step TensorBoard scalars (the batch logs and the learning rate) every `every` steps.
+
+    Keras's own TensorBoard callback with an integer `update_freq` dispatches a
+    summary op per metric on every batch, which costs ~20% of a small model's step
+    time; this writes only on the steps it records.
+    """
+
+    def __init__(self, log_dir: str, every: int):
+        super().__init__()
+        self.writer = tf.summary.create_file_writer(f"{log_dir}/steps")
+        self.every = every
+
+    def on_train_begin(self, logs=None):
+        self.step = int(self.model.optimizer.iterations.numpy())
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if self.step % self.every:
+            return
+        learning_rate = self.model.optimizer.learning_rate
+        with self.writer.as_default(step=self.step):
+            for name, value in (logs or {}).items():
+                tf.summary.scalar(name, float(value))
+            tf.summary.scalar("learning_rate", float(learning_rate))
+
+    def on_train_end(self, logs=None):
+        self.writer.flush()
+
+
 class RunSummaries(keras.callbacks.Callback):
     """TensorBoard extras: the run's config as text once, image grids every epoch.
 

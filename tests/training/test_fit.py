@@ -117,6 +117,9 @@ def test_tiny_fit_writes_scalar_image_and_config_summaries(name, tiny_fits):
     layers = [f"epoch_active_units_{layer}" for layer in range(1, fit.stochastic_layers + 1)]
     for tag in ("epoch_loss", "epoch_nll", *layers):
         assert validation[tag] == ("scalars", [0, 1, 2]), (tag, validation.get(tag))
+    steps = _summaries(tensorboard / "steps")
+    for tag in ("loss", "bound", "kl", "learning_rate"):
+        assert steps[tag] == ("scalars", [2, 4, 6]), (tag, steps.get(tag))
     images = _summaries(tensorboard / "images")
     assert images["prior_samples"] == ("images", [1, 2, 3])
     assert images["reconstructions"] == ("images", [1, 2, 3])

@@ -7,15 +7,19 @@ on the same tf.data pipeline for the same number of steps, and the script prints
 examples/s of each and their ratio (target: fit / hand-written ≥ 0.95).
 
 * fit path: `training.fit.main` itself (callbacks, checkpoints, TensorBoard and
-  summaries included), timed by a callback over the second epoch, after tracing
-  and the shuffle buffer are warm.
+  summaries included), with a callback timing each epoch up to its validation.
 * hand-written path: one `tf.function` with a GradientTape and Adam over the
-  model's log-weights, timed over the same number of steps after a warm-up.
+  model's log-weights.
+
+The paths alternate in blocks of `--steps` steps inside one process (each epoch
+of fit is followed by a block of the hand-written loop), and the medians over
+`--blocks` blocks count, so load from other processes hits both paths alike.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 
@@ -27,74 +31,101 @@ from training import data, fit
 from zoo import bounds
 
 
-class _EpochTimer(keras.callbacks.Callback):
-    """Wall time of the training batches of the last epoch (validation excluded)."""
+class HandwrittenLoop:
+    """The same network trained by one `tf.function` (GradientTape + Adam), no Keras loop."""
+
+    def __init__(self, k: int, batch_size: int):
+        spec = zoo.get("zoo.iwae")
+        config = spec.make_config(k=k, batch_size=batch_size)
+        self.model = model = spec.build(config)
+        optimizer = keras.optimizers.Adam(1e-3, epsilon=config.adam_epsilon)
+        batches, _ = data.load(spec.dataset(config), "train", batch_size)
+        self.iterator = iter(batches)
+        self.step = 0
+
+        @tf.function
+        def train_step(images, seed):
+            noise = [
+                tf.random.stateless_normal([k, batch_size, units], seed=seed + layer)
+                for layer, units in enumerate(model.latent_units)
+            ]
+            with tf.GradientTape() as tape:
+                log_weights = model._importance_terms(images, noise)["log_weights"]
+                loss = -tf.reduce_mean(bounds.iwae_bound(log_weights))
+            gradients = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+            return loss
+
+        self.train_step = train_step
+
+    def seconds(self, steps: int) -> float:
+        """Wall time of `steps` training steps."""
+        started = time.perf_counter()
+        for _ in range(steps):
+            loss = self.train_step(next(self.iterator)["image"], tf.constant([self.step, 0], tf.int64))
+            self.step += 1
+        float(loss)
+        return time.perf_counter() - started
+
+
+class Interleave(keras.callbacks.Callback):
+    """Times fit's training batches each epoch, then a block of the hand-written loop.
+
+    It has no batch hooks, so it does not stop Keras from dispatching the other
+    callbacks' batch hooks asynchronously.
+
+    Alternating blocks inside one process means both paths see the same machine
+    load; the first epoch (tracing, shuffle buffer) and the warm-up block are
+    not counted.
+    """
+
+    def __init__(self, handwritten: HandwrittenLoop, steps: int):
+        super().__init__()
+        self.handwritten, self.steps = handwritten, steps
+        self.fit_seconds, self.handwritten_seconds = [], []
+        handwritten.seconds(steps)  # trace and fill its shuffle buffer
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started = time.perf_counter()
 
-    def on_train_batch_end(self, batch, logs=None):
-        self.seconds = time.perf_counter() - self.started
+    def on_test_begin(self, logs=None):  # the epoch's training batches are done
+        self.elapsed = time.perf_counter() - self.started
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch > 0:
+            self.fit_seconds.append(self.elapsed)
+            self.handwritten_seconds.append(self.handwritten.seconds(self.steps))
 
 
-def fit_examples_per_second(k: int, batch_size: int, steps: int, workdir: str) -> float:
-    timer = _EpochTimer()
-    code = fit.main([
-        "zoo.iwae", "--workdir", workdir, "--epochs", "2", "--steps_per_epoch", str(steps),
-        "--validation_steps", "1", "--batch_size", str(batch_size), "--set", f"k={k}",
-        "--no_export", "--verbose", "0",
-    ], extra_callbacks=[timer])
+def measure(k: int, batch_size: int, steps: int, blocks: int) -> tuple[float, float]:
+    """Median examples/s of (training.fit, hand-written loop) over `blocks` alternating blocks."""
+    interleave = Interleave(HandwrittenLoop(k, batch_size), steps)
+    with tempfile.TemporaryDirectory() as workdir:
+        code = fit.main([
+            "zoo.iwae", "--workdir", workdir, "--epochs", str(blocks + 1), "--steps_per_epoch", str(steps),
+            "--validation_steps", "1", "--batch_size", str(batch_size), "--set", f"k={k}",
+            "--no_export", "--verbose", "0",
+        ], extra_callbacks=[interleave])
     if code:
         raise SystemExit(f"training.fit failed with exit code {code}")
-    return steps * batch_size / timer.seconds
-
-
-def handwritten_examples_per_second(k: int, batch_size: int, steps: int) -> float:
-    spec = zoo.get("zoo.iwae")
-    config = spec.make_config(k=k, batch_size=batch_size)
-    model = spec.build(config)
-    optimizer = keras.optimizers.Adam(1e-3, epsilon=config.adam_epsilon)
-    batches, _ = data.load(spec.dataset(config), "train", batch_size)
-    iterator = iter(batches)
-
-    @tf.function
-    def train_step(images, seed):
-        noise = [
-            tf.random.stateless_normal([k, batch_size, units], seed=seed + layer)
-            for layer, units in enumerate(model.latent_units)
-        ]
-        with tf.GradientTape() as tape:
-            log_weights = model._importance_terms(images, noise)["log_weights"]
-            loss = -tf.reduce_mean(bounds.iwae_bound(log_weights))
-        gradients = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-        return loss
-
-    def run(count, offset):
-        for step in range(count):
-            loss = train_step(next(iterator)["image"], tf.constant([offset + step, 0], tf.int64))
-        return float(loss)
-
-    run(steps, 0)  # trace and fill the shuffle buffer
-    started = time.perf_counter()
-    run(steps, steps)
-    return steps * batch_size / (time.perf_counter() - started)
+    examples = steps * batch_size
+    return (examples / statistics.median(interleave.fit_seconds),
+            examples / statistics.median(interleave.handwritten_seconds))
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 50])
     parser.add_argument("--batch_size", type=int, default=100)
-    parser.add_argument("--steps", type=int, default=200, help="timed steps per path")
+    parser.add_argument("--steps", type=int, default=30, help="steps per timed block")
+    parser.add_argument("--blocks", type=int, default=10, help="alternating blocks per path; medians count")
     args = parser.parse_args(argv)
 
     print(f"devices: {[device.name for device in tf.config.list_logical_devices()]}")
     print("| k | batch | fit examples/s | hand-written examples/s | ratio |")
     print("|---|---|---|---|---|")
     for k in args.ks:
-        handwritten = handwritten_examples_per_second(k, args.batch_size, args.steps)
-        with tempfile.TemporaryDirectory() as workdir:
-            fitted = fit_examples_per_second(k, args.batch_size, args.steps, workdir)
+        fitted, handwritten = measure(k, args.batch_size, args.steps, args.blocks)
         print(f"| {k} | {args.batch_size} | {fitted:.0f} | {handwritten:.0f} | {fitted / handwritten:.3f} |",
               flush=True)
     return 0

@@ -121,8 +121,7 @@ def main(argv=None, extra_callbacks=()) -> int:
     callbacks = [
         callbacks_lib.StopOnNonFiniteLoss(),
         checkpointer,
-        keras.callbacks.TensorBoard(log_dir),  # epoch scalars; StepScalars writes per-step ones
-        callbacks_lib.StepScalars(log_dir, every=min(100, steps_per_epoch)),
+        callbacks_lib.ScalarSummaries(log_dir, every=min(100, steps_per_epoch)),
         callbacks_lib.RunSummaries(log_dir, {"model": spec.name, **zoo.config.to_dict(config)}, example_images),
         *extra_callbacks,
     ]

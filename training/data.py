@@ -122,9 +122,9 @@ def load(
             tf.float32,
         )
 
-    images = images.enumerate()
-    if train:  # decoded once, then reshuffled each epoch; evaluation passes stream
-        images = images.cache().shuffle(num_examples, reshuffle_each_iteration=True).repeat()
+    images = images.enumerate().cache()  # decode each image once
+    if train:
+        images = images.shuffle(num_examples, reshuffle_each_iteration=True).repeat()
     batches = images.map(
         lambda index, image: {"image": prepare(index, image)}, num_parallel_calls=tf.data.AUTOTUNE
     )

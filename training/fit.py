@@ -55,7 +55,6 @@ def main(argv=None, extra_callbacks=()) -> int:
     except distribute.StrategyError as error:
         return _fail(error)
 
-    import keras
     import tensorflow as tf
 
     import export

@@ -90,7 +90,7 @@ class RunSummaries(keras.callbacks.Callback):
 
     Image grids come from `model.summary_images(images)` (name → [N, H, W, C] in
     [0, 1]) on a fixed batch of evaluation images, so epochs are comparable.
-    Scalars are written by `keras.callbacks.TensorBoard` next to these.
+    Scalars are written by `ScalarSummaries` next to these.
     """
 
     def __init__(self, log_dir: str, run_config: dict, example_images: tf.Tensor):

@@ -55,8 +55,6 @@ def main(argv=None, extra_callbacks=()) -> int:
     except distribute.StrategyError as error:
         return _fail(error)
 
-    import tensorflow as tf
-
     import export
     import zoo
     from training import callbacks as callbacks_lib, checkpoint, data, workdir as workdir_lib
@@ -124,7 +122,7 @@ def main(argv=None, extra_callbacks=()) -> int:
         callbacks_lib.RunSummaries(log_dir, {"model": spec.name, **zoo.config.to_dict(config)}, example_images),
         *extra_callbacks,
     ]
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # save, then stop
+    previous_sigterm = signal.signal(signal.SIGTERM, signal.default_int_handler)  # save, then stop
     try:
         model.fit(
             train,
@@ -139,8 +137,9 @@ def main(argv=None, extra_callbacks=()) -> int:
         )
     except KeyboardInterrupt:
         saved = checkpointer.save_interrupted()
+        where = f"saved {saved}" if saved else "the chief worker saves the checkpoint"
         print(f"\ninterrupted after {checkpointer.completed_epochs} complete epochs; "
-              f"saved {saved}; continue with --resume", file=sys.stderr)
+              f"{where}; continue with --resume", file=sys.stderr)
         return 130
     except callbacks_lib.NonFiniteLossError as error:
         state = checkpoint.latest(workdir_lib.checkpoint_dir(workdir))
@@ -148,11 +147,12 @@ def main(argv=None, extra_callbacks=()) -> int:
             "no checkpoint had been saved yet"
         return _fail(f"{error}; training stopped and {kept}. Lower --learning_rate or check the data, "
                      f"then rerun (with --resume to continue from the checkpoint).")
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
 
     if chief and not args.no_export:
         exported = export.export(model, workdir, spec.short_name)
         print(f"exported: {exported.keras_path} and {exported.savedmodel_dir}")
-    tf.summary.flush()
     return 0
 
 

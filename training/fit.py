@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 
 
@@ -122,33 +121,30 @@ def main(argv=None, extra_callbacks=()) -> int:
         callbacks_lib.RunSummaries(log_dir, {"model": spec.name, **zoo.config.to_dict(config)}, example_images),
         *extra_callbacks,
     ]
-    previous_sigterm = signal.signal(signal.SIGTERM, signal.default_int_handler)  # save, then stop
     try:
-        model.fit(
-            train,
-            epochs=config.epochs,
-            initial_epoch=initial_epoch,
-            steps_per_epoch=steps_per_epoch,
-            validation_data=evaluation,
-            validation_steps=args.validation_steps,
-            callbacks=callbacks,
-            shuffle=False,
-            verbose=args.verbose,
-        )
-    except KeyboardInterrupt:
-        saved = checkpointer.save_interrupted()
-        where = f"saved {saved}" if saved else "the chief worker saves the checkpoint"
-        print(f"\ninterrupted after {checkpointer.completed_epochs} complete epochs; "
-              f"{where}; continue with --resume", file=sys.stderr)
-        return 130
+        with checkpointer.stop_on_signals():
+            model.fit(
+                train,
+                epochs=config.epochs,
+                initial_epoch=initial_epoch,
+                steps_per_epoch=steps_per_epoch,
+                validation_data=evaluation,
+                validation_steps=args.validation_steps,
+                callbacks=callbacks,
+                shuffle=False,
+                verbose=args.verbose,
+            )
     except callbacks_lib.NonFiniteLossError as error:
         state = checkpoint.latest(workdir_lib.checkpoint_dir(workdir))
         kept = f"the last good checkpoint ({state['path']}, epoch {state['epoch']}) is intact" if state else \
             "no checkpoint had been saved yet"
         return _fail(f"{error}; training stopped and {kept}. Lower --learning_rate or check the data, "
                      f"then rerun (with --resume to continue from the checkpoint).")
-    finally:
-        signal.signal(signal.SIGTERM, previous_sigterm)
+    if checkpointer.stopped_by is not None:
+        where = f"saved {checkpointer.saved}" if chief else "the chief worker saves the checkpoint"
+        print(f"\nstopped by {checkpointer.stopped_by.name} after {checkpointer.completed_epochs} complete "
+              f"epochs; {where}; continue with --resume", file=sys.stderr)
+        return 130
 
     if chief and not args.no_export:
         exported = export.export(model, workdir, spec.short_name)

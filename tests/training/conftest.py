@@ -156,21 +156,16 @@ def run_fit(start_fit):
 
 @pytest.fixture(scope="session")
 def fit_in_process():
-    """`fit_in_process(argv) -> Finished`: `training.fit.main(argv)` in this process, output captured.
+    """`fit_in_process(argv, extra_callbacks=()) -> Finished`: `training.fit.main` in this process, output captured.
 
-    Fast (TensorFlow is imported once) and monkeypatch-friendly; `main` installs a
-    SIGTERM handler, which is restored afterwards.
+    Fast (TensorFlow is imported once) and monkeypatch-friendly.
     """
     from training import fit
 
-    def run(argv: list[str]) -> Finished:
+    def run(argv: list[str], extra_callbacks=()) -> Finished:
         stdout, stderr = io.StringIO(), io.StringIO()
-        handler = signal.getsignal(signal.SIGTERM)
-        try:
-            with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-                code = fit.main(argv)
-        finally:
-            signal.signal(signal.SIGTERM, handler)
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            code = fit.main(argv, extra_callbacks=extra_callbacks)
         return Finished(code, stdout.getvalue(), stderr.getvalue())
 
     return run

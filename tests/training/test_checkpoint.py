@@ -2,10 +2,12 @@
 
 import dataclasses
 import json
+import os
 import pathlib
 import signal
 import time
 
+import keras
 import numpy as np
 import pytest
 
@@ -148,15 +150,67 @@ def test_sigkill_leaves_a_valid_checkpoint_and_resume_finishes_the_run(stopped_r
         "epoch-00003.weights.h5", "state.json"]
 
 
-def test_sigterm_saves_an_interrupted_checkpoint_exits_130_and_resume_continues(stopped_runs, read_state):
+def test_sigterm_saves_a_checkpoint_exits_130_and_resume_continues(stopped_runs, read_state):
     run = stopped_runs[signal.SIGTERM]
     assert run.stopped.returncode == 130, run.stopped.explain()
-    completed = run.state_after_stop["epoch"]
-    assert run.state_after_stop == {"epoch": completed, "weights": f"epoch-{completed:05d}-interrupted.weights.h5",
-                                    "interrupted": True}
-    assert f"interrupted after {completed} complete epochs" in run.stopped.stderr, run.stopped.explain()
+    # Usually the signal lands while epoch 2 trains (an interrupted checkpoint after 1 complete epoch);
+    # it may also land just after epoch 1's save, or during epoch 2's validation (complete epochs).
+    state = run.state_after_stop
+    completed = state["epoch"]
+    suffix = "-interrupted" if state["interrupted"] else ""
+    assert completed in (1, 2) and state["weights"] == f"epoch-{completed:05d}{suffix}.weights.h5", state
+    assert f"stopped by SIGTERM after {completed} complete epochs" in run.stopped.stderr, run.stopped.explain()
     assert "continue with --resume" in run.stopped.stderr and "Traceback" not in run.stopped.stderr
 
     assert run.resumed.returncode == 0, run.resumed.explain()
     assert f"(resuming after epoch {completed})" in run.resumed.stdout
     assert read_state(run.workdir) == {"epoch": 3, "weights": "epoch-00003.weights.h5", "interrupted": False}
+
+
+class SignalSelf(keras.callbacks.Callback):
+    """Sends this process `signum` as training batch `batch` of `epoch` begins, or, with
+    `batch=None`, as that epoch's validation begins."""
+
+    def __init__(self, signum, epoch, batch):
+        super().__init__()
+        self.signum, self.epoch, self.batch = signum, epoch, batch
+        self._current_epoch = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._current_epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._current_epoch == self.epoch and batch == self.batch:
+            os.kill(os.getpid(), self.signum)
+
+    def on_test_begin(self, logs=None):
+        if self._current_epoch == self.epoch and self.batch is None:
+            os.kill(os.getpid(), self.signum)
+
+
+STEPS = 5  # per epoch, in the signal tests below
+
+
+@pytest.mark.parametrize("signum, batch, expected_state, expected_steps", [
+    # In epoch 2's third batch: that step finishes, weights are saved as interrupted after 1 complete epoch.
+    (signal.SIGTERM, 2, {"epoch": 1, "weights": "epoch-00001-interrupted.weights.h5", "interrupted": True},
+     STEPS + 3),
+    # During epoch 2's validation: epoch 2 is complete and saved as such.
+    (signal.SIGINT, None, {"epoch": 2, "weights": "epoch-00002.weights.h5", "interrupted": False}, 2 * STEPS),
+], ids=["sigterm_mid_epoch", "ctrl_c_in_validation"])
+def test_a_signal_stops_after_the_step_in_flight_and_saves_it(signum, batch, expected_state, expected_steps,
+                                                               tmp_path, fit_argv, fit_in_process, read_state,
+                                                               tiny_model):
+    handlers_before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    workdir = tmp_path / "run"
+
+    result = fit_in_process(fit_argv("zoo.vae", workdir, "--epochs", "3", "--steps_per_epoch", str(STEPS)),
+                            extra_callbacks=[SignalSelf(signum, epoch=1, batch=batch)])
+
+    assert result.returncode == 130, result.explain()
+    completed = expected_state["epoch"]
+    assert f"stopped by {signum.name} after {completed} complete epochs; saved " in result.stderr
+    assert read_state(workdir) == expected_state
+    assert checkpoint.restore(tiny_model, workdir / "checkpoints") == completed
+    assert int(tiny_model.optimizer.iterations) == expected_steps
+    assert {s: signal.getsignal(s) for s in handlers_before} == handlers_before

@@ -34,9 +34,10 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         loss = float((logs or {}).get("loss", 0.0))
         if not math.isfinite(loss):
-            raise NonFiniteLossError(
-                f"loss became {loss} at epoch {self.epoch + 1}, step {batch + 1}"
-            )
+            # With N steps per execution Keras reports once per N steps, `batch` being the last.
+            first = batch + 2 - self.model.steps_per_execution
+            steps = f"step {batch + 1}" if first == batch + 1 else f"steps {first}-{batch + 1}"
+            raise NonFiniteLossError(f"loss became {loss} at epoch {self.epoch + 1}, {steps}")
 
 
 class ScalarSummaries(keras.callbacks.Callback):
@@ -44,7 +45,8 @@ class ScalarSummaries(keras.callbacks.Callback):
 
     Epoch tags follow Keras's TensorBoard callback (`epoch_loss`, …,
     `epoch_learning_rate`). Per-step scalars (the batch logs and the learning
-    rate) are written every `every` steps. Keras's own callback dispatches summary
+    rate) are written every `every` steps (at the first batch hook on or after each
+    multiple, when Keras runs several steps per call). Keras's own callback dispatches summary
     ops for every metric on every batch, which costs ~20% of a small model's step
     time; this one does no work on the steps it does not record, and is async-safe
     (Keras calls its batch hook off the training thread).
@@ -72,7 +74,7 @@ class ScalarSummaries(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         step = self.epoch_start_step + batch + 1
-        if step % self.every == 0:
+        if step % self.every < self.model.steps_per_execution:
             self._write("steps", step, {**(logs or {}), "learning_rate": self._learning_rate()})
 
     def on_epoch_end(self, epoch, logs=None):

@@ -24,6 +24,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, help="config field epochs")
     parser.add_argument("--steps_per_epoch", type=int, help="cap on training steps per epoch")
     parser.add_argument("--validation_steps", type=int, help="cap on evaluation steps per epoch")
+    parser.add_argument("--steps_per_execution", type=int, default=10,
+                        help="training steps per compiled call; callbacks run once per call "
+                             "(lowered to a divisor of the steps per epoch)")
     parser.add_argument("--max_examples", type=int, help="use only the first N examples of each split")
     parser.add_argument("--batch_size", type=int, help="config field batch_size (global batch)")
     parser.add_argument("--learning_rate", type=float, help="config field learning_rate")
@@ -44,6 +47,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None, extra_callbacks=()) -> int:
     """Runs the CLI; `extra_callbacks` lets benchmarks observe the exact same fit."""
     args = parse_args(argv)
+    for flag in ("steps_per_epoch", "validation_steps", "steps_per_execution", "max_examples"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            return _fail(f"--{flag} must be at least 1, got {value}")
     # Virtual devices must be configured before TensorFlow touches any device.
     from training import distribute
 
@@ -96,17 +103,26 @@ def main(argv=None, extra_callbacks=()) -> int:
 
     if args.steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, args.steps_per_epoch)
+    if args.validation_steps:
+        evaluation = evaluation.take(args.validation_steps)  # a finite pass, however many steps per call
+    steps_per_execution = largest_divisor_at_most(steps_per_epoch, args.steps_per_execution)
+    if strategy.num_replicas_in_sync > 1:
+        # Keras wraps each of several steps per call in a tf.cond, where the optimizer's
+        # cross-replica merge_call fails ("You must feed a value for placeholder"):
+        # keras-team/keras#19246. One step per call until that is fixed.
+        steps_per_execution = 1
     chief = distribute.is_chief(strategy)
     with strategy.scope():
         model = spec.build(config)
         model.compile_for_training(steps_per_epoch)
+        model.steps_per_execution = steps_per_execution
         initial_epoch = checkpoint.restore(model, workdir_lib.checkpoint_dir(workdir)) if args.resume else 0
     if chief:
         workdir_lib.write_run(workdir, spec, config)
 
     print(f"model: {spec.name} ({type(model).__name__}, {model.count_params():,} parameters)")
     print(f"dataset: {config.dataset} (binarize: {dataset_spec.binarize}), {train_examples} train / "
-          f"{eval_examples} eval examples, {steps_per_epoch} steps per epoch")
+          f"{eval_examples} eval examples, {steps_per_epoch} steps per epoch ({steps_per_execution} per execution)")
     print(distribute.describe(strategy, config.batch_size))
     print(f"workdir: {workdir}" + (f" (resuming after epoch {initial_epoch})" if initial_epoch else ""))
     print(f"config: {json.dumps(zoo.config.to_dict(config))}")
@@ -129,8 +145,7 @@ def main(argv=None, extra_callbacks=()) -> int:
                 initial_epoch=initial_epoch,
                 steps_per_epoch=steps_per_epoch,
                 validation_data=evaluation,
-                validation_steps=args.validation_steps,
-                callbacks=callbacks,
+                    callbacks=callbacks,
                 shuffle=False,
                 verbose=args.verbose,
             )
@@ -150,6 +165,15 @@ def main(argv=None, extra_callbacks=()) -> int:
         exported = export.export(model, workdir, spec.short_name)
         print(f"exported: {exported.keras_path} and {exported.savedmodel_dir}")
     return 0
+
+
+def largest_divisor_at_most(steps_per_epoch: int, requested: int) -> int:
+    """The steps per execution to use: the largest divisor of `steps_per_epoch` not above `requested`.
+
+    Keras runs whole executions, so a non-divisor would stretch every epoch (and shift
+    the epoch-based learning-rate schedule) to the next multiple.
+    """
+    return max(d for d in range(1, min(requested, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
 
 
 def _fail(error) -> int:

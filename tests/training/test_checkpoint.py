@@ -204,7 +204,8 @@ def test_a_signal_stops_after_the_step_in_flight_and_saves_it(signum, batch, exp
     handlers_before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     workdir = tmp_path / "run"
 
-    result = fit_in_process(fit_argv("zoo.vae", workdir, "--epochs", "3", "--steps_per_epoch", str(STEPS)),
+    result = fit_in_process(fit_argv("zoo.vae", workdir, "--epochs", "3", "--steps_per_epoch", str(STEPS),
+                                     "--steps_per_execution", "1"),
                             extra_callbacks=[SignalSelf(signum, epoch=1, batch=batch)])
 
     assert result.returncode == 130, result.explain()

@@ -30,6 +30,8 @@ CLI_ERRORS = {
     "resume_without_a_run": CliError(("is not a training workdir", "run.json is missing"), flags=("--resume",)),
     "multi_worker_without_tf_config": CliError(("--strategy multi_worker needs", "TF_CONFIG"),
                                                flags=("--strategy", "multi_worker"), env=(("TF_CONFIG", None),)),
+    "zero_steps_per_execution": CliError(("--steps_per_execution must be at least 1, got 0",),
+                                         flags=("--steps_per_execution", "0")),
     "batch_larger_than_examples": CliError(("batch_size=20 exceeds the 10 training examples", "--max_examples"),
                                            flags=("--max_examples", "10")),
 }
@@ -151,10 +153,33 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_p
     result = fit_in_process(fit_argv("zoo.vae", workdir, "--epochs", "3"))
 
     assert result.returncode == 2, result.explain()
-    assert "error: loss became nan at epoch 2, step 1" in result.stderr, result.explain()
+    assert "error: loss became nan at epoch 2, steps 1-2" in result.stderr, result.explain()  # 2 per execution
     assert "last good checkpoint" in result.stderr and "epoch-00001.weights.h5, epoch 1) is intact" in result.stderr
     assert read_state(workdir) == {"epoch": 1, "weights": "epoch-00001.weights.h5", "interrupted": False}
     assert not list((workdir / "checkpoints").glob("epoch-00002*"))
     _, _, model, epochs = workdir_lib.load_trained_model(workdir)
     assert epochs == 1
     assert all(np.isfinite(weight).all() for weight in model.get_weights())
+
+
+@pytest.mark.parametrize("steps_per_epoch, requested, expected", [(3000, 10, 10), (30, 10, 10), (6, 4, 3),
+                                                                 (7, 10, 7), (7, 5, 1), (2, 1, 1)])
+def test_steps_per_execution_is_the_largest_divisor_of_the_epoch_not_above_the_request(steps_per_epoch, requested,
+                                                                                         expected):
+    from training import fit
+    assert fit.largest_divisor_at_most(steps_per_epoch, requested) == expected
+
+
+def test_several_steps_per_execution_train_exactly_the_epochs_steps(tmp_path, fit_argv, fit_in_process, read_state):
+    workdir = tmp_path / "run"
+
+    result = fit_in_process(fit_argv("zoo.vae", workdir, "--epochs", "2", "--steps_per_epoch", "6",
+                                     "--steps_per_execution", "4", "--validation_steps", "1"))
+
+    assert result.returncode == 0, result.explain()
+    assert "6 steps per epoch (3 per execution)" in result.stdout
+    assert read_state(workdir)["epoch"] == 2
+    _, _, model, _ = workdir_lib.load_trained_model(workdir)
+    model.compile_for_training(steps_per_epoch=6)
+    checkpoint.restore(model, workdir / "checkpoints")
+    assert int(model.optimizer.iterations) == 12

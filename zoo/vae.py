@@ -20,7 +20,7 @@ import math
 import keras
 import tensorflow as tf
 
-from zoo import bounds, config as config_lib, distributions, registry
+from zoo import bounds, config as config_lib, distributions, registry, signatures
 from zoo.metrics import ActiveUnits
 from zoo.stateless import per_example_normal
 
@@ -333,9 +333,10 @@ class VAE(keras.Model):
 
     def serving_signatures(self):
         images = tf.TensorSpec([None, *self.config.image_shape], tf.float32, name="images")
-        seed = tf.TensorSpec([None], tf.int64, name="seed")
+        seed = signatures.SEED
         return {
             "serving_default": (lambda seed: {"images": self.sample(seed)}, [seed]),
+            "sample_png": (lambda seed: {"images_bytes": signatures.png_bytes(self.sample(seed))}, [seed]),
             "reconstruct": (lambda images: {"images": self(images)}, [images]),
             "encode": (self.encode, [images]),
             "decode": (

@@ -187,6 +187,8 @@ _SAVEDMODEL_SCRIPT = textwrap.dedent('''
     results = {
         "sample": call("serving_default", seed=seeds)["images"],
         "sample_again": call("serving_default", seed=seeds)["images"],
+        "sample_png_decoded": np.stack([tf.io.decode_png(png).numpy()
+                                        for png in call("sample_png", seed=seeds)["images_bytes"]]),
         "sample_permuted": call("serving_default", seed=seeds[inputs["permutation"]])["images"],
         "reconstruct": call("reconstruct", images=images)["images"],
         "decode": call("decode", latent=inputs["latent"])["images"],

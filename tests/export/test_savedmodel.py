@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from zoo.stateless import per_example_normal
 
-SIGNATURES = {"serving_default", "reconstruct", "encode", "decode", "log_likelihood"}
+SIGNATURES = {"serving_default", "sample_png", "reconstruct", "encode", "decode", "log_likelihood"}
 PYTHON_OPS = {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
 RANDOM_OP = re.compile(r"Random|Rng|Multinomial|TruncatedNormal")
 
@@ -69,6 +69,12 @@ def test_serving_default_gives_one_image_in_the_unit_interval_per_seed(served, i
 
 def test_serving_default_matches_the_in_process_sampler(served, inputs, trained_run):
     np.testing.assert_allclose(served["sample"], trained_run.model.sample(inputs["seeds"]), rtol=0, atol=1e-6)
+
+
+def test_sample_png_encodes_the_serving_default_images_as_8_bit_pngs(served):
+    decoded = served["sample_png_decoded"]  # tf.io.decode_png of each string in the reloading process
+    assert decoded.dtype == np.uint8 and decoded.shape == served["sample"].shape
+    np.testing.assert_array_equal(decoded, np.round(served["sample"] * 255).astype(np.uint8))
 
 
 def test_serving_default_is_identical_across_calls(served):

@@ -1,0 +1,20 @@
+"""Pieces shared by the models' serving signatures.
+
+TF Serving's REST API returns a string output as `{"b64": …}` when its name ends
+in `_bytes`; `png_bytes` outputs follow that convention.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+SEED = tf.TensorSpec([None], tf.int64, name="seed")
+
+
+def png_bytes(images: tf.Tensor) -> tf.Tensor:
+    """[N, H, W, C] float images in [0, 1] → [N] PNG-encoded strings (8 bits per channel).
+
+    Uses only core ops (`EncodePng` in a `map_fn`), so the exported graph serves anywhere.
+    """
+    pixels = tf.cast(tf.round(tf.clip_by_value(images, 0.0, 1.0) * 255.0), tf.uint8)
+    return tf.map_fn(tf.io.encode_png, pixels, fn_output_signature=tf.TensorSpec([], tf.string))

@@ -139,13 +139,16 @@ class ModelManager:
                 version = model.versions.get(number)
                 if version and version.error and version.fingerprint != fingerprint:  # the folder changed: retry
                     version.state, version.error, version.error_code = START, "", 0
-            healthy = [n for n in found if not (n in model.versions and model.versions[n].error)]
-            wanted = wanted_versions(model.config, healthy)
-            for number in wanted:  # only versions the policy ever wanted appear in the status
-                model.versions.setdefault(number, Version(number))
-            to_load = [n for n in sorted(wanted, reverse=True) if model.versions[n].state in (START, END)]
-        for number in to_load:  # newest first: it is the one requests will go to
-            self._load(name, model, number, found[number])
+        while True:  # a version that fails to load drops out, and the policy picks again
+            with self._lock:
+                healthy = [n for n in found if not (n in model.versions and model.versions[n].error)]
+                wanted = wanted_versions(model.config, healthy)
+                for number in wanted:  # only versions the policy ever wanted appear in the status
+                    model.versions.setdefault(number, Version(number))
+                to_load = [n for n in sorted(wanted, reverse=True) if model.versions[n].state in (START, END)]
+            # Newest first: it is the one requests will go to.
+            if all([self._load(name, model, number, found[number]) for number in to_load]):
+                break
         with self._lock:
             if self._models.get(name) is not model:
                 return
@@ -156,7 +159,8 @@ class ModelManager:
                 if number not in keep:
                     self._retire(model, model.versions[number])
 
-    def _load(self, name: str, model: Model, number: int, fingerprint: tuple) -> None:
+    def _load(self, name: str, model: Model, number: int, fingerprint: tuple) -> bool:
+        """Loads one version; False (and the error in its status) if it cannot be loaded."""
         version = model.versions[number]
         with self._lock:
             version.state, version.fingerprint = LOADING, fingerprint
@@ -169,11 +173,12 @@ class ModelManager:
             with self._lock:
                 version.state, version.error = END, f"failed to load {path}: {message}"
                 version.error_code = NOT_FOUND_CODE if isinstance(error, FileNotFoundError) else UNKNOWN_CODE
-            return
+            return False
         with self._lock:
             version.loaded, version.state = loaded, AVAILABLE
             self._lock.notify_all()
         log.info("loaded %s version %d from %s", name, number, path)
+        return True
 
     def _retire(self, model: Model, version: Version) -> None:
         """Unroutes `version` now; a thread frees it once its in-flight requests are done. Lock held."""

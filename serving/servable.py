@@ -9,6 +9,7 @@ was sent and what the signature expects.
 from __future__ import annotations
 
 import pathlib
+import re
 from collections.abc import Mapping, Sequence
 
 import grpc
@@ -46,6 +47,21 @@ def read_signature_defs(path: pathlib.Path) -> dict[str, meta_graph_pb2.Signatur
         raise ValueError(f"{path}/saved_model.pb holds no MetaGraph")
     signature_defs = saved_model.meta_graphs[0].signature_def
     return {name: signature_defs[name] for name in signature_defs if name != INIT_OP_SIGNATURE}
+
+
+def runtime_error_text(error: tf.errors.OpError) -> str:
+    """The cause of a TensorFlow runtime error, without the graph traceback around it.
+
+    "Graph execution error: … Detected at node … File …  assertion failed: [send fewer …] …
+    [[{{node …}}]]" becomes "assertion failed: [send fewer …] …".
+    """
+    lines = [line.strip() for line in error.message.splitlines()]
+    causes = [line for line in lines if line and not line.startswith(("Graph execution error", "Detected at node",
+                                                                       "File ", "[[", "Op:"))]
+    if not causes:
+        return type(error).__name__
+    cause = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", causes[-1].split(" [[")[0])
+    return re.sub(r"\s*\[Op:[^\]]*\]$", "", cause)
 
 
 class LoadedVersion:
@@ -134,8 +150,7 @@ class LoadedVersion:
         try:
             outputs = function(**{key: tf.constant(value) for key, value in inputs.items()})
         except tf.errors.InvalidArgumentError as error:
-            raise invalid_argument(error.message.strip().splitlines()[0]) from None
+            raise invalid_argument(runtime_error_text(error)) from None
         except tf.errors.ResourceExhaustedError as error:
-            raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                               error.message.strip().splitlines()[0]) from None
+            raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED, runtime_error_text(error)) from None
         return {key: value.numpy() for key, value in outputs.items()}

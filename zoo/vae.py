@@ -85,6 +85,11 @@ class VAEConfig:
         return tuple(hidden), tuple(latent)
 
 
+# Images × importance samples one log_likelihood request may ask for: with the paper's
+# 200-unit layers that is ~2.4 GB of float32 activations at most.
+MAX_SERVED_IMPORTANCE_SAMPLES = 1_000_000
+
+
 @keras.saving.register_keras_serializable(package="zoo")
 class StagedDecay(keras.optimizers.schedules.LearningRateSchedule):
     """lr = lr_0 · 10^(-i/7) in stage i, stage i lasting 3^i epochs (Burda et al. 2016, Sec. 5).
@@ -344,12 +349,22 @@ class VAE(keras.Model):
                 [tf.TensorSpec([None, self.latent_units[-1]], tf.float32, name="latent")],
             ),
             "log_likelihood": (
-                lambda images, num_importance_samples, seed: {
-                    "log_likelihood": self.log_likelihood(images, num_importance_samples, seed)
-                },
+                self._served_log_likelihood,
                 [images, tf.TensorSpec([None], tf.int64, name="num_importance_samples"), seed],
             ),
         }
+
+    def _served_log_likelihood(self, images, num_importance_samples, seed):
+        """The log_likelihood signature: refuses requests whose activations would not fit in memory."""
+        samples = tf.cast(tf.shape(images)[0], tf.int64) * tf.reduce_max(num_importance_samples)
+        within_budget = tf.debugging.assert_less_equal(
+            samples, tf.constant(MAX_SERVED_IMPORTANCE_SAMPLES, tf.int64),
+            message=f"images x max(num_importance_samples) must be <= {MAX_SERVED_IMPORTANCE_SAMPLES}; "
+                    f"send fewer images or fewer samples per request",
+        )
+        with tf.control_dependencies([within_budget]):  # check before any sample is drawn
+            num_importance_samples = tf.identity(num_importance_samples)
+        return {"log_likelihood": self.log_likelihood(images, num_importance_samples, seed)}
 
     def summary_images(self, images):
         """TensorBoard grids: 64 prior samples, and inputs beside their reconstructions."""

@@ -129,6 +129,10 @@ BAD_REQUESTS = {
                               ("input 'images' has shape [2,28,28]", "expects [-1,28,28,1]")),
     "bad_output_filter": BadRequest("Predict", predict_request(seed=SEEDS, output_filter=["pixels"]),
                                     grpc.StatusCode.INVALID_ARGUMENT, "output tensor alias not found in signature: pixels"),
+    "too_many_importance_samples": BadRequest(
+        "Predict", predict_request(signature="log_likelihood", images=np.zeros((4, 28, 28, 1), np.float32),
+                                   num_importance_samples=np.full(4, 300_000, np.int64), seed=SEEDS),
+        grpc.StatusCode.INVALID_ARGUMENT, "send fewer images or fewer samples per request"),
     "metadata_without_field": BadRequest("GetModelMetadata", _metadata_request([]), grpc.StatusCode.INVALID_ARGUMENT,
                                          "GetModelMetadataRequest must specify at least one metadata_field"),
     "metadata_of_unknown_model": BadRequest("GetModelMetadata", _metadata_request(["signature_def"], "nope"),

@@ -15,7 +15,6 @@ from concurrent import futures
 
 import grpc
 import numpy as np
-import tensorflow as tf
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     model_management_pb2,
@@ -25,6 +24,7 @@ from tensorflow_serving.apis import (
 )
 from tensorflow_serving.config import model_server_config_pb2
 
+from serving import tensors
 from serving.manager import ModelManager
 from serving.service import ModelRequest, Service, status_response
 from serving.status import ServingError, invalid_argument
@@ -45,12 +45,12 @@ def model_request(spec) -> ModelRequest:
     )
 
 
-def to_arrays(tensors) -> dict[str, np.ndarray]:
+def to_arrays(protos) -> dict[str, np.ndarray]:
     arrays = {}
-    for key, proto in tensors.items():
+    for key, proto in protos.items():
         try:
-            arrays[key] = tf.make_ndarray(proto)
-        except Exception as error:  # malformed TensorProto: sizes or dtype that do not add up
+            arrays[key] = tensors.to_array(proto)
+        except ValueError as error:  # malformed TensorProto: sizes or dtype that do not add up
             raise invalid_argument(f"input '{key}' is not a valid TensorProto: {error}") from None
     return arrays
 
@@ -91,7 +91,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         response.model_spec.version.value = prediction.version
         response.model_spec.signature_name = prediction.signature_name
         for key, value in prediction.outputs.items():
-            response.outputs[key].CopyFrom(tf.make_tensor_proto(value))
+            response.outputs[key].CopyFrom(tensors.to_proto(value))
         return response
 
     @handles_errors

@@ -26,10 +26,11 @@ import pathlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
 
+import grpc
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving.servable import LoadedVersion
-from serving.status import invalid_argument, not_found
+from serving.status import ServingError, invalid_argument, not_found
 
 log = logging.getLogger("serving")
 
@@ -93,8 +94,10 @@ class ModelManager:
     """
 
     def __init__(self, configs: Sequence[model_server_config_pb2.ModelConfig],
-                 loader: Callable[[str, int, str], LoadedVersion] = LoadedVersion):
+                 loader: Callable[[str, int, str], LoadedVersion] = LoadedVersion,
+                 allow_labels_for_unavailable_versions: bool = False):
         self._loader = loader
+        self._allow_unavailable_labels = allow_labels_for_unavailable_versions
         self._lock = threading.Condition()
         self._models: dict[str, Model] = {}
         self._poll_lock = threading.Lock()  # one poll at a time
@@ -107,7 +110,9 @@ class ModelManager:
     def reload(self, configs: Sequence[model_server_config_pb2.ModelConfig]) -> None:
         """Serves exactly `configs` from now on (HandleReloadConfigRequest); loads before returning.
 
-        Models no longer configured are retired (after their in-flight requests).
+        Models no longer configured are retired (after their in-flight requests). As in TF
+        Serving, a version label must name an AVAILABLE version once loading is done, unless
+        labels for unavailable versions are allowed: FAILED_PRECONDITION otherwise.
         """
         names = [config.name for config in configs]
         duplicates = sorted({name for name in names if names.count(name) > 1})
@@ -123,6 +128,19 @@ class ModelManager:
                 else:
                     self._models[config.name] = Model(config)
         self.poll()
+        if self._allow_unavailable_labels:
+            return
+        with self._lock:
+            for config in configs:
+                available = self._models[config.name].available()
+                for label, version in sorted(config.version_labels.items()):
+                    if version not in available:
+                        raise ServingError(
+                            grpc.StatusCode.FAILED_PRECONDITION,
+                            f"Request to assign label to version {version} of model {config.name}, which is not "
+                            f"currently available for inference (label {label!r}); load that version first or "
+                            f"pass --allow_version_labels_for_unavailable_models",
+                        )
 
     def poll(self) -> None:
         """Scans every base path once: loads wanted new versions, then retires dropped ones."""

@@ -42,6 +42,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     add("--model_name", default="default", help="name of the one model served from --model_base_path")
     add("--model_base_path", help="folder of numbered SavedModel versions, e.g. runs/vae/serving/vae")
     add("--model_config_file", help="text-format ModelServerConfig (model_config_list) for several models")
+    add("--model_config_file_poll_wait_seconds", type=float, default=0.0,
+        help="seconds between re-reads of --model_config_file; 0 reads it only at start")
+    add("--allow_version_labels_for_unavailable_models", type=_flag_bool, nargs="?", const=True, default=False,
+        help="let version_labels name versions that are not loaded (yet)")
     add("--file_system_poll_wait_seconds", type=float, default=1.0,
         help="seconds between scans for new versions; 0 scans only at start")
     add("--enable_batching", type=_flag_bool, nargs="?", const=True, default=False,
@@ -106,7 +110,14 @@ def main(argv=None) -> int:
     from serving.manager import ModelManager
     from serving.service import DEFAULT_MAX_REQUEST_EXAMPLES, Service
 
-    manager = ModelManager(configs)
+    from serving.status import ServingError
+
+    try:
+        manager = ModelManager(configs,
+                               allow_labels_for_unavailable_versions=args.allow_version_labels_for_unavailable_models)
+    except ServingError as error:
+        print(f"error: {error.message}", file=sys.stderr)
+        return 2
     batcher_factory = (lambda run: batching_lib.Batcher(batching, run)) if batching else None
     service = Service(manager, args.max_request_examples or DEFAULT_MAX_REQUEST_EXAMPLES, batcher_factory)
     try:
@@ -130,6 +141,9 @@ def main(argv=None) -> int:
     if rest_server is not None:
         threading.Thread(target=rest_server.serve_forever, name="rest", daemon=True).start()
     manager.start_polling(args.file_system_poll_wait_seconds)
+    if args.model_config_file and args.model_config_file_poll_wait_seconds > 0:
+        threading.Thread(target=_reread_config_file, name="config-poller", daemon=True,
+                         args=(manager, args.model_config_file, args.model_config_file_poll_wait_seconds, stop)).start()
     models = ", ".join(f"{name} (versions {_versions(manager, name)})" for name in manager.model_names())
     rest = f"REST on {args.host}:{rest_server.server_address[1]}" if rest_server else "REST disabled"
     print(f"serving gRPC on {args.host}:{grpc_port}, {rest}; models: {models}", flush=True)
@@ -146,6 +160,25 @@ def main(argv=None) -> int:
         service.batcher.close()
     print("stopped", flush=True)
     return 0
+
+
+def _reread_config_file(manager, path: str, interval_seconds: float, stop: threading.Event) -> None:
+    """Applies `path` again whenever it changes; a broken edit is logged and the old config kept."""
+    from serving import config_files
+    from serving.status import ServingError
+
+    try:
+        previous = config_files.parse_model_config_file(path)
+    except ValueError:
+        previous = None  # changed since start-up: the first re-read reports it
+    while not stop.wait(interval_seconds):
+        try:
+            config = config_files.parse_model_config_file(path)
+            if config != previous:
+                manager.reload(list(config.model_config_list.config))
+                previous = config
+        except (ValueError, ServingError) as error:  # ConfigFileError is a ValueError
+            log.error("not applying %s: %s", path, getattr(error, "message", error))
 
 
 def _versions(manager, name: str) -> str:

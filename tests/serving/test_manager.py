@@ -113,3 +113,18 @@ def test_reload_drops_models_and_rejects_duplicate_names(tmp_path):
     with pytest.raises(ServingError, match=r"Latest\(m\)"):
         with manager.acquire("m"):
             pass
+
+
+def test_a_label_must_name_an_available_version_unless_allowed(tmp_path):
+    make_versions(tmp_path, 1)
+    labelled = config(tmp_path)
+    labelled.version_labels["canary"] = 2
+    with pytest.raises(ServingError) as raised:
+        ModelManager([labelled], loader=broken_loader(set()))
+    assert raised.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "version 2 of model m" in raised.value.message and "--allow_version_labels" in raised.value.message
+
+    manager = ModelManager([labelled], loader=broken_loader(set()), allow_labels_for_unavailable_versions=True)
+    with pytest.raises(ServingError, match=r"Specific\(m, 2\)"):
+        with manager.acquire("m", label="canary"):
+            pass

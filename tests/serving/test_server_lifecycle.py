@@ -169,6 +169,26 @@ def test_reload_config_request_adds_a_model_and_rejects_a_bad_config(start_serve
     assert predict(server, [1], model="other").model_spec.version.value == 1  # the old config still serves
 
 
+def test_an_edited_config_file_is_applied_and_a_broken_edit_is_not(start_server, trained_base, tmp_path):
+    config = tmp_path / "models.config"
+    entry = 'config {{ name: "vae" base_path: "{}" {} }}'
+    config.write_text(f"model_config_list {{ {entry.format(trained_base, '')} }}")
+    server = start_server(f"--model_config_file={config}", "--model_config_file_poll_wait_seconds=0.2")
+    label = 'version_labels { key: "stable" value: 1 }'
+    config.write_text(f"model_config_list {{ {entry.format(trained_base, label)} }}")
+
+    def labelled():
+        try:
+            return predict(server, [1], label="stable").model_spec.version.value == 1
+        except grpc.RpcError:
+            return False
+
+    wait_for(labelled, "the label from the edited config")
+    config.write_text("model_config_list { config { nmae: 'typo' } }")
+    time.sleep(1)
+    assert labelled() and "not applying" in server.log and "nmae" in server.log
+
+
 def test_sigterm_stops_the_server_cleanly(start_server, trained_base):
     server = start_server("--model_name=vae", f"--model_base_path={trained_base}")
     predict(server, [1])

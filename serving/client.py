@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
 
+from serving import tensors
 from training import images as image_lib
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # gRPC's 4 MiB default holds only ~1300 float32 28×28 images
@@ -147,9 +148,9 @@ class Client:
         request = predict_pb2.PredictRequest(output_filter=output_keys or [])
         _set_model_spec(request.model_spec, model, version, version_label, signature)
         for key, value in inputs.items():
-            request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+            request.inputs[key].CopyFrom(tensors.to_proto(np.asarray(value)))
         response = self._call(self._stub.Predict, request, timeout)
-        return {key: tf.make_ndarray(proto) for key, proto in response.outputs.items()}
+        return {key: tensors.to_array(proto) for key, proto in response.outputs.items()}
 
     def _call(self, rpc, request, timeout: float | None):
         try:

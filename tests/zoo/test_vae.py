@@ -291,7 +291,7 @@ def test_compile_for_training_builds_adam_from_config(make_model, schedule, expe
 def test_serving_signatures_have_batch_polymorphic_inputs_and_trace(make_model, layers):
     model = make_model(stochastic_layers=layers)
     signatures = model.serving_signatures()
-    assert set(signatures) == {"serving_default", "reconstruct", "encode", "decode", "log_likelihood"}
+    assert set(signatures) == {"serving_default", "sample_png", "reconstruct", "encode", "decode", "log_likelihood"}
     for name, (function, input_signature) in signatures.items():
         assert all(spec.shape[0] is None for spec in input_signature), name
         inputs = [

@@ -217,7 +217,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _respond(self, method: str) -> None:
         def read_body() -> bytes:
-            length = int(self.headers.get("Content-Length") or 0)
+            header = self.headers.get("Content-Length") or "0"
+            if not header.isdigit():
+                raise invalid_argument(f"Content-Length {header!r} is not a byte count")
+            length = int(header)
             if length > self.max_body_bytes:
                 raise invalid_argument(f"request body of {length} bytes exceeds the {self.max_body_bytes}-byte limit")
             return self.rfile.read(length)

@@ -6,7 +6,9 @@ Runs against `python -m serving.server` and, when installed, `tensorflow_model_s
 from __future__ import annotations
 
 import base64
+import http.client
 import io
+import json
 
 import numpy as np
 import pytest
@@ -94,3 +96,16 @@ def test_errors_are_json_with_tf_servings_http_status(method_path_body, status, 
     assert got_status == status, got
     assert isinstance(got, dict) and phrase in got["error"]
     assert server.rest("/v1/models/vae")[0] == 200  # and the server is still there
+
+
+def test_a_malformed_http_request_gets_400_and_the_server_stays_up(server, request):
+    connection = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=30)
+    connection.putrequest("POST", "/v1/models/vae:predict")
+    connection.putheader("Content-Length", "lots")
+    connection.endheaders()
+    response = connection.getresponse()
+    assert response.status == 400
+    if "serving.server" in request.node.callspec.id:
+        assert "Content-Length" in json.loads(response.read())["error"]
+    connection.close()
+    assert server.rest("/v1/models/vae")[0] == 200

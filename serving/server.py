@@ -18,6 +18,8 @@ import signal
 import sys
 import threading
 
+from serving.status import ServingError
+
 log = logging.getLogger("serving")
 
 GRACE_SECONDS = 5.0
@@ -106,11 +108,9 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
-    from serving import batching as batching_lib, config_files, grpc_api, rest_api
+    from serving import config_files, grpc_api, rest_api
     from serving.manager import ModelManager
     from serving.service import DEFAULT_MAX_REQUEST_EXAMPLES, Service
-
-    from serving.status import ServingError
 
     try:
         manager = ModelManager(configs,
@@ -118,8 +118,7 @@ def main(argv=None) -> int:
     except ServingError as error:
         print(f"error: {error.message}", file=sys.stderr)
         return 2
-    batcher_factory = (lambda run: batching_lib.Batcher(batching, run)) if batching else None
-    service = Service(manager, args.max_request_examples or DEFAULT_MAX_REQUEST_EXAMPLES, batcher_factory)
+    service = Service(manager, args.max_request_examples or DEFAULT_MAX_REQUEST_EXAMPLES, batching)
     try:
         grpc_server, grpc_port = grpc_api.make_server(
             service, manager, config_files.check_model_server_config, f"{args.host}:{args.port}",
@@ -165,7 +164,6 @@ def main(argv=None) -> int:
 def _reread_config_file(manager, path: str, interval_seconds: float, stop: threading.Event) -> None:
     """Applies `path` again whenever it changes; a broken edit is logged and the old config kept."""
     from serving import config_files
-    from serving.status import ServingError
 
     try:
         previous = config_files.parse_model_config_file(path)
@@ -182,8 +180,6 @@ def _reread_config_file(manager, path: str, interval_seconds: float, stop: threa
 
 
 def _versions(manager, name: str) -> str:
-    from serving.status import ServingError
-
     try:
         available = [v.number for v in manager.status(name) if v.state == "AVAILABLE"]
     except ServingError:

@@ -17,6 +17,7 @@ import numpy as np
 from tensorflow_serving.apis import get_model_status_pb2
 
 from serving.batching import Batcher, BatchingError
+from serving.config_files import BatchingParameters
 from serving.manager import ModelManager, Version
 from serving.metrics import ServingMetrics
 from serving.servable import DEFAULT_SIGNATURE, LoadedVersion
@@ -48,19 +49,20 @@ class Prediction:
     outputs: dict[str, np.ndarray]
 
 
+def run_merged(key: tuple[LoadedVersion, str], inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Runs one merged batch for the batcher; its key is (servable, signature name)."""
+    servable, signature_name = key
+    return servable.run(signature_name, inputs)
+
+
 class Service:
     def __init__(self, manager: ModelManager, max_request_examples: int = DEFAULT_MAX_REQUEST_EXAMPLES,
-                 batcher_factory=None, metrics: ServingMetrics | None = None):
-        """`batcher_factory(run) -> Batcher` turns batching on; `run(key, inputs)` executes merged batches."""
+                 batching: BatchingParameters | None = None, metrics: ServingMetrics | None = None):
+        """Batching parameters turn server-side batching on (`--enable_batching`)."""
         self.manager = manager
         self.max_request_examples = max_request_examples
         self.metrics = metrics or ServingMetrics()
-        self.batcher: Batcher | None = batcher_factory(self._run_batch) if batcher_factory else None
-
-    @staticmethod
-    def _run_batch(key: tuple[LoadedVersion, str], inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        servable, signature_name = key
-        return servable.run(signature_name, inputs)
+        self.batcher = Batcher(batching, run_merged) if batching else None
 
     @contextlib.contextmanager
     def _recorded(self, request: ModelRequest, api: str, entrypoint: str) -> Iterator[dict]:

@@ -1,5 +1,7 @@
 """Input pipelines: TFDS datasets → batches of {"image": float32 [batch, H, W, C]}.
 
+Models that ask for labels (`DatasetSpec.labels`) also get "label", int64 [batch].
+
 Grey-scale images go to Bernoulli models binarized: dynamically for training
 (a fresh draw x ~ Bernoulli(pixel/255) each time an example is seen, as in Burda
 et al. 2016, Sec. 5), and with one fixed draw per example for evaluation, so test
@@ -28,15 +30,16 @@ class Source:
     tfds_name: str
     splits: dict  # role → TFDS split; "eval" is monitored every epoch
     binary: bool  # pixels are already in {0, 1}
+    num_classes: int = 0  # 0: the dataset has no labels
 
 
 SOURCES = {
-    "mnist": Source("mnist", {"train": "train", "eval": "test", "test": "test"}, binary=False),
+    "mnist": Source("mnist", {"train": "train", "eval": "test", "test": "test"}, binary=False, num_classes=10),
     "binarized_mnist": Source(
         "binarized_mnist", {"train": "train", "eval": "validation", "test": "test"}, binary=True
     ),
     "fashion_mnist": Source(
-        "fashion_mnist", {"train": "train", "eval": "test", "test": "test"}, binary=False
+        "fashion_mnist", {"train": "train", "eval": "test", "test": "test"}, binary=False, num_classes=10
     ),
 }
 
@@ -56,6 +59,11 @@ def _source(name: str) -> Source:
     if name not in SOURCES:
         raise DataError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(SOURCES))}")
     return SOURCES[name]
+
+
+def num_classes(name: str) -> int:
+    """Classes of a dataset's labels; 0 when it has none."""
+    return _source(name).num_classes
 
 
 def split_name(spec: DatasetSpec, role: str, max_examples: int | None = None) -> str:
@@ -94,7 +102,7 @@ def load(
     max_examples: int | None = None,
     download: bool = True,
 ) -> tuple[tf.data.Dataset, int]:
-    """Returns (batched dataset of {"image": float32}, number of examples).
+    """Returns (batched dataset of {"image": float32[, "label": int64]}, number of examples).
 
     The "train" role repeats forever, reshuffles every epoch and drops the last
     partial batch (callers pass steps_per_epoch = examples // batch_size); "eval"
@@ -103,8 +111,12 @@ def load(
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
     source = _source(spec.name)
+    if spec.labels and not source.num_classes:
+        labelled = ", ".join(name for name, other in sorted(SOURCES.items()) if other.num_classes)
+        raise DataError(f"dataset {spec.name!r} has no labels, which this model needs; use one of: {labelled}")
     dataset, num_examples = _load_tfds(spec, role, max_examples, download)
-    images = dataset.map(lambda example: example["image"], num_parallel_calls=tf.data.AUTOTUNE)
+    keys = ("image", "label") if spec.labels else ("image",)
+    examples = dataset.map(lambda example: {key: example[key] for key in keys}, num_parallel_calls=tf.data.AUTOTUNE)
     train = role == "train"
 
     if source.binary:
@@ -122,12 +134,13 @@ def load(
             tf.float32,
         )
 
-    images = images.enumerate().cache()  # decode each image once
+    def features(index, example):
+        return {**example, "image": prepare(index, example["image"])}
+
+    examples = examples.enumerate().cache()  # decode each image once
     if train:
-        images = images.shuffle(num_examples, reshuffle_each_iteration=True).repeat()
-    batches = images.map(
-        lambda index, image: {"image": prepare(index, image)}, num_parallel_calls=tf.data.AUTOTUNE
-    )
+        examples = examples.shuffle(num_examples, reshuffle_each_iteration=True).repeat()
+    batches = examples.map(features, num_parallel_calls=tf.data.AUTOTUNE)
     batches = batches.batch(batch_size, drop_remainder=train).prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA

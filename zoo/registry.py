@@ -7,9 +7,12 @@ type; they use only:
 * `ModelSpec.config_class` and `ModelSpec.make_config(**overrides)`;
 * `ModelSpec.build(config) -> keras.Model`, a built model;
 * `ModelSpec.dataset(config) -> DatasetSpec`, what data it trains on;
+* `ModelSpec.evaluation`, what `training.evaluate` measures: "likelihood"
+  (the model's test metrics with k importance samples) and/or
+  "sample_quality" (FID, classifier score and mode coverage of `model.sample`);
 * on the model: `compile_for_training(steps_per_epoch)`, `serving_signatures()`
-  (name → (function, input signature)), and `summary_images(images)` for
-  TensorBoard grids.
+  (name → (function, input signature)), `summary_images(images)` for
+  TensorBoard grids, and `sample(seeds)`: one image in [0, 1] per int64 seed.
 """
 
 from __future__ import annotations
@@ -28,10 +31,13 @@ class DatasetSpec:
       name: a dataset known to `training.data` (e.g. "mnist", "binarized_mnist").
       binarize: True for models with a Bernoulli likelihood. Grey-scale data is
         then binarized (dynamically, a fresh draw per visit, for training).
+      labels: True for models that need the class label: batches then carry
+        "label" (int64 [batch]) beside "image".
     """
 
     name: str
     binarize: bool
+    labels: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +50,7 @@ class ModelSpec:
     build: Callable[[Any], Any]
     dataset: Callable[[Any], DatasetSpec]
     preset: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    evaluation: tuple[str, ...] = ("likelihood",)
 
     @property
     def short_name(self) -> str:

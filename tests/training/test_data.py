@@ -111,3 +111,36 @@ def test_steps_per_pass(examples, batch_size, role, expected):
 def test_split_name_slices_only_with_max_examples():
     assert data.split_name(MNIST_BERNOULLI, "eval") == "test"
     assert data.split_name(DatasetSpec("binarized_mnist", True), "eval", 50) == "validation[:50]"
+
+
+def test_labels_come_with_their_images_when_the_model_asks():
+    evaluation, _ = data.load(DatasetSpec("mnist", binarize=False, labels=True), "eval", 25, max_examples=25,
+                              download=False)
+    batch = next(iter(evaluation))
+    reference = tfds.load("mnist", split="test[:25]", data_dir=data.data_dir(), download=False, batch_size=25)
+    reference = next(iter(tfds.as_numpy(reference)))
+
+    assert batch["label"].dtype == np.int64
+    np.testing.assert_array_equal(batch["label"].numpy(), reference["label"])
+    np.testing.assert_array_equal(batch["image"].numpy(), reference["image"] / np.float32(255.0))
+
+
+def test_shuffled_training_batches_keep_each_label_with_its_image():
+    train, _ = data.load(DatasetSpec("mnist", binarize=False, labels=True), "train", 50, max_examples=50,
+                         download=False)
+    batch = next(iter(train))
+    reference = tfds.load("mnist", split="train[:50]", data_dir=data.data_dir(), download=False, batch_size=50)
+    reference = next(iter(tfds.as_numpy(reference)))
+    label_of = {(image / np.float32(255.0)).tobytes(): label for image, label in zip(reference["image"], reference["label"])}
+
+    assert [label_of[image.tobytes()] for image in batch["image"].numpy()] == list(batch["label"].numpy())
+
+
+def test_batches_hold_only_images_unless_labels_are_asked_for():
+    evaluation, _ = data.load(MNIST_GREY, "eval", 5, max_examples=5, download=False)
+    assert set(next(iter(evaluation))) == {"image"}
+
+
+def test_a_dataset_without_labels_is_an_error_for_a_model_that_needs_them():
+    with pytest.raises(data.DataError, match="'binarized_mnist' has no labels.*fashion_mnist, mnist"):
+        data.load(DatasetSpec("binarized_mnist", binarize=True, labels=True), "train", 20, download=False)

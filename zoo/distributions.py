@@ -102,6 +102,36 @@ class BernoulliLayer(keras.layers.Layer):
         return {**super().get_config(), "event_shape": self.event_shape}
 
 
+@keras.saving.register_keras_serializable(package="zoo")
+class CategoricalLayer(keras.layers.Layer):
+    """Features → Categorical(softmax(ℓ)) over `num_classes` values, parameterised by logits ℓ.
+
+    `event_shape` gives independent categorical variables (e.g. one per pixel):
+    the result is a `tfd.Independent` over it; with the default `()` it is a
+    single categorical variable.
+    """
+
+    def __init__(self, num_classes: int, event_shape=(), **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = num_classes
+        self.event_shape = tuple(event_shape)
+        self.projection = keras.layers.Dense(self.params_size(num_classes, self.event_shape))
+
+    @staticmethod
+    def params_size(num_classes: int, event_shape=()) -> int:
+        return num_classes * _flat_size(event_shape)
+
+    def build(self, input_shape):
+        self.projection.build(input_shape)
+
+    def call(self, features):
+        logits = _unflatten(self.projection(features), [*self.event_shape, self.num_classes])
+        return tfd.Independent(tfd.Categorical(logits=logits), reinterpreted_batch_ndims=len(self.event_shape))
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes, "event_shape": self.event_shape}
+
+
 def standard_normal(event_size: int) -> tfd.Distribution:
     """The top prior p(h) = N(0, I) over a vector of `event_size` units."""
     return tfd.Independent(

@@ -154,3 +154,31 @@ def test_standard_normal_log_prob_is_sum_of_unit_normal_log_densities():
     h = np.array([[0.0, 1.0, -2.0], [0.5, 0.5, 0.5]], np.float32)
     expected = (-0.5 * h**2 - 0.5 * np.log(2 * np.pi)).sum(axis=-1)
     np.testing.assert_allclose(prior.log_prob(h), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("event_shape", [(), (2, 3)])
+def test_categorical_log_prob_is_log_softmax_of_the_projection_summed_over_the_event(event_shape):
+    num_classes = 4
+    layer = distributions.CategoricalLayer(num_classes, event_shape)
+    features = _features((7,))
+    dist = layer(features)
+    values = np.random.default_rng(1).integers(0, num_classes, size=(7, *event_shape))
+
+    logits = _projection(layer, features).reshape(7, *event_shape, num_classes)
+    log_softmax = logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
+    expected = np.take_along_axis(log_softmax, values[..., None], axis=-1)[..., 0].reshape(7, -1).sum(axis=1)
+
+    assert tuple(dist.event_shape) == event_shape and tuple(dist.batch_shape) == (7,)
+    assert layer.projection.units == distributions.CategoricalLayer.params_size(num_classes, event_shape)
+    np.testing.assert_allclose(dist.log_prob(values), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_categorical_layer_config_round_trip_gives_same_probabilities():
+    layer = distributions.CategoricalLayer(5, (3,))
+    features = _features((4,))
+    original = layer(features)
+    restored = distributions.CategoricalLayer.from_config(layer.get_config())
+    restored(features)
+    restored.set_weights(layer.get_weights())
+    np.testing.assert_array_equal(restored(features).distribution.logits_parameter(),
+                                  original.distribution.logits_parameter())

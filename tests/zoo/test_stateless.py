@@ -1,10 +1,10 @@
-"""zoo.stateless.per_example_normal: each row is a pure function of (its seed, stream)."""
+"""zoo.stateless: each row is a pure function of (its seed, stream)."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from zoo.stateless import per_example_normal
+from zoo.stateless import per_example_normal, per_example_uniform
 
 SEEDS = tf.constant([3, 141, -7, 2**40, 0], tf.int64)
 
@@ -51,3 +51,22 @@ def test_noise_is_standard_normal():
     noise = per_example_normal(tf.range(100, dtype=tf.int64), [200], stream=0).numpy()
     assert abs(noise.mean()) < 0.02
     assert abs(noise.std() - 1.0) < 0.02
+
+
+def test_uniform_rows_depend_only_on_their_seed_and_lie_in_range():
+    batch = per_example_uniform(SEEDS, [50], stream=3).numpy()
+    assert batch.shape == (len(SEEDS), 50) and batch.min() >= -1.0 and batch.max() < 1.0
+    for row, seed in enumerate(SEEDS):
+        np.testing.assert_array_equal(batch[row], per_example_uniform(seed[None], [50], stream=3).numpy()[0])
+    assert not np.allclose(batch, per_example_uniform(SEEDS, [50], stream=4).numpy())
+
+
+def test_integer_uniform_draws_a_label_per_seed_covering_every_class():
+    labels = per_example_uniform(tf.range(2000, dtype=tf.int64), [], stream=1, minval=0, maxval=10,
+                                 dtype=tf.int64).numpy()
+    assert labels.shape == (2000,) and labels.dtype == np.int64
+    counts = np.bincount(labels, minlength=10)
+    assert len(counts) == 10 and counts.min() > 150  # ~200 each; P(any < 150) is negligible
+    np.testing.assert_array_equal(
+        labels[[7, 3]],
+        per_example_uniform(tf.constant([7, 3], tf.int64), [], stream=1, minval=0, maxval=10, dtype=tf.int64))

@@ -4,7 +4,7 @@ Importing `zoo` registers every family and its Keras serializables, so
 `keras.models.load_model("model.keras")` works after `import zoo`.
 """
 
-from zoo import vae  # noqa: F401  (registers zoo.vae and zoo.iwae)
+from zoo import gan, vae  # noqa: F401  (register zoo.vae, zoo.iwae and the GAN family)
 from zoo.config import ConfigError
 from zoo.registry import DatasetSpec, ModelSpec, UnknownModelError, get, names
 

@@ -1,0 +1,264 @@
+"""zoo.gan: the one train_step of every registry entry, the objectives' wiring, samplers and configs."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import zoo
+from training import checkpoint
+from zoo import config as config_lib, gan_losses
+from zoo.gan import GAN, GANConfig
+
+GAN_NAMES = ["zoo.gan", "zoo.dcgan", "zoo.wgan_gp", "zoo.wgan", "zoo.cgan", "zoo.infogan", "zoo.ebgan"]
+SEEDS = tf.constant([3, 141, -7, 2**40, 0, 11], tf.int64)
+
+
+def tiny_gan_config(name: str, **overrides) -> GANConfig:
+    """The entry's preset on 8×8 images with networks that build instantly (big_vision style)."""
+    critic_steps = min(zoo.get(name).make_config().critic_steps, 2)
+    values = dict(generator_units=16, discriminator_units=8, maxout_pieces=2, filters=4, noise_dim=6,
+                  minibatch_kernels=3, minibatch_kernel_dim=2, image_shape=(8, 8, 1),
+                  critic_steps=critic_steps, batch_size=4 * critic_steps)
+    return zoo.get(name).make_config(**{**values, **overrides})
+
+
+def tiny_model(name: str, **overrides) -> GAN:
+    model = zoo.get(name).build(tiny_gan_config(name, **overrides))
+    model.compile_for_training(steps_per_epoch=2)
+    return model
+
+
+def batch_for(config: GANConfig, size: int | None = None, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    size = size or config.batch_size
+    batch = {"image": tf.constant(rng.uniform(size=(size, *config.image_shape)), tf.float32)}
+    if config.conditional:
+        batch["label"] = tf.constant(rng.integers(0, config.num_classes, size), tf.int64)
+    return batch
+
+
+def weights_of(variables):
+    return [variable.numpy() for variable in variables]
+
+
+@pytest.mark.parametrize("name, overrides", [
+    *[(name, {}) for name in GAN_NAMES],
+    ("zoo.gan", {"minibatch_discrimination": True}),
+    ("zoo.dcgan", {"minibatch_discrimination": True}),
+    ("zoo.gan", {"generator_loss": "minimax"}),
+])
+def test_each_train_step_updates_discriminator_critic_steps_times_and_generator_once(name, overrides):
+    model = tiny_model(name, **overrides)
+    config = model.config
+    generator_before = weights_of(model._generator_variables)
+    discriminator_before = weights_of(model._discriminator_variables)
+
+    history = model.fit(tf.data.Dataset.from_tensors(batch_for(config)).repeat(2), epochs=1, verbose=0).history
+
+    assert all(np.isfinite(values[-1]) for values in history.values()), history
+    assert int(model.optimizer.iterations) == 2
+    assert int(model.discriminator_optimizer.iterations) == 2 * config.critic_steps
+    for before, variable in zip(generator_before, model._generator_variables):
+        assert not np.array_equal(before, variable), variable.path
+    changed = [not np.array_equal(b, v) for b, v in zip(discriminator_before, model._discriminator_variables)]
+    assert sum(changed) >= len(changed) - 1  # at most an unused bias of a dead unit stays put
+
+
+@pytest.mark.parametrize("name", ["zoo.infogan", "zoo.ebgan", "zoo.dcgan"])
+def test_players_own_disjoint_variables_that_cover_the_model(name):
+    model = tiny_model(name)
+    generator = {id(v) for v in model._generator_variables}
+    discriminator = {id(v) for v in model._discriminator_variables}
+    assert not generator & discriminator
+    assert generator | discriminator == {id(v) for v in model.trainable_variables}
+    if name == "zoo.infogan":  # Q(c | x) trains with D (Chen et al. Sec. 5)
+        posterior = {id(v) for v in model.category_posterior.trainable_variables}
+        assert posterior and posterior <= discriminator
+
+
+def real_labels_and_seed(model):
+    """A batch in the networks' [−1, 1] range, its labels (or None) and a step seed."""
+    batch = batch_for(model.config)
+    return batch["image"] * 2.0 - 1.0, batch.get("label"), tf.constant([1, 2], tf.int64)
+
+
+def test_wgan_gp_critic_loss_is_the_wasserstein_loss_plus_lambda_times_the_penalty():
+    model = tiny_model("zoo.wgan_gp")
+    real, labels, seed = real_labels_and_seed(model)
+    terms = model._discriminator_terms(real, labels, seed, training=True)
+    latents = model._draw_latents(tf.shape(real)[0], labels, seed)
+    fake = model.generate(**latents, training=True)
+    real_scores = model.discriminate(real, labels, True)["score"]
+    fake_scores = model.discriminate(fake, labels, True)["score"]
+
+    np.testing.assert_allclose(terms["wasserstein_estimate"], real_scores - fake_scores, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        terms["discriminator_loss"], fake_scores - real_scores + 10.0 * terms["gradient_penalty"], rtol=1e-5,
+        atol=1e-6)
+    assert np.all(np.asarray(terms["gradient_penalty"]) >= 0.0)
+
+
+def test_gan_terms_report_probabilities_and_use_the_configured_generator_loss():
+    for generator_loss, reference in [("non_saturating", gan_losses.non_saturating_generator_loss),
+                                      ("minimax", gan_losses.minimax_generator_loss)]:
+        model = tiny_model("zoo.dcgan", generator_loss=generator_loss)
+        real, labels, seed = real_labels_and_seed(model)
+        latents = model._draw_latents(4, labels, seed)
+        fake_logits = model.discriminate(model.generate(**latents), labels)["score"]
+        np.testing.assert_allclose(model._generator_terms(4, labels, seed, training=False)["generator_loss"],
+                                   reference(fake_logits), rtol=1e-5, atol=1e-6)
+        d_real = model._discriminator_terms(real, labels, seed, training=False)["d_real"]
+        assert np.all((np.asarray(d_real) > 0.0) & (np.asarray(d_real) < 1.0))
+
+
+def test_ebgan_energy_is_the_autoencoder_reconstruction_error_and_g_adds_the_pulling_away_term():
+    model = tiny_model("zoo.ebgan")
+    real, labels, seed = real_labels_and_seed(model)
+    output = model.discriminate(real, training=False)
+    reconstruction = real
+    for layer in model.encoder + model.head:
+        reconstruction = layer(reconstruction, training=False)
+    np.testing.assert_allclose(output["score"], np.mean((reconstruction - real) ** 2, axis=(1, 2, 3)), rtol=1e-5)
+
+    terms = model._generator_terms(4, labels, seed, training=False)
+    fake = model.generate(**model._draw_latents(4, labels, seed))
+    fake_output = model.discriminate(fake)
+    np.testing.assert_allclose(
+        terms["generator_loss"],
+        fake_output["score"] + 0.1 * gan_losses.pulling_away_term(fake_output["features"]), rtol=1e-5)
+
+
+def test_infogan_players_both_ascend_the_mutual_information_bound():
+    model = tiny_model("zoo.infogan")
+    real, labels, seed = real_labels_and_seed(model)
+    latents = model._draw_latents(4, labels, seed)
+    fake_features = model.discriminate(model.generate(**latents))["features"]
+    log_q_category = model.category_posterior(fake_features).log_prob(latents["category"])
+    log_q_continuous = model.continuous_posterior(fake_features).log_prob(latents["continuous"])
+    expected = 1.0 * (log_q_category + np.log(10.0)) + 0.1 * (log_q_continuous + 2 * np.log(2.0))
+
+    generator = model._generator_terms(4, labels, seed, training=False)
+    fake_logits = model.discriminate(model.generate(**latents))["score"]
+    np.testing.assert_allclose(generator["generator_loss"],
+                               gan_losses.non_saturating_generator_loss(fake_logits) - expected, rtol=1e-4,
+                               atol=1e-5)
+    discriminator = model._discriminator_terms(real, labels, seed, training=False)
+    np.testing.assert_allclose(discriminator["mutual_information"], expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["zoo.dcgan", "zoo.cgan", "zoo.infogan"])
+def test_each_sample_depends_only_on_its_seed(name):
+    model = tiny_model(name)
+    batch = model.sample(SEEDS).numpy()
+    permutation = [4, 2, 0, 5, 3, 1]
+    assert batch.shape == (6, 8, 8, 1) and batch.min() >= 0.0 and batch.max() <= 1.0
+    np.testing.assert_allclose(model.sample(tf.gather(SEEDS, permutation)).numpy(), batch[permutation], atol=1e-6)
+    np.testing.assert_allclose(model.sample(SEEDS[2:3]).numpy()[0], batch[2], atol=1e-6)
+    assert np.abs(batch[0] - batch[1]).max() > 1e-4
+
+
+def test_conditional_sampler_follows_the_label_and_rejects_labels_out_of_range():
+    model = tiny_model("zoo.cgan")
+    function, _ = model.serving_signatures()["sample_conditional"]
+    seeds = tf.constant([5, 5], tf.int64)
+    images = function(seeds, tf.constant([0, 7], tf.int64))["images"].numpy()
+    assert np.abs(images[0] - images[1]).max() > 1e-4  # same z, different y
+    np.testing.assert_allclose(images[1], model.sample(seeds[:1], labels=tf.constant([7], tf.int64))[0], atol=1e-6)
+    for bad in (10, -1):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=r"label must be in \[0, 10\)"):
+            function(seeds, tf.constant([3, bad], tf.int64))
+
+
+def test_infogan_sampler_with_codes_uses_the_given_codes():
+    model = tiny_model("zoo.infogan")
+    function, specs = model.serving_signatures()["sample_with_codes"]
+    assert [spec.name for spec in specs] == ["seed", "category", "continuous"]
+    seeds = tf.constant([9, 9, 9], tf.int64)
+    images = function(seeds, tf.constant([1, 1, 2], tf.int64),
+                      tf.constant([[0.0, 0.0], [1.5, 0.0], [0.0, 0.0]]))["images"].numpy()
+    assert np.abs(images[0] - images[1]).max() > 1e-5 and np.abs(images[0] - images[2]).max() > 1e-5
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"category must be in \[0, 10\)"):
+        function(seeds[:1], tf.constant([10], tf.int64), tf.zeros([1, 2]))
+
+
+@pytest.mark.parametrize("name, grids", [
+    ("zoo.gan", {"samples": 64}),
+    ("zoo.cgan", {"samples": 64, "per_class": 80}),
+    ("zoo.infogan", {"samples": 64, "traversal_category": 80, "traversal_continuous_1": 64,
+                     "traversal_continuous_2": 64}),
+])
+def test_summary_grids_come_from_fixed_seeds(name, grids):
+    model = tiny_model(name)
+    first, second = model.summary_images(None), model.summary_images(None)
+    assert {key: len(value) for key, value in first.items()} == grids
+    for key in grids:
+        np.testing.assert_array_equal(first[key], second[key])
+    if name == "zoo.infogan":  # one seed per row, c_1 swept along it
+        row = first["traversal_continuous_1"].numpy()[:8]
+        assert all(np.abs(row[i] - row[i + 1]).max() > 0 for i in range(7))
+
+
+def test_signatures_are_declared_per_variant():
+    assert set(tiny_model("zoo.gan").serving_signatures()) == {"serving_default", "sample_png"}
+    assert "sample_conditional" in tiny_model("zoo.cgan").serving_signatures()
+    assert "sample_with_codes" in tiny_model("zoo.infogan").serving_signatures()
+
+
+def test_weight_clipping_keeps_every_critic_weight_within_c():
+    model = tiny_model("zoo.wgan")
+    model.fit(tf.data.Dataset.from_tensors(batch_for(model.config)).repeat(2), verbose=0)
+    largest = max(float(np.abs(v).max()) for v in model._discriminator_variables)
+    assert largest <= 0.01 + 1e-7
+
+
+def test_checkpoint_restores_both_optimizers(tmp_path):
+    model = tiny_model("zoo.wgan_gp")
+    model.fit(tf.data.Dataset.from_tensors(batch_for(model.config)).repeat(3), verbose=0)
+    checkpoint.save(model, tmp_path, epoch=1)
+
+    restored = tiny_model("zoo.wgan_gp")
+    assert checkpoint.restore(restored, tmp_path) == 1
+    assert int(restored.optimizer.iterations) == 3
+    assert int(restored.discriminator_optimizer.iterations) == 3 * model.config.critic_steps
+    for mine, theirs in zip(restored.discriminator_optimizer.variables, model.discriminator_optimizer.variables):
+        np.testing.assert_array_equal(mine, theirs)
+    np.testing.assert_array_equal(restored.sample(SEEDS), model.sample(SEEDS))
+
+
+def test_get_config_from_config_round_trip_keeps_config_and_samples():
+    model = tiny_model("zoo.infogan")
+    clone = GAN.from_config(model.get_config())
+    clone.build()
+    clone.set_weights(model.get_weights())
+    assert clone.config == model.config
+    np.testing.assert_array_equal(clone.sample(SEEDS), model.sample(SEEDS))
+
+
+def test_conditional_models_ask_for_labels_and_all_gans_for_sample_quality():
+    for name in GAN_NAMES:
+        spec = zoo.get(name)
+        assert spec.dataset(spec.make_config()).labels == (name == "zoo.cgan")
+        assert spec.evaluation == ("sample_quality",)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"architecture": "resnet"}, "architecture must be 'mlp' or 'dcgan'"),
+    ({"loss": "hinge"}, "loss must be"),
+    ({"critic_steps": 5, "batch_size": 64}, "batch_size must be a positive multiple of critic_steps"),
+    ({"architecture": "dcgan", "image_shape": (30, 30, 1)}, "divisible by 4"),
+    ({"loss": "energy", "minibatch_discrimination": True}, "minibatch_discrimination needs a scoring"),
+    ({"architecture": "dcgan", "gradient_penalty_weight": 10.0}, "set normalization=layer or none"),
+    ({"gradient_penalty_weight": 10.0, "minibatch_discrimination": True}, "minibatch discrimination mixes"),
+    ({"weight_clip": 0.01}, "weight_clip is implemented for the dcgan critic"),
+    ({"categorical_code": 1}, "categorical_code needs >= 2"),
+])
+def test_inconsistent_configs_are_errors_naming_the_fix(overrides, message):
+    with pytest.raises(config_lib.ConfigError, match=message):
+        GANConfig(**overrides)
+
+
+def test_generator_loss_can_be_set_from_the_command_line_syntax():
+    values = config_lib.parse_assignments(["generator_loss=minimax", "minibatch_discrimination=true"], GANConfig)
+    assert values == {"generator_loss": "minimax", "minibatch_discrimination": True}
+    with pytest.raises(config_lib.ConfigError, match="valid keys: architecture"):
+        config_lib.parse_assignments(["generator_los=minimax"], GANConfig)

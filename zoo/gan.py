@@ -1,0 +1,561 @@
+"""Generative adversarial networks: GAN, DCGAN, WGAN(-GP), conditional GAN, InfoGAN, EBGAN.
+
+Goodfellow et al. Generative Adversarial Nets. NeurIPS 2014, arXiv:1406.2661.
+Radford, Metz, Chintala. Unsupervised Representation Learning with Deep
+  Convolutional GANs (DCGAN). ICLR 2016, arXiv:1511.06434.
+Arjovsky, Chintala, Bottou. Wasserstein GAN. ICML 2017, arXiv:1701.07875.
+Gulrajani et al. Improved Training of Wasserstein GANs (WGAN-GP). NeurIPS 2017,
+  arXiv:1704.00028.
+Mirza, Osindero. Conditional Generative Adversarial Nets. arXiv:1411.1784, 2014.
+Chen et al. InfoGAN. NeurIPS 2016, arXiv:1606.03657.
+Zhao, Mathieu, LeCun. Energy-based Generative Adversarial Network (EBGAN). ICLR
+  2017, arXiv:1609.03126.
+Salimans et al. Improved Techniques for Training GANs. NeurIPS 2016,
+  arXiv:1606.03498 (minibatch discrimination, Sec. 3.2).
+
+One family, one `train_step` (Gulrajani et al., Alg. 1, which contains Goodfellow
+et al.'s Alg. 1 at n_critic = 1): `critic_steps` discriminator updates on fresh
+real minibatches, then one generator update. The variants are presets of
+`GANConfig`: the loss pair (`loss`, `generator_loss`), the critic steps, the
+penalty weight, the networks (`architecture`) and the optional class labels,
+InfoGAN codes and minibatch discrimination. Networks work on pixels in [−1, 1]
+(tanh output, Radford et al. Sec. 3); data and samples are in [0, 1].
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import keras
+import tensorflow as tf
+
+from zoo import config as config_lib, distributions, gan_losses, registry, signatures
+from zoo.gan_layers import ConcatLabels, Maxout, MinibatchDiscrimination
+from zoo.stateless import per_example_uniform
+
+NOISE_STREAM, CATEGORY_STREAM, CONTINUOUS_STREAM = 0, 1, 2  # stateless streams of one sample's seed
+UNIFORM_ENTROPY = math.log(2.0)  # differential entropy of U[−1, 1], nats per code dimension
+
+
+@dataclasses.dataclass(frozen=True)
+class GANConfig:
+    # Networks.
+    architecture: str = "mlp"               # "mlp" (Goodfellow et al.) or "dcgan" (Radford et al. Sec. 3)
+    noise_dim: int = 100                    # Radford et al. Sec. 4: 100-d z ~ U[−1, 1]
+    generator_units: int = 1200             # mlp: two ReLU layers (Goodfellow et al., authors' mnist.yaml)
+    discriminator_units: int = 240          # mlp: two maxout layers (authors' mnist.yaml)
+    maxout_pieces: int = 5                  # authors' mnist.yaml
+    dropout: float = 0.5                    # mlp discriminator, hidden layers (authors' mnist.yaml)
+    filters: int = 64                       # dcgan: D has filters, 2·filters; G mirrors it (28×28 adaptation)
+    normalization: str = "batch"            # D's hidden layers: "batch" (Radford Sec. 3), "layer" (Gulrajani Sec. 4), "none"
+    minibatch_discrimination: bool = False  # Salimans et al. Sec. 3.2
+    minibatch_kernels: int = 100            # B (Salimans et al., authors' code)
+    minibatch_kernel_dim: int = 5           # C (Salimans et al., authors' code)
+    # Conditioning and codes.
+    conditional: bool = False               # Mirza & Osindero: y into both G and D
+    num_classes: int = 10
+    categorical_code: int = 0               # InfoGAN, Sec. 7.1: one 10-way code on MNIST (0: none)
+    continuous_codes: int = 0               # InfoGAN, Sec. 7.1: two U[−1, 1] codes on MNIST
+    categorical_info_weight: float = 1.0    # InfoGAN, Sec. 6: λ = 1 for discrete codes
+    continuous_info_weight: float = 0.1     # InfoGAN, Sec. 6: "a smaller λ" for continuous codes; value ours
+    # Objective.
+    loss: str = "gan"                       # "gan" (Goodfellow Eq. 1), "wasserstein" (Arjovsky), "energy" (Zhao)
+    generator_loss: str = "non_saturating"  # with loss=gan: "non_saturating" (Goodfellow Sec. 3) or "minimax"
+    critic_steps: int = 1                   # Goodfellow Alg. 1: k = 1; Gulrajani Alg. 1: n_critic = 5
+    gradient_penalty_weight: float = 0.0    # Gulrajani Alg. 1: λ = 10
+    weight_clip: float = 0.0                # Arjovsky Alg. 1: c = 0.01 (0: no clipping)
+    energy_margin: float = 1.0              # EBGAN m; the paper grid-searches it; 1 suits a per-pixel MSE energy
+    pulling_away_weight: float = 0.1        # EBGAN-PT, Zhao Sec. 4.2: λ_PT = 0.1
+    # Data and optimisation.
+    dataset: str = "mnist"
+    image_shape: tuple[int, ...] = (28, 28, 1)
+    batch_size: int = 64                    # per train step: critic_steps minibatches of batch_size / critic_steps
+    epochs: int = 25                        # deviation: a budget; the papers stop by inspection
+    optimizer: str = "adam"                 # "adam" (Radford Sec. 4) or "rmsprop" (Arjovsky Alg. 1)
+    learning_rate: float = 2e-4             # Radford Sec. 4 (the generator's, and D's unless set below)
+    discriminator_learning_rate: float | None = None  # None: learning_rate; InfoGAN App. C: 2e-4 (G: 1e-3)
+    adam_beta_1: float = 0.5                # Radford Sec. 4
+    adam_beta_2: float = 0.999              # Kingma & Ba default, kept by Radford
+    seed: int = 0                           # seeds z, codes and penalty interpolates in training
+    jit_compile: bool = False               # explicit: Keras "auto" differs on CPU, GPU and Mirrored
+
+    def __post_init__(self):
+        checks = [
+            (self.architecture in ("mlp", "dcgan"), "architecture must be 'mlp' or 'dcgan'"),
+            (self.loss in ("gan", "wasserstein", "energy"), "loss must be 'gan', 'wasserstein' or 'energy'"),
+            (self.generator_loss in ("non_saturating", "minimax"), "generator_loss must be 'non_saturating' or 'minimax'"),
+            (self.normalization in ("batch", "layer", "none"), "normalization must be 'batch', 'layer' or 'none'"),
+            (self.optimizer in ("adam", "rmsprop"), "optimizer must be 'adam' or 'rmsprop'"),
+            (self.critic_steps >= 1 and self.batch_size % self.critic_steps == 0,
+             "batch_size must be a positive multiple of critic_steps (one minibatch per critic step)"),
+            (self.noise_dim >= 1 and self.epochs >= 1, "noise_dim and epochs must be >= 1"),
+            (self.architecture == "mlp" or self.image_shape[0] % 4 == 0 and self.image_shape[1] % 4 == 0,
+             "dcgan needs image height and width divisible by 4 (two stride-2 layers)"),
+            (not (self.minibatch_discrimination and self.loss == "energy"),
+             "minibatch_discrimination needs a scoring discriminator; loss=energy uses an autoencoder"),
+            (self.categorical_code != 1 and self.continuous_codes >= 0, "categorical_code needs >= 2 categories"),
+            (not (self.weight_clip and self.architecture == "mlp"), "weight_clip is implemented for the dcgan critic"),
+            (not (self.gradient_penalty_weight and self.architecture == "dcgan" and self.normalization == "batch"),
+             "a gradient penalty is per example; batch norm mixes examples (Gulrajani Sec. 4): "
+             "set normalization=layer or none"),
+            (not (self.gradient_penalty_weight and self.minibatch_discrimination),
+             "a gradient penalty is per example; minibatch discrimination mixes examples"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise config_lib.ConfigError(f"GANConfig: {message}")
+
+    @property
+    def code_size(self) -> int:
+        """Features the InfoGAN codes add to G's input: one-hot category plus continuous codes."""
+        return self.categorical_code + self.continuous_codes
+
+
+def _init():
+    return keras.initializers.RandomNormal(stddev=0.02)  # Radford Sec. 4
+
+
+def _normalization(kind: str, constraint=None):
+    if kind == "batch":
+        return [keras.layers.BatchNormalization(beta_constraint=constraint, gamma_constraint=constraint)]
+    if kind == "layer":
+        return [keras.layers.LayerNormalization(axis=(-3, -2, -1), beta_constraint=constraint,
+                                                gamma_constraint=constraint)]
+    return []
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class ClipWeights(keras.constraints.Constraint):
+    """w ← clip(w, −c, c) after every update (Arjovsky et al. 2017, Alg. 1, line 7)."""
+
+    def __init__(self, clip: float):
+        self.clip = clip
+
+    def __call__(self, weight):
+        return keras.ops.clip(weight, -self.clip, self.clip)
+
+    def get_config(self):
+        return {"clip": self.clip}
+
+
+def _generator_layers(config: GANConfig) -> list[keras.layers.Layer]:
+    """Latent → image in [−1, 1]: mlp (Goodfellow et al.) or dcgan (Radford et al. Sec. 3, 28×28)."""
+    height, width, channels = config.image_shape
+    if config.architecture == "mlp":
+        return [
+            keras.layers.Dense(config.generator_units, activation="relu"),
+            keras.layers.Dense(config.generator_units, activation="relu"),
+            keras.layers.Dense(height * width * channels, activation="tanh"),
+            keras.layers.Reshape(config.image_shape),
+        ]
+    filters = config.filters
+    return [
+        keras.layers.Dense(height // 4 * width // 4 * 2 * filters, use_bias=False, kernel_initializer=_init()),
+        keras.layers.BatchNormalization(), keras.layers.ReLU(),
+        keras.layers.Reshape((height // 4, width // 4, 2 * filters)),
+        keras.layers.Conv2DTranspose(filters, 5, strides=2, padding="same", use_bias=False, kernel_initializer=_init()),
+        keras.layers.BatchNormalization(), keras.layers.ReLU(),
+        keras.layers.Conv2DTranspose(channels, 5, strides=2, padding="same", activation="tanh",
+                                     kernel_initializer=_init()),
+    ]
+
+
+def _encoder_layers(config: GANConfig, constraint=None) -> list[keras.layers.Layer]:
+    """Image (with label channels) → features: D's body, and the EBGAN autoencoder's encoder."""
+    weights = {"kernel_constraint": constraint, "bias_constraint": constraint}
+    if config.architecture == "mlp":
+        return [
+            keras.layers.Flatten(),
+            Maxout(config.discriminator_units, config.maxout_pieces), keras.layers.Dropout(config.dropout),
+            Maxout(config.discriminator_units, config.maxout_pieces), keras.layers.Dropout(config.dropout),
+        ]
+    filters = config.filters
+    return [  # no normalization on D's input layer (Radford Sec. 3)
+        keras.layers.Conv2D(filters, 5, strides=2, padding="same", kernel_initializer=_init(), **weights),
+        keras.layers.LeakyReLU(0.2),
+        keras.layers.Conv2D(2 * filters, 5, strides=2, padding="same", kernel_initializer=_init(), **weights),
+        *_normalization(config.normalization, constraint),
+        keras.layers.LeakyReLU(0.2),
+        keras.layers.Flatten(),
+    ]
+
+
+def _run(layers, inputs, training=False):
+    for layer in layers:
+        inputs = layer(inputs, training=training)
+    return inputs
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class GAN(keras.Model):
+    """Generator G(z, c, y) and discriminator D(x, y) trained adversarially (see module docstring).
+
+    Data contract: batches are dicts with "image", float32 [batch, *image_shape]
+    in [0, 1], and "label", int64 [batch], when `config.conditional`.
+    The discriminator's output is a logit for loss=gan, a critic score for
+    loss=wasserstein, and an energy (per-pixel reconstruction MSE) for loss=energy.
+    """
+
+    def __init__(self, config: GANConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        constraint = ClipWeights(config.weight_clip) if config.weight_clip else None
+        self.generator_layers = _generator_layers(config)
+        self.label_inputs = ConcatLabels(config.num_classes) if config.conditional else None
+        self.encoder = _encoder_layers(config, constraint)
+        if config.loss == "energy":  # D(x) = ‖Dec(Enc(x)) − x‖² (Zhao et al. Sec. 2.3); Dec mirrors Enc like G
+            self.head = _generator_layers(config)
+        else:
+            self.head = [
+                *([MinibatchDiscrimination(config.minibatch_kernels, config.minibatch_kernel_dim)]
+                  if config.minibatch_discrimination else []),
+                keras.layers.Dense(1, kernel_constraint=constraint, bias_constraint=constraint),
+            ]
+        self.category_posterior = (  # Q(c | x), InfoGAN Sec. 5; shares D's body
+            distributions.CategoricalLayer(config.categorical_code) if config.categorical_code else None)
+        self.continuous_posterior = (
+            distributions.GaussianLayer((config.continuous_codes,)) if config.continuous_codes else None)
+        self.seed_generator = keras.random.SeedGenerator(config.seed)
+        tracked = ["loss", "discriminator_loss", "generator_loss", "d_real", "d_fake"]
+        tracked += ["gradient_penalty"] * bool(config.gradient_penalty_weight)
+        tracked += ["wasserstein_estimate"] * (config.loss == "wasserstein")
+        tracked += ["pulling_away"] * (config.loss == "energy")
+        tracked += ["mutual_information"] * bool(config.code_size)
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in tracked}
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    @property
+    def latent_size(self) -> int:
+        return self.config.noise_dim + self.config.code_size + self.config.num_classes * self.config.conditional
+
+    def build(self, input_shape=None):
+        config = self.config
+        shape = (None, self.latent_size)
+        for layer in self.generator_layers:
+            layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+        image_shape = (None, *config.image_shape)
+        shape = image_shape
+        if self.label_inputs is not None and config.architecture == "dcgan":
+            shape = self.label_inputs.compute_output_shape(shape, (None,))
+        for layer in self.encoder:
+            layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+        if self.label_inputs is not None and config.architecture == "mlp":
+            shape = self.label_inputs.compute_output_shape(shape, (None,))
+        features = shape
+        for layer in self.head:
+            layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+        for posterior in (self.category_posterior, self.continuous_posterior):
+            if posterior is not None:
+                posterior.build(features)
+        super().build(input_shape)
+
+    # The two networks.
+
+    def generate(self, noise, labels=None, category=None, continuous=None, training=False):
+        """G(z, c, y) in [−1, 1]: z, the InfoGAN codes and the label's one-hot concatenated (Chen Sec. 5)."""
+        inputs = [noise]
+        if self.config.categorical_code:
+            inputs.append(tf.one_hot(category, self.config.categorical_code))
+        if self.config.continuous_codes:
+            inputs.append(continuous)
+        if self.config.conditional:
+            inputs.append(tf.one_hot(labels, self.config.num_classes))
+        return _run(self.generator_layers, tf.concat(inputs, axis=-1), training)
+
+    def discriminate(self, images, labels=None, training=False):
+        """D(x, y): {"score": [batch], "features": [batch, F]} for images in [−1, 1].
+
+        The label enters as one-hot channels for dcgan and as features for mlp
+        (Mirza & Osindero, Sec. 4.1). For loss=energy the score is the energy
+        D(x) = mean((Dec(Enc(x)) − x)²) and the features are the code Enc(x).
+        """
+        inputs = images
+        if self.label_inputs is not None and self.config.architecture == "dcgan":
+            inputs = self.label_inputs(inputs, labels)
+        features = _run(self.encoder, inputs, training)
+        if self.label_inputs is not None and self.config.architecture == "mlp":
+            features = self.label_inputs(features, labels)
+        output = _run(self.head, features, training)
+        if self.config.loss == "energy":
+            score = tf.reduce_mean(tf.square(output - images), axis=[1, 2, 3])
+        else:
+            score = output[:, 0]
+        return {"score": score, "features": features}
+
+    # The objective: one method per player, shared by train_step and test_step.
+
+    def _draw_latents(self, batch, labels, seed):
+        """z ~ U[−1, 1] (Radford Sec. 4), c_cat ~ Cat(1/K), c_cont ~ U[−1, 1] (Chen Sec. 7.1)."""
+        config = self.config
+        seeds = [tf.random.experimental.stateless_fold_in(seed, stream) for stream in range(3)]
+        latents = {
+            "noise": tf.random.stateless_uniform([batch, config.noise_dim], seeds[NOISE_STREAM], -1.0, 1.0),
+            "labels": labels,
+        }
+        if config.categorical_code:
+            latents["category"] = tf.random.stateless_uniform(
+                [batch], seeds[CATEGORY_STREAM], 0, config.categorical_code, dtype=tf.int64)
+        if config.continuous_codes:
+            latents["continuous"] = tf.random.stateless_uniform(
+                [batch, config.continuous_codes], seeds[CONTINUOUS_STREAM], -1.0, 1.0)
+        return latents
+
+    def _mutual_information(self, latents, features):
+        """λ-weighted L_I(G, Q) = E[log Q(c | x)] + H(c) per example (Chen et al. Eq. 5)."""
+        config = self.config
+        bound = 0.0
+        if config.categorical_code:
+            log_q = self.category_posterior(features).log_prob(latents["category"])
+            bound += config.categorical_info_weight * gan_losses.mutual_information_bound(
+                log_q, math.log(config.categorical_code))
+        if config.continuous_codes:
+            log_q = self.continuous_posterior(features).log_prob(latents["continuous"])
+            bound += config.continuous_info_weight * gan_losses.mutual_information_bound(
+                log_q, config.continuous_codes * UNIFORM_ENTROPY)
+        return bound
+
+    def _discriminator_terms(self, real, labels, seed, training):
+        """Per-example D loss on real x and fake x̃ = G(z): Gulrajani Alg. 1 lines 4-7 (Goodfellow Eq. 1)."""
+        config = self.config
+        latents = self._draw_latents(tf.shape(real)[0], labels, seed)
+        fake = self.generate(**latents, training=training)
+        real_output = self.discriminate(real, labels, training)
+        fake_output = self.discriminate(fake, labels, training)
+        losses = gan_losses.loss_pair(self._loss_name, config.energy_margin)
+        terms = {
+            "discriminator_loss": losses.discriminator(real_output["score"], fake_output["score"]),
+            "d_real": self._reported(real_output["score"]),
+            "d_fake": self._reported(fake_output["score"]),
+        }
+        if config.gradient_penalty_weight:
+            epsilon = tf.random.stateless_uniform(
+                [tf.shape(real)[0]], tf.random.experimental.stateless_fold_in(seed, 3))
+            terms["gradient_penalty"] = gan_losses.gradient_penalty(
+                lambda images: self.discriminate(images, labels, training)["score"], real, fake, epsilon)
+            terms["discriminator_loss"] += config.gradient_penalty_weight * terms["gradient_penalty"]
+        if config.loss == "wasserstein":
+            terms["wasserstein_estimate"] = real_output["score"] - fake_output["score"]
+        if config.code_size:
+            terms["mutual_information"] = self._mutual_information(latents, fake_output["features"])
+            terms["discriminator_loss"] -= terms["mutual_information"]  # Q ascends L_I with D (Eq. 5)
+        return terms
+
+    def _generator_terms(self, batch, labels, seed, training):
+        """Per-example G loss on fresh fakes: Gulrajani Alg. 1 lines 11-12 (Goodfellow Sec. 3)."""
+        config = self.config
+        latents = self._draw_latents(batch, labels, seed)
+        fake_output = self.discriminate(self.generate(**latents, training=training), labels, training)
+        terms = {"generator_loss": gan_losses.loss_pair(self._loss_name).generator(fake_output["score"])}
+        if config.loss == "energy":  # EBGAN-PT: λ_PT f_PT(S) on the encoder's codes (Zhao Eq. 7)
+            terms["pulling_away"] = gan_losses.pulling_away_term(fake_output["features"])
+            terms["generator_loss"] += config.pulling_away_weight * terms["pulling_away"]
+        if config.code_size:
+            terms["generator_loss"] -= self._mutual_information(latents, fake_output["features"])
+        return terms
+
+    @property
+    def _loss_name(self) -> str:
+        return self.config.generator_loss if self.config.loss == "gan" else self.config.loss
+
+    def _reported(self, scores):
+        """D(x) as a probability for loss=gan; critic scores and energies as they are."""
+        return tf.sigmoid(scores) if self.config.loss == "gan" else scores
+
+    def _step_seed(self):
+        seed = tf.cast(self.seed_generator.next(), tf.int64)
+        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+        return tf.random.experimental.stateless_fold_in(seed, tf.cast(replica, tf.int64))
+
+    def train_step(self, data):
+        config = self.config
+        real = data["image"] * 2.0 - 1.0
+        labels = data.get("label")
+        seed = self._step_seed()
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        minibatch = tf.shape(real)[0] // config.critic_steps
+        global_minibatch = tf.cast(minibatch * replicas, tf.float32)
+        discriminator_variables = self._discriminator_variables
+        for step in range(config.critic_steps):  # Gulrajani Alg. 1, lines 2-9: a fresh real minibatch each
+            rows = slice(step * minibatch, (step + 1) * minibatch) if config.critic_steps > 1 else slice(None)
+            step_labels = None if labels is None else labels[rows]
+            with tf.GradientTape() as tape:
+                critic_terms = self._discriminator_terms(
+                    real[rows], step_labels, tf.random.experimental.stateless_fold_in(seed, step), training=True)
+                critic_loss = tf.reduce_sum(critic_terms["discriminator_loss"]) / global_minibatch
+            gradients = tape.gradient(critic_loss, discriminator_variables)
+            self.discriminator_optimizer.apply_gradients(zip(gradients, discriminator_variables))
+        generator_labels = None if labels is None else labels[:minibatch]
+        with tf.GradientTape() as tape:  # Alg. 1, lines 10-12
+            generator_terms = self._generator_terms(
+                minibatch, generator_labels, tf.random.experimental.stateless_fold_in(seed, -1), training=True)
+            generator_loss = tf.reduce_sum(generator_terms["generator_loss"]) / global_minibatch
+        generator_variables = self._generator_variables
+        gradients = tape.gradient(generator_loss, generator_variables)
+        self.optimizer.apply_gradients(zip(gradients, generator_variables))
+        return self._update_trackers({**critic_terms, **generator_terms})
+
+    def test_step(self, data):
+        real = data["image"] * 2.0 - 1.0
+        labels = data.get("label")
+        seed = self._step_seed()
+        terms = self._discriminator_terms(real, labels, seed, training=False)
+        terms.update(self._generator_terms(tf.shape(real)[0], labels, seed, training=False))
+        return self._update_trackers(terms)
+
+    def _update_trackers(self, terms):
+        terms = {**terms, "loss": terms["discriminator_loss"] + terms["generator_loss"]}
+        for name, tracker in self.trackers.items():
+            tracker.update_state(terms[name])
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    @property
+    def _generator_variables(self):
+        return [v for layer in self.generator_layers for v in layer.trainable_variables]
+
+    @property
+    def _discriminator_variables(self):
+        """D's weights, with Q's head: Q is trained with D (Chen et al. Sec. 5)."""
+        generator = {id(v) for v in self._generator_variables}
+        return [v for v in self.trainable_variables if id(v) not in generator]
+
+    def compile_for_training(self, steps_per_epoch: int):
+        """One optimizer per player: `optimizer` updates G, `discriminator_optimizer` D (and Q)."""
+        del steps_per_epoch  # constant learning rates (Radford Sec. 4, Gulrajani Alg. 1)
+        config = self.config
+        optimizers = [self._make_optimizer(config.learning_rate),
+                      self._make_optimizer(config.discriminator_learning_rate or config.learning_rate)]
+        self.compile(optimizer=optimizers[0], jit_compile=config.jit_compile)
+        self.discriminator_optimizer = optimizers[1]
+        self.optimizer.build(self._generator_variables)  # slots now, so train_step is traced once
+        self.discriminator_optimizer.build(self._discriminator_variables)
+
+    def _make_optimizer(self, learning_rate: float):
+        if self.config.optimizer == "rmsprop":
+            return keras.optimizers.RMSprop(learning_rate)
+        return keras.optimizers.Adam(learning_rate, beta_1=self.config.adam_beta_1, beta_2=self.config.adam_beta_2)
+
+    # Samplers; these back the serving signatures.
+
+    def call(self, inputs, training=False):
+        """{"noise", and "labels" / "category" / "continuous" as configured} → images in [0, 1]."""
+        return (self.generate(**inputs, training=training) + 1.0) / 2.0
+
+    def _latents_from_seeds(self, seeds):
+        """One sample's z, code and label, each a pure function of its seed (batch-order independent)."""
+        config = self.config
+        latents = {"noise": per_example_uniform(seeds, [config.noise_dim], NOISE_STREAM)}
+        if config.conditional:
+            latents["labels"] = per_example_uniform(seeds, [], CATEGORY_STREAM, 0, config.num_classes, tf.int64)
+        if config.categorical_code:
+            latents["category"] = per_example_uniform(seeds, [], CATEGORY_STREAM, 0, config.categorical_code,
+                                                      tf.int64)
+        if config.continuous_codes:
+            latents["continuous"] = per_example_uniform(seeds, [config.continuous_codes], CONTINUOUS_STREAM)
+        return latents
+
+    def sample(self, seeds, **fixed):
+        """x = G(z, c, y) in [0, 1], one image per int64 seed; `fixed` overrides drawn labels or codes."""
+        latents = {**self._latents_from_seeds(seeds), **fixed}
+        return (self.generate(**latents) + 1.0) / 2.0
+
+    @staticmethod
+    def _checked_labels(labels, classes: int, name: str):
+        """Served labels outside [0, classes) fail the request (INVALID_ARGUMENT) instead of sampling garbage."""
+        message = f"{name} must be in [0, {classes})"
+        checks = [tf.debugging.assert_non_negative(labels, message=message),
+                  tf.debugging.assert_less(labels, tf.constant(classes, tf.int64), message=message)]
+        with tf.control_dependencies(checks):
+            return tf.identity(labels)
+
+    def serving_signatures(self):
+        seed = signatures.SEED
+        declared = {
+            "serving_default": (lambda seed: {"images": self.sample(seed)}, [seed]),
+            "sample_png": (lambda seed: {"images_bytes": signatures.png_bytes(self.sample(seed))}, [seed]),
+        }
+        if self.config.conditional:
+            declared["sample_conditional"] = (
+                lambda seed, label: {"images": self.sample(
+                    seed, labels=self._checked_labels(label, self.config.num_classes, "label"))},
+                [seed, tf.TensorSpec([None], tf.int64, name="label")],
+            )
+        if self.config.code_size:
+            declared["sample_with_codes"] = (self._sample_with_codes, [
+                seed, tf.TensorSpec([None], tf.int64, name="category"),
+                tf.TensorSpec([None, self.config.continuous_codes], tf.float32, name="continuous")])
+        return declared
+
+    def _sample_with_codes(self, seed, category, continuous):
+        """InfoGAN: G(z(seed), c) with the codes given (category ignored without a categorical code)."""
+        fixed = {"continuous": continuous} if self.config.continuous_codes else {}
+        if self.config.categorical_code:
+            fixed["category"] = self._checked_labels(category, self.config.categorical_code, "category")
+        return {"images": self.sample(seed, **fixed)}
+
+    def summary_images(self, images):
+        """TensorBoard grids from fixed seeds, so epochs are comparable: samples, per class, code traversals."""
+        del images  # G needs no data
+        grids = {"samples": self.sample(tf.range(64, dtype=tf.int64))}
+        if self.config.conditional:  # Mirza & Osindero Fig. 2: a row per class
+            classes = tf.repeat(tf.range(self.config.num_classes, dtype=tf.int64), 8)
+            grids["per_class"] = self.sample(tf.tile(tf.range(8, dtype=tf.int64), [self.config.num_classes]),
+                                             labels=classes)
+        if self.config.categorical_code:  # Chen et al. Fig. 2a: a row per category
+            categories = tf.repeat(tf.range(self.config.categorical_code, dtype=tf.int64), 8)
+            grids["traversal_category"] = self.sample(
+                tf.tile(tf.range(8, dtype=tf.int64), [self.config.categorical_code]), category=categories)
+        rows = tf.repeat(tf.range(8, dtype=tf.int64), 8)  # row r: seed r, its code c_i swept along the row
+        for code in range(self.config.continuous_codes):  # Chen et al. Fig. 2c-d: c_i from −2 to 2
+            continuous = self._latents_from_seeds(rows)["continuous"]
+            continuous = tf.tensor_scatter_nd_update(
+                continuous, tf.stack([tf.range(64), tf.fill([64], code)], axis=1), tf.tile(tf.linspace(-2.0, 2.0, 8), [8]))
+            grids[f"traversal_continuous_{code + 1}"] = self.sample(rows, continuous=continuous)
+        return grids
+
+    def get_config(self):
+        return {**super().get_config(), "config": config_lib.to_dict(self.config)}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        return cls(config_lib.from_dict(GANConfig, config.pop("config")), **config)
+
+
+def build(config: GANConfig) -> GAN:
+    model = GAN(config, name="gan")
+    model.build()
+    return model
+
+
+def dataset(config: GANConfig) -> registry.DatasetSpec:
+    return registry.DatasetSpec(config.dataset, binarize=False, labels=config.conditional)
+
+
+def _register(name: str, description: str, **preset):
+    registry.register(registry.ModelSpec(name, description, GANConfig, build, dataset, preset=preset,
+                                         evaluation=("sample_quality",)))
+
+
+_register("zoo.gan", "GAN (Goodfellow et al. 2014): MLP generator, maxout discriminator")
+_register("zoo.dcgan", "DCGAN (Radford et al. 2016)", architecture="dcgan",
+          batch_size=128)  # Radford Sec. 4: minibatch 128
+_register("zoo.wgan_gp", "WGAN-GP (Gulrajani et al. 2017)", architecture="dcgan", loss="wasserstein",
+          normalization="layer",  # Sec. 4: no batch norm in the critic; layer norm instead
+          gradient_penalty_weight=10.0, critic_steps=5, batch_size=320,  # Alg. 1: λ = 10, n_critic = 5, m = 64
+          learning_rate=1e-4, adam_beta_1=0.0, adam_beta_2=0.9)  # Alg. 1: α, β1, β2
+_register("zoo.wgan", "WGAN with weight clipping (Arjovsky et al. 2017)", architecture="dcgan",
+          loss="wasserstein", weight_clip=0.01, critic_steps=5, batch_size=320,  # Alg. 1: c, n_critic, m
+          optimizer="rmsprop", learning_rate=5e-5)  # Alg. 1: RMSProp, α = 0.00005
+_register("zoo.cgan", "conditional GAN (Mirza & Osindero 2014)", conditional=True)
+_register("zoo.infogan", "InfoGAN (Chen et al. 2016): one 10-way and two continuous codes", architecture="dcgan",
+          noise_dim=62, categorical_code=10, continuous_codes=2,  # Sec. 7.1 / App. C.1
+          learning_rate=1e-3, discriminator_learning_rate=2e-4)  # App. C: G 1e-3, D 2e-4
+_register("zoo.ebgan", "EBGAN-PT (Zhao et al. 2017): autoencoder discriminator, margin loss, pulling-away term",
+          architecture="dcgan", loss="energy")

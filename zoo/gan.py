@@ -181,6 +181,14 @@ def _encoder_layers(config: GANConfig, constraint=None) -> list[keras.layers.Lay
     ]
 
 
+def _build(layers, shape):
+    """Builds `layers` in sequence from an input shape; returns the output shape."""
+    for layer in layers:
+        layer.build(shape)
+        shape = layer.compute_output_shape(shape)
+    return shape
+
+
 def _run(layers, inputs, training=False):
     for layer in layers:
         inputs = layer(inputs, training=training)
@@ -234,23 +242,14 @@ class GAN(keras.Model):
 
     def build(self, input_shape=None):
         config = self.config
-        shape = (None, self.latent_size)
-        for layer in self.generator_layers:
-            layer.build(shape)
-            shape = layer.compute_output_shape(shape)
-        image_shape = (None, *config.image_shape)
-        shape = image_shape
+        _build(self.generator_layers, (None, self.latent_size))
+        shape = (None, *config.image_shape)
         if self.label_inputs is not None and config.architecture == "dcgan":
-            shape = self.label_inputs.compute_output_shape(shape, (None,))
-        for layer in self.encoder:
-            layer.build(shape)
-            shape = layer.compute_output_shape(shape)
+            shape = _build([self.label_inputs], shape)
+        features = _build(self.encoder, shape)
         if self.label_inputs is not None and config.architecture == "mlp":
-            shape = self.label_inputs.compute_output_shape(shape, (None,))
-        features = shape
-        for layer in self.head:
-            layer.build(shape)
-            shape = layer.compute_output_shape(shape)
+            features = _build([self.label_inputs], features)
+        _build(self.head, features)
         for posterior in (self.category_posterior, self.continuous_posterior):
             if posterior is not None:
                 posterior.build(features)

@@ -101,7 +101,7 @@ class ConcatLabels(keras.layers.Layer):
         spatial = tf.concat([tf.shape(features)[:-1], [self.num_classes]], axis=0)
         return tf.concat([features, tf.broadcast_to(one_hot, spatial)], axis=-1)
 
-    def compute_output_shape(self, features_shape, labels_shape):
+    def compute_output_shape(self, features_shape, labels_shape=None):
         channels = features_shape[-1]
         return (*features_shape[:-1], None if channels is None else channels + self.num_classes)
 

@@ -1,0 +1,89 @@
+"""python -m training.fit on GANs: labels from the data, two optimizers checkpointed, GAN summaries, export."""
+
+import glob
+import json
+
+import pytest
+import tensorflow as tf
+
+from training import workdir as workdir_lib
+
+TINY_GANS = {  # registry name → --set overrides that make it build and fit in seconds
+    "zoo.cgan": ["generator_units=16", "discriminator_units=8", "maxout_pieces=2"],
+    "zoo.infogan": ["filters=4", "noise_dim=6"],
+}
+RUN = ["--max_examples", "200", "--batch_size", "20", "--steps_per_epoch", "2", "--validation_steps", "1",
+       "--no_download", "--verbose", "2"]
+
+
+def _argv(name, workdir, *flags):
+    sets = [flag for assignment in TINY_GANS[name] for flag in ("--set", assignment)]
+    return [name, "--workdir", str(workdir), *sets, *RUN, *flags]
+
+
+@pytest.fixture(scope="module")
+def gan_runs(tmp_path_factory, fit_in_process):
+    """Each of TINY_GANS: 1 epoch, then resumed to 2 with export: name → (workdir, first, resumed)."""
+    runs = {}
+    for name in TINY_GANS:
+        workdir = tmp_path_factory.mktemp(name.replace(".", "_")) / "run"
+        first = fit_in_process(_argv(name, workdir, "--epochs", "1", "--no_export"))
+        resumed = fit_in_process(_argv(name, workdir, "--epochs", "2", "--resume"))
+        runs[name] = workdir, first, resumed
+    return runs
+
+
+def _summaries(directory) -> dict[str, tuple[str, list[int]]]:
+    found: dict[str, tuple[str, list[int]]] = {}
+    for path in sorted(glob.glob(f"{directory}/events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                found.setdefault(value.tag, (value.metadata.plugin_data.plugin_name, []))[1].append(event.step)
+    return found
+
+
+@pytest.mark.parametrize("name", TINY_GANS)
+def test_gan_trains_resumes_and_exports_from_the_command_line(name, gan_runs, read_state, restore_checkpoint):
+    workdir, first, resumed = gan_runs[name]
+    assert first.returncode == 0, first.explain()
+    assert resumed.returncode == 0, resumed.explain()
+    assert f"model: {name} (GAN," in first.stdout and "(resuming after epoch 1)" in resumed.stdout
+    assert read_state(workdir) == {"epoch": 2, "weights": "epoch-00002.weights.h5", "interrupted": False}
+
+    model, epochs = restore_checkpoint(workdir, steps_per_epoch=2)
+    assert epochs == 2
+    assert int(model.optimizer.iterations) == 4  # generator: one update per step
+    assert int(model.discriminator_optimizer.iterations) == 4 * model.config.critic_steps
+
+    short = name.removeprefix("zoo.")
+    assert (workdir / "model.keras").is_file() and (workdir / "serving" / short / "1" / "saved_model.pb").is_file()
+
+
+def test_conditional_gan_is_fed_labels_from_the_dataset(gan_runs):
+    workdir, _, _ = gan_runs["zoo.cgan"]
+    run = json.loads((workdir / "run.json").read_text())
+    assert run["config"]["conditional"] is True
+    assert "dataset: mnist (binarize: False)" in gan_runs["zoo.cgan"][1].stdout
+
+
+@pytest.mark.parametrize("name, grids, scalars", [
+    ("zoo.cgan", ["samples", "per_class"], ["d_real", "d_fake", "discriminator_loss", "generator_loss"]),
+    ("zoo.infogan", ["samples", "traversal_category", "traversal_continuous_1", "traversal_continuous_2"],
+     ["d_real", "d_fake", "mutual_information"]),
+])
+def test_gan_summaries_hold_both_losses_d_outputs_and_fixed_seed_grids_every_epoch(name, grids, scalars, gan_runs):
+    workdir, _, _ = gan_runs[name]
+    tensorboard = workdir_lib.tensorboard_dir(workdir)
+    train, validation = _summaries(tensorboard / "train"), _summaries(tensorboard / "validation")
+    for scalar in scalars:
+        assert train[f"epoch_{scalar}"] == ("scalars", [0, 1]), scalar
+        assert validation[f"epoch_{scalar}"] == ("scalars", [0, 1]), scalar
+    images = _summaries(tensorboard / "images")
+    for grid in grids:
+        assert images[grid] == ("images", [1, 2]), grid
+
+
+def test_a_conditional_gan_on_a_dataset_without_labels_is_a_clear_error(tmp_path, fit_in_process):
+    result = fit_in_process(_argv("zoo.cgan", tmp_path / "run", "--dataset", "binarized_mnist"))
+    assert result.returncode == 2, result.explain()
+    assert "'binarized_mnist' has no labels" in result.stderr and "fashion_mnist, mnist" in result.stderr

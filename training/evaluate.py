@@ -1,41 +1,92 @@
-"""python -m training.evaluate WORKDIR: test-set bounds of a trained run as one JSON line.
+"""python -m training.evaluate WORKDIR: test-set metrics of a trained run as one JSON line.
 
     python -m training.evaluate runs/iwae --k 5000
     {"model": "zoo.iwae", "split": "test", "k": 5000, "examples": 10000, "epochs": 3280,
      "nll": 84.8, "elbo": -86.1, "active_units": [25], ...}
 
-`nll` is −L_k with k importance samples (Burda et al. 2016 report k = 5000);
-`elbo` is the mean log-weight over the same samples. Metrics that the model
-reports per stochastic layer (`active_units_1`, `active_units_2`, …) are listed
-together (`active_units`). The line is also appended to WORKDIR/evaluation.jsonl
-and written to TensorBoard under WORKDIR/tensorboard/evaluation.
+What is measured is what the model's registry entry declares (`ModelSpec.evaluation`):
 
-Evaluation is batched so that batch × k stays under SAMPLES_PER_BATCH: memory
-is bounded for any k.
+* "likelihood": the model's test metrics with k importance samples. `nll` is −L_k
+  (Burda et al. 2016 report k = 5000); `elbo` is the mean log-weight over the same
+  samples. Metrics that the model reports per stochastic layer (`active_units_1`,
+  `active_units_2`, …) are listed together (`active_units`).
+* "sample_quality": the model's test metrics (no k), then the quality of
+  `model.sample` on the seeds 0, …, N − 1 against the split's real images: `fid`,
+  `classifier_score`, `modes_covered`, `class_kl`, beside `fid_floor` (the FID
+  between the two halves of the real images) and `classifier_accuracy`; see
+  training.sample_quality and docs/evaluation.md. `--sample_quality` adds these
+  for any model.
+
+The line is also appended to WORKDIR/evaluation.jsonl and written to TensorBoard
+under WORKDIR/tensorboard/evaluation.
+
+Likelihood evaluation is batched so that batch × k stays under SAMPLES_PER_BATCH:
+memory is bounded for any k.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 
 SAMPLES_PER_BATCH = 50_000
+NUM_SAMPLES = 10_000  # Heusel et al.'s code (bioinf-jku/TTUR) recommends at least 10 000 for FID
+SAMPLE_QUALITY_FLAGS = ("num_samples", "feature_extractor", "inception_weights", "classifier_epochs",
+                        "classifier_max_examples")
+SAMPLE_QUALITY_SCALARS = ("fid", "classifier_score", "modes_covered", "class_kl", "fid_floor", "classifier_accuracy")
+INCEPTION_WEIGHTS_FIX = ("a Keras InceptionV3 weights file (with the top); on a machine with internet, "
+                         "keras.applications.InceptionV3(weights=\"imagenet\") downloads it to "
+                         "~/.keras/models/inception_v3_weights_tf_dim_ordering_tf_kernels.h5")
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("workdir", help="the --workdir of a training.fit run")
-    parser.add_argument("--k", type=int, default=5000, help="importance samples per example (Burda et al.: 5000)")
+    parser.add_argument("--k", type=int, default=5000,
+                        help="importance samples per example of likelihood models (Burda et al.: 5000)")
     parser.add_argument("--max_examples", type=int, help="evaluate only the first N examples of the split")
     parser.add_argument("--split", default="test", choices=("test", "eval", "train"),
                         help="which role's split of the run's dataset")
-    parser.add_argument("--batch_size", type=int, help=f"default: max(1, {SAMPLES_PER_BATCH} // k), at most 100")
+    parser.add_argument("--batch_size", type=int,
+                        help=f"default: max(1, {SAMPLES_PER_BATCH} // k), at most 100 (100 without likelihood)")
+    parser.add_argument("--sample_quality", action="store_true",
+                        help="measure sample quality even if the model does not declare it (e.g. a VAE)")
+    parser.add_argument("--num_samples", type=int,
+                        help=f"samples for sample quality, from the seeds 0 … N−1 (default {NUM_SAMPLES})")
+    parser.add_argument("--feature_extractor", choices=("classifier", "inception"),
+                        help="features for FID: the cached dataset classifier (default) or Inception-v3")
+    parser.add_argument("--inception_weights", metavar="PATH", help="local InceptionV3 weights, for inception")
+    parser.add_argument("--classifier_epochs", type=int,
+                        help="train the classifier this many epochs (default 3; a separate cache file)")
+    parser.add_argument("--classifier_max_examples", type=int,
+                        help="train the classifier on the first N train examples (quick runs; a separate cache file)")
     parser.add_argument("--no_download", action="store_true", help="fail instead of downloading missing data")
     parser.add_argument("--verbose", type=int, default=0, help="Keras progress bar (0 silent, 1 bar)")
     return parser.parse_args(argv)
+
+
+def flag_error(args) -> str | None:
+    """What is wrong with the flags, and how to fix it; None when nothing is."""
+    if args.k < 1 or (args.max_examples is not None and args.max_examples < 1):
+        return "--k and --max_examples must be positive integers"
+    if args.num_samples is not None and args.num_samples < 2:
+        return f"--num_samples must be at least 2 (FID needs a covariance); the default is {NUM_SAMPLES}"
+    if any(value is not None and value < 1 for value in (args.classifier_epochs, args.classifier_max_examples)):
+        return "--classifier_epochs and --classifier_max_examples must be positive integers"
+    if args.feature_extractor == "inception":
+        if args.classifier_epochs is not None or args.classifier_max_examples is not None:
+            return "--classifier_epochs and --classifier_max_examples train the classifier; drop them for inception"
+        if not args.inception_weights:
+            return f"--feature_extractor inception needs --inception_weights PATH, {INCEPTION_WEIGHTS_FIX}"
+        if not os.path.isfile(args.inception_weights):
+            return f"--inception_weights {args.inception_weights}: no such file; pass {INCEPTION_WEIGHTS_FIX}"
+    elif args.inception_weights:
+        return "--inception_weights is used only with --feature_extractor inception; add that flag"
+    return None
 
 
 def group_per_layer(logs: dict) -> dict:
@@ -50,46 +101,89 @@ def group_per_layer(logs: dict) -> dict:
     return grouped
 
 
+def _rounded(value):
+    return round(float(value), 4) if isinstance(value, float) else value
+
+
+def _feature_extractor(args, dataset: str):
+    from training import sample_quality
+
+    if args.feature_extractor == "inception":
+        try:
+            return sample_quality.inception_extractor(args.inception_weights)
+        except sample_quality.SampleQualityError as error:
+            raise sample_quality.SampleQualityError(f"--inception_weights: {error}") from None
+    training = {"epochs": args.classifier_epochs, "max_examples": args.classifier_max_examples}
+    settings = sample_quality.ClassifierSettings(**{name: value for name, value in training.items() if value})
+    return sample_quality.classifier_extractor(dataset, settings, download=not args.no_download)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.k < 1 or (args.max_examples is not None and args.max_examples < 1):
-        print("error: --k and --max_examples must be positive integers", file=sys.stderr)
-        return 2
+    problem = flag_error(args)
+    if problem:
+        return _fail(problem)
 
     import tensorflow as tf
 
-    from training import data, workdir as workdir_lib
+    from training import data, sample_quality, workdir as workdir_lib
 
     try:
         spec, config, model, epochs = workdir_lib.load_trained_model(args.workdir)
-        batch_size = args.batch_size or max(1, min(100, SAMPLES_PER_BATCH // args.k))
-        dataset, examples = data.load(spec.dataset(config), args.split, batch_size,
+        likelihood = "likelihood" in spec.evaluation
+        measure_samples = "sample_quality" in spec.evaluation or args.sample_quality
+        given = [f"--{flag}" for flag in SAMPLE_QUALITY_FLAGS if getattr(args, flag) is not None]
+        if given and not measure_samples:
+            return _fail(f"{', '.join(given)}: sample-quality flags, but {spec.name} measures only "
+                         f"{', '.join(spec.evaluation)} by default; add --sample_quality")
+        default_batch = max(1, min(100, SAMPLES_PER_BATCH // args.k)) if likelihood else 100
+        dataset_spec = spec.dataset(config)
+        batch_size = args.batch_size or default_batch
+        dataset, examples = data.load(dataset_spec, args.split, batch_size,
                                       max_examples=args.max_examples, download=not args.no_download)
-    except (workdir_lib.WorkdirError, data.DataError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        steps = data.steps(examples, batch_size, args.split)  # the train role repeats: one pass of it
+        if measure_samples and examples < 4:
+            return _fail(f"sample quality compares two halves of the real images, so it needs at least 4; "
+                         f"the split has {examples}: raise --max_examples")
+        extractor = _feature_extractor(args, dataset_spec.name) if measure_samples else None
+    except (workdir_lib.WorkdirError, data.DataError, sample_quality.SampleQualityError) as error:
+        return _fail(error)
 
-    model.evaluation_samples = args.k
+    if likelihood:
+        model.evaluation_samples = args.k
     model.compile(jit_compile=config.jit_compile)
-    logs = model.evaluate(dataset, return_dict=True, verbose=args.verbose)
+    logs = model.evaluate(dataset, steps=steps, return_dict=True, verbose=args.verbose)
     result = {
         "model": spec.name,
-        "split": data.split_name(spec.dataset(config), args.split, args.max_examples),
-        "k": args.k,
+        "split": data.split_name(dataset_spec, args.split, args.max_examples),
+        **({"k": args.k} if likelihood else {}),
         "examples": examples,
         "epochs": epochs,
         **group_per_layer({name: round(float(value), 4) for name, value in logs.items()}),
     }
+    scalars = {f"{name}_k{args.k}" if likelihood else name: float(value) for name, value in logs.items()}
+    if measure_samples:
+        real = sample_quality.real_images(dataset_spec.name, args.split, max_examples=args.max_examples,
+                                          download=not args.no_download)
+        quality = sample_quality.measure(model.sample, real, extractor, args.num_samples or NUM_SAMPLES)
+        result.update({name: _rounded(value) for name, value in quality.items()})
+        scalars.update({f"{name}_{extractor.name}": quality[name]
+                        for name in SAMPLE_QUALITY_SCALARS if quality[name] is not None})
     line = json.dumps(result)
     print(line)
     with open(f"{args.workdir}/evaluation.jsonl", "a") as log:
         log.write(line + "\n")
     writer = tf.summary.create_file_writer(str(workdir_lib.tensorboard_dir(args.workdir) / "evaluation"))
     with writer.as_default():
-        for name, value in logs.items():
-            tf.summary.scalar(f"{args.split}/{name}_k{args.k}", float(value), step=epochs)
+        for name, value in scalars.items():
+            tf.summary.scalar(f"{args.split}/{name}", float(value), step=epochs)
     writer.flush()
     return 0
+
+
+def _fail(message) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
-"""training.evaluate: a trained run's test-set bounds as one JSON line, logged to evaluation.jsonl and TensorBoard."""
+"""training.evaluate: a trained run's test-set metrics (bounds, sample quality) as one JSON line, logged to
+evaluation.jsonl and TensorBoard."""
 
+import dataclasses
 import json
 import math
 import shutil
 
+import keras
 import pytest
 import tensorflow as tf
 
@@ -113,3 +116,156 @@ def test_large_k_is_evaluated_in_memory_bounded_batches(run_main, workdir_copy, 
 def test_per_layer_metrics_are_grouped_in_layer_order():
     logs = {"active_units_10": 1, "active_units_2": 5, "nll": 90.0, "active_units_1": 3}
     assert evaluate.group_per_layer(logs) == {"active_units": [3, 5, 1], "nll": 90.0}
+
+
+# Sample quality (training.sample_quality): tiny classifier, VAE samples.
+
+SAMPLE_QUALITY_KEYS = {"fid", "classifier_score", "modes_covered", "class_kl", "fid_floor", "classifier_accuracy",
+                       "feature_extractor", "num_samples"}
+TINY_CLASSIFIER = ["--classifier_max_examples", "2000", "--classifier_epochs", "1"]
+SAMPLE_QUALITY_ARGS = ["--sample_quality", "--num_samples", "200", "--max_examples", "200", "--k", "1",
+                       *TINY_CLASSIFIER, "--no_download"]
+
+
+@pytest.fixture(scope="module")
+def zoo_cache_dir(tmp_path_factory):
+    """ZOO_CACHE_DIR for this module: the tiny classifier is trained at most once here, never in ~/.cache."""
+    cache = tmp_path_factory.mktemp("zoo_cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ZOO_CACHE_DIR", str(cache))
+        yield cache
+
+
+@pytest.fixture(scope="module")
+def sample_quality_run(train, run_main, zoo_cache_dir, tmp_path_factory):
+    """`training.evaluate COPY --sample_quality …` on a copy of the zoo.vae run, twice: (workdir, [CliResult] * 2)."""
+    workdir = shutil.copytree(train("vae2").workdir, tmp_path_factory.mktemp("sample_quality") / "vae2")
+    return workdir, [run_main(evaluate.main, [workdir, *SAMPLE_QUALITY_ARGS]) for _ in range(2)]
+
+
+def test_sample_quality_adds_its_metrics_to_the_likelihood_line(sample_quality_run):
+    workdir, (first, _) = sample_quality_run
+    assert first.returncode == 0, first.stderr
+    lines = first.stdout.splitlines()
+    assert len(lines) == 1, first.stdout
+    result = json.loads(lines[0])
+    assert DOCUMENTED_KEYS | SAMPLE_QUALITY_KEYS <= set(result)
+    assert (result["model"], result["k"], result["examples"]) == ("zoo.vae", 1, 200)
+    assert (result["feature_extractor"], result["num_samples"]) == ("classifier", 200)
+    assert 0.0 <= result["fid_floor"] < result["fid"]  # a barely trained VAE is far from the data
+    assert 1.0 <= result["classifier_score"] <= 10.0
+    assert 0 <= result["modes_covered"] <= 10 and 0.0 <= result["class_kl"] <= math.log(10) + 1e-4
+    assert 0.1 < result["classifier_accuracy"] <= 1.0
+    assert (workdir / "evaluation.jsonl").read_text().splitlines()[0] == lines[0]
+
+
+def test_sample_quality_is_reproducible_and_the_classifier_is_trained_once(sample_quality_run, zoo_cache_dir):
+    """Seeds 0 … N−1 and a cached classifier: a second evaluation prints the same line without training."""
+    _, (first, second) = sample_quality_run
+    assert second.returncode == 0, second.stderr
+    assert first.stdout == second.stdout
+    assert "training the mnist classifier" in first.stderr and "training the" not in second.stderr
+    assert len(list((zoo_cache_dir / "classifiers").glob("mnist_*.keras"))) == 1
+
+
+def test_sample_quality_is_summarised_for_tensorboard(sample_quality_run):
+    workdir, _ = sample_quality_run
+    tags = {value.tag
+            for file in (workdir / "tensorboard" / "evaluation").glob("events.out.tfevents.*")
+            for event in tf.compat.v1.train.summary_iterator(str(file))
+            for value in event.summary.value}
+    expected = {f"test/{name}_classifier" for name in ("fid", "classifier_score", "modes_covered", "class_kl",
+                                                       "fid_floor", "classifier_accuracy")}
+    assert expected | {"test/nll_k1"} <= tags
+
+
+def test_likelihood_models_report_no_sample_quality_by_default(evaluations):
+    for result in evaluations.results.values():
+        assert not SAMPLE_QUALITY_KEYS & set(result)
+
+
+def test_models_declaring_sample_quality_report_it_with_their_test_metrics_and_no_k(
+        train, run_main, zoo_cache_dir, tmp_path, monkeypatch):
+    """As a GAN entry does: evaluation = ("sample_quality",), no --sample_quality flag needed."""
+    from training import workdir as workdir_lib
+
+    load = workdir_lib.load_trained_model
+
+    def as_sample_quality_model(workdir):
+        spec, *rest = load(workdir)
+        return (dataclasses.replace(spec, evaluation=("sample_quality",)), *rest)
+
+    monkeypatch.setattr(workdir_lib, "load_trained_model", as_sample_quality_model)
+    workdir = shutil.copytree(train("vae2").workdir, tmp_path / "vae2")
+    result = run_main(evaluate.main, [workdir, "--num_samples", "50", "--max_examples", "50", *TINY_CLASSIFIER,
+                                      "--no_download"])
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    assert "k" not in printed and SAMPLE_QUALITY_KEYS <= set(printed)
+    assert math.isfinite(printed["loss"]) and printed["examples"] == 50
+
+
+def test_inception_features_give_fid_and_inception_score_without_mode_coverage(train, run_main, tmp_path):
+    weights = tmp_path / "inception.weights.h5"
+    keras.applications.InceptionV3(weights=None, include_top=True).save_weights(weights)  # random, not ImageNet
+    workdir = shutil.copytree(train("vae2").workdir, tmp_path / "vae2")
+    result = run_main(evaluate.main, [workdir, "--sample_quality", "--feature_extractor", "inception",
+                                      "--inception_weights", weights, "--num_samples", "4", "--max_examples", "4",
+                                      "--k", "1", "--no_download"])
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    assert (printed["feature_extractor"], printed["num_samples"]) == ("inception", 4)
+    assert printed["modes_covered"] is None and printed["class_kl"] is None and printed["classifier_accuracy"] is None
+    assert printed["fid"] >= 0.0 and 1.0 <= printed["classifier_score"] <= 4.0  # at most N for N samples
+
+
+def test_unreadable_inception_weights_exit_2_naming_the_flag_and_where_to_get_the_file(train, run_main, tmp_path):
+    weights = tmp_path / "inception.weights.h5"
+    weights.write_bytes(b"not an HDF5 file")
+    result = run_main(evaluate.main, [train("vae2").workdir, "--sample_quality", "--feature_extractor", "inception",
+                                      "--inception_weights", weights, "--no_download"])
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith(f"error: --inception_weights: cannot load Inception-v3 weights from {weights}")
+    assert 'keras.applications.InceptionV3(weights="imagenet")' in result.stderr
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--num_samples", "1"], "error: --num_samples must be at least 2"),
+    (["--classifier_epochs", "0"], "error: --classifier_epochs and --classifier_max_examples must be positive"),
+    (["--classifier_max_examples", "-1"], "error: --classifier_epochs and --classifier_max_examples must be positive"),
+    (["--feature_extractor", "inception"], "error: --feature_extractor inception needs --inception_weights PATH"),
+    (["--feature_extractor", "inception", "--inception_weights", "/no/such.h5"],
+     "error: --inception_weights /no/such.h5: no such file"),
+    (["--inception_weights", "/no/such.h5"], "error: --inception_weights is used only with --feature_extractor"),
+    (["--feature_extractor", "inception", "--inception_weights", "/no/such.h5", "--classifier_epochs", "1"],
+     "error: --classifier_epochs and --classifier_max_examples train the classifier"),
+])
+def test_bad_sample_quality_flags_exit_2_with_the_fix(run_main, tmp_path, flags, message):
+    result = run_main(evaluate.main, [tmp_path, "--sample_quality", *flags])
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith(message)
+    if "inception" in message and "needs" in message:
+        assert 'keras.applications.InceptionV3(weights="imagenet")' in result.stderr
+
+
+def test_sample_quality_flags_on_a_likelihood_model_need_sample_quality(train, run_main):
+    result = run_main(evaluate.main, [train("vae2").workdir, "--num_samples", "100", "--no_download"])
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("error: --num_samples: sample-quality flags, but zoo.vae measures only likelihood")
+    assert "add --sample_quality" in result.stderr
+
+
+def test_sample_quality_needs_four_real_images(train, run_main, tmp_path):
+    workdir = shutil.copytree(train("vae2").workdir, tmp_path / "vae2")
+    result = run_main(evaluate.main, [workdir, "--sample_quality", "--max_examples", "3", "--no_download"])
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("error: sample quality compares two halves of the real images")
+    assert not (workdir / "evaluation.jsonl").exists()
+
+
+def test_the_repeating_train_split_is_evaluated_in_one_pass(run_main, workdir_copy):
+    result = run_main(evaluate.main, [workdir_copy, "--k", "1", "--split", "train", "--max_examples", "30",
+                                      "--batch_size", "10", "--no_download"])
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    assert (printed["split"], printed["examples"]) == ("train[:30]", 30)

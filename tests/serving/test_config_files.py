@@ -1,6 +1,7 @@
 """TF Serving's text-format config files: real files parse, and broken ones say where and how to fix."""
 
 import os
+import pathlib
 
 import pytest
 
@@ -190,3 +191,14 @@ def test_monitoring_path_defaults_to_tf_servings(write):
 def test_invalid_monitoring_config_is_refused(write, text, complaint):
     with pytest.raises(ConfigFileError, match=complaint):
         parse_monitoring_config(write(text))
+
+
+def test_shipped_deployment_config_parses_and_compose_mounts_every_model():
+    deploy = pathlib.Path(__file__).resolve().parents[2] / "serving" / "deploy"
+    config = parse_model_config_file(str(deploy / "models.config"))
+    compose = (deploy / "docker-compose.yml").read_text()
+
+    names = [model.name for model in config.model_config_list.config]
+    assert {"vae", "iwae", "dcgan"} <= set(names)
+    for model in config.model_config_list.config:
+        assert f"/serving/{model.name}:{model.base_path}:ro" in compose, model.name

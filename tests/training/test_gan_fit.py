@@ -1,12 +1,14 @@
 """python -m training.fit on GANs: labels from the data, two optimizers checkpointed, GAN summaries, export."""
 
+import contextlib
 import glob
+import io
 import json
 
 import pytest
 import tensorflow as tf
 
-from training import workdir as workdir_lib
+from training import evaluate, workdir as workdir_lib
 
 TINY_GANS = {  # registry name → --set overrides that make it build and fit in seconds
     "zoo.cgan": ["generator_units=16", "discriminator_units=8", "maxout_pieces=2"],
@@ -87,3 +89,25 @@ def test_a_conditional_gan_on_a_dataset_without_labels_is_a_clear_error(tmp_path
     result = fit_in_process(_argv("zoo.cgan", tmp_path / "run", "--dataset", "binarized_mnist"))
     assert result.returncode == 2, result.explain()
     assert "'binarized_mnist' has no labels" in result.stderr and "fashion_mnist, mnist" in result.stderr
+
+
+def test_evaluate_reports_sample_quality_and_no_k_for_a_gan(gan_runs, tmp_path, monkeypatch):
+    workdir, _, _ = gan_runs["zoo.infogan"]
+    monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / "cache"))  # a tiny classifier, never in ~/.cache
+    result = _run_evaluate(evaluate.main, [str(workdir), "--num_samples", "200", "--max_examples", "200",
+                                           "--classifier_max_examples", "2000", "--classifier_epochs", "1",
+                                           "--no_download"])
+    assert result[0] == 0, result[2]
+    line = json.loads(result[1])
+    assert line["model"] == "zoo.infogan" and "k" not in line and line["epochs"] == 2
+    assert line["fid"] > line["fid_floor"] >= 0.0  # two tiny epochs are far from the data
+    assert 1.0 <= line["classifier_score"] <= 10.0 and 0 <= line["modes_covered"] <= 10
+    assert {"discriminator_loss", "generator_loss", "mutual_information"} <= set(line)
+
+
+def _run_evaluate(main, argv):
+    """(exit code, stdout, stderr) of a CLI's main run in this process."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = main(argv)
+    return code, stdout.getvalue(), stderr.getvalue()

@@ -31,7 +31,8 @@ import keras
 import tensorflow as tf
 
 from zoo import config as config_lib, distributions, gan_losses, registry, signatures
-from zoo.gan_layers import ConcatLabels, Maxout, MinibatchDiscrimination
+from zoo.gan_layers import ConcatLabels, MinibatchDiscrimination
+from zoo.gan_networks import ClipWeights, build_sequence, encoder_layers, generator_layers, run_sequence
 from zoo.stateless import per_example_uniform
 
 NOISE_STREAM, CATEGORY_STREAM, CONTINUOUS_STREAM = 0, 1, 2  # stateless streams of one sample's seed
@@ -112,87 +113,20 @@ class GANConfig:
         return self.categorical_code + self.continuous_codes
 
 
-def _init():
-    return keras.initializers.RandomNormal(stddev=0.02)  # Radford Sec. 4
+def _split(batch: dict, count: int) -> list[dict]:
+    """`count` equal minibatches of a batch dict (its size is a multiple of `count`)."""
+    if count == 1:
+        return [batch]
+    size = tf.shape(batch["image"])[0] // count
+    return [{key: value[step * size:(step + 1) * size] for key, value in batch.items()} for step in range(count)]
 
 
-def _normalization(kind: str, constraint=None):
-    if kind == "batch":
-        return [keras.layers.BatchNormalization(beta_constraint=constraint, gamma_constraint=constraint)]
-    if kind == "layer":
-        return [keras.layers.LayerNormalization(axis=(-3, -2, -1), beta_constraint=constraint,
-                                                gamma_constraint=constraint)]
-    return []
+def _fold(seed, stream: int):
+    return tf.random.experimental.stateless_fold_in(seed, stream)
 
 
-@keras.saving.register_keras_serializable(package="zoo")
-class ClipWeights(keras.constraints.Constraint):
-    """w ← clip(w, −c, c) after every update (Arjovsky et al. 2017, Alg. 1, line 7)."""
-
-    def __init__(self, clip: float):
-        self.clip = clip
-
-    def __call__(self, weight):
-        return keras.ops.clip(weight, -self.clip, self.clip)
-
-    def get_config(self):
-        return {"clip": self.clip}
-
-
-def _generator_layers(config: GANConfig) -> list[keras.layers.Layer]:
-    """Latent → image in [−1, 1]: mlp (Goodfellow et al.) or dcgan (Radford et al. Sec. 3, 28×28)."""
-    height, width, channels = config.image_shape
-    if config.architecture == "mlp":
-        return [
-            keras.layers.Dense(config.generator_units, activation="relu"),
-            keras.layers.Dense(config.generator_units, activation="relu"),
-            keras.layers.Dense(height * width * channels, activation="tanh"),
-            keras.layers.Reshape(config.image_shape),
-        ]
-    filters = config.filters
-    return [
-        keras.layers.Dense(height // 4 * width // 4 * 2 * filters, use_bias=False, kernel_initializer=_init()),
-        keras.layers.BatchNormalization(), keras.layers.ReLU(),
-        keras.layers.Reshape((height // 4, width // 4, 2 * filters)),
-        keras.layers.Conv2DTranspose(filters, 5, strides=2, padding="same", use_bias=False, kernel_initializer=_init()),
-        keras.layers.BatchNormalization(), keras.layers.ReLU(),
-        keras.layers.Conv2DTranspose(channels, 5, strides=2, padding="same", activation="tanh",
-                                     kernel_initializer=_init()),
-    ]
-
-
-def _encoder_layers(config: GANConfig, constraint=None) -> list[keras.layers.Layer]:
-    """Image (with label channels) → features: D's body, and the EBGAN autoencoder's encoder."""
-    weights = {"kernel_constraint": constraint, "bias_constraint": constraint}
-    if config.architecture == "mlp":
-        return [
-            keras.layers.Flatten(),
-            Maxout(config.discriminator_units, config.maxout_pieces), keras.layers.Dropout(config.dropout),
-            Maxout(config.discriminator_units, config.maxout_pieces), keras.layers.Dropout(config.dropout),
-        ]
-    filters = config.filters
-    return [  # no normalization on D's input layer (Radford Sec. 3)
-        keras.layers.Conv2D(filters, 5, strides=2, padding="same", kernel_initializer=_init(), **weights),
-        keras.layers.LeakyReLU(0.2),
-        keras.layers.Conv2D(2 * filters, 5, strides=2, padding="same", kernel_initializer=_init(), **weights),
-        *_normalization(config.normalization, constraint),
-        keras.layers.LeakyReLU(0.2),
-        keras.layers.Flatten(),
-    ]
-
-
-def _build(layers, shape):
-    """Builds `layers` in sequence from an input shape; returns the output shape."""
-    for layer in layers:
-        layer.build(shape)
-        shape = layer.compute_output_shape(shape)
-    return shape
-
-
-def _run(layers, inputs, training=False):
-    for layer in layers:
-        inputs = layer(inputs, training=training)
-    return inputs
+def _descend(optimizer, tape, loss, variables) -> None:
+    optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -209,11 +143,11 @@ class GAN(keras.Model):
         super().__init__(**kwargs)
         self.config = config
         constraint = ClipWeights(config.weight_clip) if config.weight_clip else None
-        self.generator_layers = _generator_layers(config)
+        self.generator_layers = generator_layers(config)
         self.label_inputs = ConcatLabels(config.num_classes) if config.conditional else None
-        self.encoder = _encoder_layers(config, constraint)
+        self.encoder = encoder_layers(config, constraint)
         if config.loss == "energy":  # D(x) = ‖Dec(Enc(x)) − x‖² (Zhao et al. Sec. 2.3); Dec mirrors Enc like G
-            self.head = _generator_layers(config)
+            self.head = generator_layers(config)
         else:
             self.head = [
                 *([MinibatchDiscrimination(config.minibatch_kernels, config.minibatch_kernel_dim)]
@@ -242,14 +176,14 @@ class GAN(keras.Model):
 
     def build(self, input_shape=None):
         config = self.config
-        _build(self.generator_layers, (None, self.latent_size))
+        build_sequence(self.generator_layers, (None, self.latent_size))
         shape = (None, *config.image_shape)
         if self.label_inputs is not None and config.architecture == "dcgan":
-            shape = _build([self.label_inputs], shape)
-        features = _build(self.encoder, shape)
+            shape = build_sequence([self.label_inputs], shape)
+        features = build_sequence(self.encoder, shape)
         if self.label_inputs is not None and config.architecture == "mlp":
-            features = _build([self.label_inputs], features)
-        _build(self.head, features)
+            features = build_sequence([self.label_inputs], features)
+        build_sequence(self.head, features)
         for posterior in (self.category_posterior, self.continuous_posterior):
             if posterior is not None:
                 posterior.build(features)
@@ -266,7 +200,7 @@ class GAN(keras.Model):
             inputs.append(continuous)
         if self.config.conditional:
             inputs.append(tf.one_hot(labels, self.config.num_classes))
-        return _run(self.generator_layers, tf.concat(inputs, axis=-1), training)
+        return run_sequence(self.generator_layers, tf.concat(inputs, axis=-1), training)
 
     def discriminate(self, images, labels=None, training=False):
         """D(x, y): {"score": [batch], "features": [batch, F]} for images in [−1, 1].
@@ -278,10 +212,10 @@ class GAN(keras.Model):
         inputs = images
         if self.label_inputs is not None and self.config.architecture == "dcgan":
             inputs = self.label_inputs(inputs, labels)
-        features = _run(self.encoder, inputs, training)
+        features = run_sequence(self.encoder, inputs, training)
         if self.label_inputs is not None and self.config.architecture == "mlp":
             features = self.label_inputs(features, labels)
-        output = _run(self.head, features, training)
+        output = run_sequence(self.head, features, training)
         if self.config.loss == "energy":
             score = tf.reduce_mean(tf.square(output - images), axis=[1, 2, 3])
         else:
@@ -293,7 +227,7 @@ class GAN(keras.Model):
     def _draw_latents(self, batch, labels, seed):
         """z ~ U[−1, 1] (Radford Sec. 4), c_cat ~ Cat(1/K), c_cont ~ U[−1, 1] (Chen Sec. 7.1)."""
         config = self.config
-        seeds = [tf.random.experimental.stateless_fold_in(seed, stream) for stream in range(3)]
+        seeds = [_fold(seed, stream) for stream in range(3)]
         latents = {
             "noise": tf.random.stateless_uniform([batch, config.noise_dim], seeds[NOISE_STREAM], -1.0, 1.0),
             "labels": labels,
@@ -320,9 +254,10 @@ class GAN(keras.Model):
                 log_q, config.continuous_codes * UNIFORM_ENTROPY)
         return bound
 
-    def _discriminator_terms(self, real, labels, seed, training):
+    def _discriminator_terms(self, batch, seed, training):
         """Per-example D loss on real x and fake x̃ = G(z): Gulrajani Alg. 1 lines 4-7 (Goodfellow Eq. 1)."""
         config = self.config
+        real, labels = batch["image"] * 2.0 - 1.0, batch.get("label")
         latents = self._draw_latents(tf.shape(real)[0], labels, seed)
         fake = self.generate(**latents, training=training)
         real_output = self.discriminate(real, labels, training)
@@ -334,8 +269,7 @@ class GAN(keras.Model):
             "d_fake": self._reported(fake_output["score"]),
         }
         if config.gradient_penalty_weight:
-            epsilon = tf.random.stateless_uniform(
-                [tf.shape(real)[0]], tf.random.experimental.stateless_fold_in(seed, 3))
+            epsilon = tf.random.stateless_uniform([tf.shape(real)[0]], _fold(seed, 3))
             terms["gradient_penalty"] = gan_losses.gradient_penalty(
                 lambda images: self.discriminate(images, labels, training)["score"], real, fake, epsilon)
             terms["discriminator_loss"] += config.gradient_penalty_weight * terms["gradient_penalty"]
@@ -346,10 +280,11 @@ class GAN(keras.Model):
             terms["discriminator_loss"] -= terms["mutual_information"]  # Q ascends L_I with D (Eq. 5)
         return terms
 
-    def _generator_terms(self, batch, labels, seed, training):
-        """Per-example G loss on fresh fakes: Gulrajani Alg. 1 lines 11-12 (Goodfellow Sec. 3)."""
+    def _generator_terms(self, batch, seed, training):
+        """Per-example G loss on fresh fakes, one per example of `batch`: Gulrajani Alg. 1 lines 11-12."""
         config = self.config
-        latents = self._draw_latents(batch, labels, seed)
+        labels = batch.get("label")
+        latents = self._draw_latents(tf.shape(batch["image"])[0], labels, seed)
         fake_output = self.discriminate(self.generate(**latents, training=training), labels, training)
         terms = {"generator_loss": gan_losses.loss_pair(self._loss_name).generator(fake_output["score"])}
         if config.loss == "energy":  # EBGAN-PT: λ_PT f_PT(S) on the encoder's codes (Zhao Eq. 7)
@@ -370,42 +305,28 @@ class GAN(keras.Model):
     def _step_seed(self):
         seed = tf.cast(self.seed_generator.next(), tf.int64)
         replica = tf.distribute.get_replica_context().replica_id_in_sync_group
-        return tf.random.experimental.stateless_fold_in(seed, tf.cast(replica, tf.int64))
+        return _fold(seed, tf.cast(replica, tf.int64))
 
     def train_step(self, data):
-        config = self.config
-        real = data["image"] * 2.0 - 1.0
-        labels = data.get("label")
+        minibatches = _split(data, self.config.critic_steps)  # Alg. 1, line 3: fresh real data per critic step
+        size = tf.shape(minibatches[0]["image"])[0] * tf.distribute.get_strategy().num_replicas_in_sync
+        global_minibatch = tf.cast(size, tf.float32)
         seed = self._step_seed()
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        minibatch = tf.shape(real)[0] // config.critic_steps
-        global_minibatch = tf.cast(minibatch * replicas, tf.float32)
-        discriminator_variables = self._discriminator_variables
-        for step in range(config.critic_steps):  # Gulrajani Alg. 1, lines 2-9: a fresh real minibatch each
-            rows = slice(step * minibatch, (step + 1) * minibatch) if config.critic_steps > 1 else slice(None)
-            step_labels = None if labels is None else labels[rows]
+        for step, minibatch in enumerate(minibatches):  # Gulrajani Alg. 1, lines 2-9
             with tf.GradientTape() as tape:
-                critic_terms = self._discriminator_terms(
-                    real[rows], step_labels, tf.random.experimental.stateless_fold_in(seed, step), training=True)
+                critic_terms = self._discriminator_terms(minibatch, _fold(seed, step), training=True)
                 critic_loss = tf.reduce_sum(critic_terms["discriminator_loss"]) / global_minibatch
-            gradients = tape.gradient(critic_loss, discriminator_variables)
-            self.discriminator_optimizer.apply_gradients(zip(gradients, discriminator_variables))
-        generator_labels = None if labels is None else labels[:minibatch]
-        with tf.GradientTape() as tape:  # Alg. 1, lines 10-12
-            generator_terms = self._generator_terms(
-                minibatch, generator_labels, tf.random.experimental.stateless_fold_in(seed, -1), training=True)
+            _descend(self.discriminator_optimizer, tape, critic_loss, self._discriminator_variables)
+        with tf.GradientTape() as tape:  # lines 10-12: fresh z (labels of the last minibatch)
+            generator_terms = self._generator_terms(minibatch, _fold(seed, -1), training=True)
             generator_loss = tf.reduce_sum(generator_terms["generator_loss"]) / global_minibatch
-        generator_variables = self._generator_variables
-        gradients = tape.gradient(generator_loss, generator_variables)
-        self.optimizer.apply_gradients(zip(gradients, generator_variables))
+        _descend(self.optimizer, tape, generator_loss, self._generator_variables)
         return self._update_trackers({**critic_terms, **generator_terms})
 
     def test_step(self, data):
-        real = data["image"] * 2.0 - 1.0
-        labels = data.get("label")
         seed = self._step_seed()
-        terms = self._discriminator_terms(real, labels, seed, training=False)
-        terms.update(self._generator_terms(tf.shape(real)[0], labels, seed, training=False))
+        terms = self._discriminator_terms(data, seed, training=False)
+        terms.update(self._generator_terms(data, seed, training=False))
         return self._update_trackers(terms)
 
     def _update_trackers(self, terms):

@@ -48,7 +48,10 @@ def weights_of(variables):
 
 
 @pytest.mark.parametrize("name, overrides", [
-    *[(name, {}) for name in GAN_NAMES],
+    *[(name, {}) for name in GAN_NAMES if name != "zoo.wgan"],
+    # A clipped critic passes G gradients of ~1e-9: at the paper's RMSProp rate of 5e-5, two steps
+    # on a batch-norm scale of 1.0 can round away in float32.
+    ("zoo.wgan", {"learning_rate": 1e-2}),
     ("zoo.gan", {"minibatch_discrimination": True}),
     ("zoo.dcgan", {"minibatch_discrimination": True}),
     ("zoo.gan", {"generator_loss": "minimax"}),
@@ -82,16 +85,16 @@ def test_players_own_disjoint_variables_that_cover_the_model(name):
         assert posterior and posterior <= discriminator
 
 
-def real_labels_and_seed(model):
-    """A batch in the networks' [−1, 1] range, its labels (or None) and a step seed."""
+def batch_and_seed(model):
+    """A batch (images in [0, 1]), its images in the networks' [−1, 1] range, its labels (or None), a step seed."""
     batch = batch_for(model.config)
-    return batch["image"] * 2.0 - 1.0, batch.get("label"), tf.constant([1, 2], tf.int64)
+    return batch, batch["image"] * 2.0 - 1.0, batch.get("label"), tf.constant([1, 2], tf.int64)
 
 
 def test_wgan_gp_critic_loss_is_the_wasserstein_loss_plus_lambda_times_the_penalty():
     model = tiny_model("zoo.wgan_gp")
-    real, labels, seed = real_labels_and_seed(model)
-    terms = model._discriminator_terms(real, labels, seed, training=True)
+    batch, real, labels, seed = batch_and_seed(model)
+    terms = model._discriminator_terms(batch, seed, training=True)
     latents = model._draw_latents(tf.shape(real)[0], labels, seed)
     fake = model.generate(**latents, training=True)
     real_scores = model.discriminate(real, labels, True)["score"]
@@ -108,25 +111,25 @@ def test_gan_terms_report_probabilities_and_use_the_configured_generator_loss():
     for generator_loss, reference in [("non_saturating", gan_losses.non_saturating_generator_loss),
                                       ("minimax", gan_losses.minimax_generator_loss)]:
         model = tiny_model("zoo.dcgan", generator_loss=generator_loss)
-        real, labels, seed = real_labels_and_seed(model)
+        batch, real, labels, seed = batch_and_seed(model)
         latents = model._draw_latents(4, labels, seed)
         fake_logits = model.discriminate(model.generate(**latents), labels)["score"]
-        np.testing.assert_allclose(model._generator_terms(4, labels, seed, training=False)["generator_loss"],
+        np.testing.assert_allclose(model._generator_terms(batch, seed, training=False)["generator_loss"],
                                    reference(fake_logits), rtol=1e-5, atol=1e-6)
-        d_real = model._discriminator_terms(real, labels, seed, training=False)["d_real"]
+        d_real = model._discriminator_terms(batch, seed, training=False)["d_real"]
         assert np.all((np.asarray(d_real) > 0.0) & (np.asarray(d_real) < 1.0))
 
 
 def test_ebgan_energy_is_the_autoencoder_reconstruction_error_and_g_adds_the_pulling_away_term():
     model = tiny_model("zoo.ebgan")
-    real, labels, seed = real_labels_and_seed(model)
+    batch, real, labels, seed = batch_and_seed(model)
     output = model.discriminate(real, training=False)
     reconstruction = real
     for layer in model.encoder + model.head:
         reconstruction = layer(reconstruction, training=False)
     np.testing.assert_allclose(output["score"], np.mean((reconstruction - real) ** 2, axis=(1, 2, 3)), rtol=1e-5)
 
-    terms = model._generator_terms(4, labels, seed, training=False)
+    terms = model._generator_terms(batch, seed, training=False)
     fake = model.generate(**model._draw_latents(4, labels, seed))
     fake_output = model.discriminate(fake)
     np.testing.assert_allclose(
@@ -136,19 +139,19 @@ def test_ebgan_energy_is_the_autoencoder_reconstruction_error_and_g_adds_the_pul
 
 def test_infogan_players_both_ascend_the_mutual_information_bound():
     model = tiny_model("zoo.infogan")
-    real, labels, seed = real_labels_and_seed(model)
+    batch, real, labels, seed = batch_and_seed(model)
     latents = model._draw_latents(4, labels, seed)
     fake_features = model.discriminate(model.generate(**latents))["features"]
     log_q_category = model.category_posterior(fake_features).log_prob(latents["category"])
     log_q_continuous = model.continuous_posterior(fake_features).log_prob(latents["continuous"])
     expected = 1.0 * (log_q_category + np.log(10.0)) + 0.1 * (log_q_continuous + 2 * np.log(2.0))
 
-    generator = model._generator_terms(4, labels, seed, training=False)
+    generator = model._generator_terms(batch, seed, training=False)
     fake_logits = model.discriminate(model.generate(**latents))["score"]
     np.testing.assert_allclose(generator["generator_loss"],
                                gan_losses.non_saturating_generator_loss(fake_logits) - expected, rtol=1e-4,
                                atol=1e-5)
-    discriminator = model._discriminator_terms(real, labels, seed, training=False)
+    discriminator = model._discriminator_terms(batch, seed, training=False)
     np.testing.assert_allclose(discriminator["mutual_information"], expected, rtol=1e-4, atol=1e-5)
 
 

@@ -54,6 +54,7 @@ def weights_of(variables):
     ("zoo.wgan", {"learning_rate": 1e-2}),
     ("zoo.gan", {"minibatch_discrimination": True}),
     ("zoo.dcgan", {"minibatch_discrimination": True}),
+    ("zoo.dcgan", {"conditional": True}),  # labels as one-hot channels of D's input
     ("zoo.gan", {"generator_loss": "minimax"}),
 ])
 def test_each_train_step_updates_discriminator_critic_steps_times_and_generator_once(name, overrides):

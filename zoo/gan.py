@@ -97,6 +97,8 @@ class GANConfig:
              "minibatch_discrimination needs a scoring discriminator; loss=energy uses an autoencoder"),
             (self.categorical_code != 1 and self.continuous_codes >= 0, "categorical_code needs >= 2 categories"),
             (not (self.weight_clip and self.architecture == "mlp"), "weight_clip is implemented for the dcgan critic"),
+            (not (self.weight_clip and self.minibatch_discrimination),
+             "weight_clip bounds dense and conv weights only; minibatch discrimination's tensor would stay unclipped"),
             (not (self.gradient_penalty_weight and self.architecture == "dcgan" and self.normalization == "batch"),
              "a gradient penalty is per example; batch norm mixes examples (Gulrajani Sec. 4): "
              "set normalization=layer or none"),

@@ -260,6 +260,7 @@ def test_conditional_models_ask_for_labels_and_all_gans_for_sample_quality():
     ({"architecture": "dcgan", "gradient_penalty_weight": 10.0}, "set normalization=layer or none"),
     ({"gradient_penalty_weight": 10.0, "minibatch_discrimination": True}, "minibatch discrimination mixes"),
     ({"weight_clip": 0.01}, "weight_clip is implemented for the dcgan critic"),
+    ({"architecture": "dcgan", "weight_clip": 0.01, "minibatch_discrimination": True}, "would stay unclipped"),
     ({"categorical_code": 1}, "categorical_code needs >= 2"),
 ])
 def test_inconsistent_configs_are_errors_naming_the_fix(overrides, message):

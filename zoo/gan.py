@@ -179,12 +179,10 @@ class GAN(keras.Model):
     def build(self, input_shape=None):
         config = self.config
         build_sequence(self.generator_layers, (None, self.latent_size))
-        shape = (None, *config.image_shape)
-        if self.label_inputs is not None and config.architecture == "dcgan":
+        shape = (None, *config.image_shape) if config.architecture == "dcgan" else (None, math.prod(config.image_shape))
+        if self.label_inputs is not None:
             shape = build_sequence([self.label_inputs], shape)
         features = build_sequence(self.encoder, shape)
-        if self.label_inputs is not None and config.architecture == "mlp":
-            features = build_sequence([self.label_inputs], features)
         build_sequence(self.head, features)
         for posterior in (self.category_posterior, self.continuous_posterior):
             if posterior is not None:
@@ -207,16 +205,15 @@ class GAN(keras.Model):
     def discriminate(self, images, labels=None, training=False):
         """D(x, y): {"score": [batch], "features": [batch, F]} for images in [−1, 1].
 
-        The label enters as one-hot channels for dcgan and as features for mlp
-        (Mirza & Osindero, Sec. 4.1). For loss=energy the score is the energy
-        D(x) = mean((Dec(Enc(x)) − x)²) and the features are the code Enc(x).
+        The label enters with x, so D judges the pair: as one-hot channels of the
+        image for dcgan, appended to the pixels for mlp (Mirza & Osindero, Sec. 4.1).
+        For loss=energy the score is the energy D(x) = mean((Dec(Enc(x)) − x)²) and
+        the features are the code Enc(x).
         """
-        inputs = images
-        if self.label_inputs is not None and self.config.architecture == "dcgan":
+        inputs = images if self.config.architecture == "dcgan" else tf.reshape(images, [tf.shape(images)[0], -1])
+        if self.label_inputs is not None:
             inputs = self.label_inputs(inputs, labels)
         features = run_sequence(self.encoder, inputs, training)
-        if self.label_inputs is not None and self.config.architecture == "mlp":
-            features = self.label_inputs(features, labels)
         output = run_sequence(self.head, features, training)
         if self.config.loss == "energy":
             score = tf.reduce_mean(tf.square(output - images), axis=[1, 2, 3])

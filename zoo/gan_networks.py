@@ -70,11 +70,14 @@ def generator_layers(config) -> list[keras.layers.Layer]:
 
 
 def encoder_layers(config, constraint=None) -> list[keras.layers.Layer]:
-    """Image (with label channels) → features: D's body, and the EBGAN autoencoder's encoder."""
+    """D's body, and the EBGAN autoencoder's encoder: input → features.
+
+    The input is the image [batch, H, W, C] for dcgan and the flattened pixels
+    [batch, H·W·C] for mlp, with the label's one-hot appended for conditional models.
+    """
     weights = {"kernel_constraint": constraint, "bias_constraint": constraint}
     if config.architecture == "mlp":
         return [
-            keras.layers.Flatten(),
             Maxout(config.discriminator_units, config.maxout_pieces), keras.layers.Dropout(config.dropout),
             Maxout(config.discriminator_units, config.maxout_pieces), keras.layers.Dropout(config.dropout),
         ]

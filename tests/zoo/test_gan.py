@@ -321,3 +321,15 @@ def test_every_gan_variant_trains_under_mirrored_strategy_over_two_virtual_cpus(
         assert run["replicas"] == 2
         assert all(np.isfinite(value) for value in run["logs"].values()), (name, run["logs"])
         assert run["generator_steps"] == 2 and run["discriminator_steps"] == 2 * run["critic_steps"], name
+
+
+@pytest.mark.parametrize("architecture", ["mlp", "dcgan"])
+def test_conditional_discriminator_judges_the_image_label_pair_not_the_label_alone(architecture):
+    model = tiny_model("zoo.cgan", architecture=architecture)
+    images = batch_for(model.config, size=2)["image"] * 2.0 - 1.0
+    pairs = tf.repeat(images, 2, axis=0)  # x1, x1, x2, x2
+    labels = tf.constant([3, 8, 3, 8], tf.int64)
+    scores = model.discriminate(pairs, labels)["score"].numpy()
+    # A label that only shifted D's output by a per-class constant would make this exactly 0.
+    interaction = (scores[0] - scores[1]) - (scores[2] - scores[3])
+    assert abs(interaction) > 1e-5

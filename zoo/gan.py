@@ -32,7 +32,8 @@ import tensorflow as tf
 
 from zoo import config as config_lib, distributions, gan_losses, registry, signatures
 from zoo.gan_layers import ConcatLabels, MinibatchDiscrimination
-from zoo.gan_networks import ClipWeights, build_sequence, encoder_layers, generator_layers, run_sequence
+from zoo.gan_networks import (ClipWeights, build_sequence, decoder_layers, encoder_layers, generator_layers,
+                              run_sequence)
 from zoo.stateless import per_example_uniform
 
 NOISE_STREAM, CATEGORY_STREAM, CONTINUOUS_STREAM = 0, 1, 2  # stateless streams of one sample's seed
@@ -149,7 +150,7 @@ class GAN(keras.Model):
         self.label_inputs = ConcatLabels(config.num_classes) if config.conditional else None
         self.encoder = encoder_layers(config, constraint)
         if config.loss == "energy":  # D(x) = ‖Dec(Enc(x)) − x‖² (Zhao et al. Sec. 2.3); Dec mirrors Enc like G
-            self.head = generator_layers(config)
+            self.head = decoder_layers(config)
         else:
             self.head = [
                 *([MinibatchDiscrimination(config.minibatch_kernels, config.minibatch_kernel_dim)]

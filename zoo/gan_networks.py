@@ -9,8 +9,8 @@ Two architectures for MNIST-sized images:
   ReLU, tanh output); D mirrors it with stride-2 convolutions and LeakyReLU 0.2, no
   normalization on its input layer; weights start from N(0, 0.02) (Sec. 4).
 
-D's body (`encoder_layers`) also serves as EBGAN's encoder, and `generator_layers`
-as its decoder.
+D's body (`encoder_layers`) also serves as EBGAN's encoder, and G's upsampling
+stack (`decoder_layers`) as its decoder.
 """
 
 from __future__ import annotations
@@ -49,6 +49,23 @@ class ClipWeights(keras.constraints.Constraint):
 
 def generator_layers(config) -> list[keras.layers.Layer]:
     """Latent → image in [−1, 1]: mlp (Goodfellow et al.) or dcgan (Radford et al. Sec. 3, 28×28)."""
+    if config.architecture == "mlp":
+        return decoder_layers(config)
+    height, width, _ = config.image_shape
+    return [  # project z to the 7×7 map, then upsample
+        keras.layers.Dense(height // 4 * width // 4 * 2 * config.filters, use_bias=False, kernel_initializer=_init()),
+        keras.layers.BatchNormalization(), keras.layers.ReLU(),
+        *decoder_layers(config),
+    ]
+
+
+def decoder_layers(config) -> list[keras.layers.Layer]:
+    """Features → image in [−1, 1]: G's upsampling stack, also EBGAN's decoder.
+
+    mlp: two ReLU layers and a tanh output from any feature vector. dcgan: from the
+    (H/4)·(W/4)·2·filters features of a 7×7 map (D's flattened body output, or G's
+    projection of z), two stride-2 transposed convolutions.
+    """
     height, width, channels = config.image_shape
     if config.architecture == "mlp":
         return [
@@ -59,8 +76,6 @@ def generator_layers(config) -> list[keras.layers.Layer]:
         ]
     filters = config.filters
     return [
-        keras.layers.Dense(height // 4 * width // 4 * 2 * filters, use_bias=False, kernel_initializer=_init()),
-        keras.layers.BatchNormalization(), keras.layers.ReLU(),
         keras.layers.Reshape((height // 4, width // 4, 2 * filters)),
         keras.layers.Conv2DTranspose(filters, 5, strides=2, padding="same", use_bias=False, kernel_initializer=_init()),
         keras.layers.BatchNormalization(), keras.layers.ReLU(),

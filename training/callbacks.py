@@ -67,7 +67,8 @@ class ScalarSummaries(keras.callbacks.Callback):
                 tf.summary.scalar(name, float(value))
 
     def _learning_rate(self) -> float:
-        return float(self.model.optimizer.learning_rate)
+        # A constant rate is a variable, mirrored under MirroredStrategy: float() cannot read that.
+        return float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_start_step = int(self.model.optimizer.iterations.numpy())

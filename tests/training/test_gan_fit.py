@@ -108,3 +108,13 @@ def _run_evaluate(main, argv):
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         code = main(argv)
     return code, stdout.getvalue(), stderr.getvalue()
+
+
+def test_gan_trains_checkpoints_and_exports_under_mirrored_strategy_from_the_command_line(tmp_path, run_fit,
+                                                                                          read_state):
+    workdir = tmp_path / "run"
+    result = run_fit(_argv("zoo.cgan", workdir, "--epochs", "1", "--strategy", "mirrored", "--virtual_cpus", "2"))
+    assert result.returncode == 0, result.explain()
+    assert "strategy: MirroredStrategy, replicas: 2, global batch: 20" in result.stdout
+    assert read_state(workdir) == {"epoch": 1, "weights": "epoch-00001.weights.h5", "interrupted": False}
+    assert (workdir / "serving" / "cgan" / "1" / "saved_model.pb").is_file()

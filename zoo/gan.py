@@ -385,15 +385,6 @@ class GAN(keras.Model):
         latents = {**self._latents_from_seeds(seeds), **fixed}
         return (self.generate(**latents) + 1.0) / 2.0
 
-    @staticmethod
-    def _checked_labels(labels, classes: int, name: str):
-        """Served labels outside [0, classes) fail the request (INVALID_ARGUMENT) instead of sampling garbage."""
-        message = f"{name} must be in [0, {classes})"
-        checks = [tf.debugging.assert_non_negative(labels, message=message),
-                  tf.debugging.assert_less(labels, tf.constant(classes, tf.int64), message=message)]
-        with tf.control_dependencies(checks):
-            return tf.identity(labels)
-
     def serving_signatures(self):
         seed = signatures.SEED
         declared = {
@@ -403,7 +394,7 @@ class GAN(keras.Model):
         if self.config.conditional:
             declared["sample_conditional"] = (
                 lambda seed, label: {"images": self.sample(
-                    seed, labels=self._checked_labels(label, self.config.num_classes, "label"))},
+                    seed, labels=signatures.checked_labels(label, self.config.num_classes, "label"))},
                 [seed, tf.TensorSpec([None], tf.int64, name="label")],
             )
         if self.config.code_size:
@@ -416,7 +407,7 @@ class GAN(keras.Model):
         """InfoGAN: G(z(seed), c) with the codes given (category ignored without a categorical code)."""
         fixed = {"continuous": continuous} if self.config.continuous_codes else {}
         if self.config.categorical_code:
-            fixed["category"] = self._checked_labels(category, self.config.categorical_code, "category")
+            fixed["category"] = signatures.checked_labels(category, self.config.categorical_code, "category")
         return {"images": self.sample(seed, **fixed)}
 
     def summary_images(self, images):

@@ -18,3 +18,12 @@ def png_bytes(images: tf.Tensor) -> tf.Tensor:
     """
     pixels = tf.cast(tf.round(tf.clip_by_value(images, 0.0, 1.0) * 255.0), tf.uint8)
     return tf.map_fn(tf.io.encode_png, pixels, fn_output_signature=tf.TensorSpec([], tf.string))
+
+
+def checked_labels(labels: tf.Tensor, classes: int, name: str = "label") -> tf.Tensor:
+    """`labels` (int64 [N]), with a check that fails the request (INVALID_ARGUMENT) outside [0, classes)."""
+    message = f"{name} must be in [0, {classes})"
+    checks = [tf.debugging.assert_non_negative(labels, message=message),
+              tf.debugging.assert_less(labels, tf.constant(classes, tf.int64), message=message)]
+    with tf.control_dependencies(checks):
+        return tf.identity(labels)

@@ -22,8 +22,8 @@ import subprocess
 import sys
 import time
 
-# Epochs per model for docs/results.md: about 5-12 minutes each on 2 CPU cores.
-BUDGET = {"zoo.gan": 3, "zoo.cgan": 3, "zoo.dcgan": 2, "zoo.infogan": 1, "zoo.ebgan": 1, "zoo.wgan_gp": 1,
+# Epochs per model in docs/results.md: 4-15 minutes each on 2 CPU cores.
+BUDGET = {"zoo.gan": 5, "zoo.cgan": 5, "zoo.dcgan": 2, "zoo.infogan": 1, "zoo.ebgan": 1, "zoo.wgan_gp": 1,
           "zoo.wgan": 1}
 GRID = {"zoo.cgan": "per_class", "zoo.infogan": "traversal_category"}  # the grid that shows the model's feature
 

@@ -13,7 +13,6 @@ import io
 import json
 import os
 import pathlib
-import signal
 import subprocess
 import sys
 
@@ -219,3 +218,19 @@ def restore_checkpoint():
         return model, epochs
 
     return restore
+
+
+@pytest.fixture(scope="session")
+def read_summaries():
+    """`read_summaries(directory) -> {tag: (plugin name, steps)}` over its TensorBoard event files."""
+    import tensorflow as tf
+
+    def read(directory) -> dict[str, tuple[str, list[int]]]:
+        found: dict[str, tuple[str, list[int]]] = {}
+        for path in sorted(pathlib.Path(directory).glob("events.out.tfevents.*")):
+            for event in tf.compat.v1.train.summary_iterator(str(path)):
+                for value in event.summary.value:
+                    found.setdefault(value.tag, (value.metadata.plugin_data.plugin_name, []))[1].append(event.step)
+        return found
+
+    return read

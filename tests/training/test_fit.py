@@ -1,12 +1,10 @@
 """python -m training.fit: errors, a tiny end-to-end run per registry entry, the divergence guard."""
 
 import dataclasses
-import glob
 import json
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from training import checkpoint, workdir as workdir_lib
 
@@ -79,16 +77,6 @@ def test_cli_error_exits_2_without_traceback_from_the_command_line(tmp_path, fit
     assert len(error_lines) == 1 and all(phrase in result.stderr for phrase in phrases), result.explain()
 
 
-def _summaries(directory) -> dict[str, tuple[str, list[int]]]:
-    """tag → (plugin name, steps) over the TensorBoard event files in `directory`."""
-    found: dict[str, tuple[str, list[int]]] = {}
-    for path in sorted(glob.glob(f"{directory}/events.out.tfevents.*")):
-        for event in tf.compat.v1.train.summary_iterator(path):
-            for value in event.summary.value:
-                found.setdefault(value.tag, (value.metadata.plugin_data.plugin_name, []))[1].append(event.step)
-    return found
-
-
 @pytest.mark.parametrize("name", ["zoo.vae", "zoo.iwae"])
 def test_tiny_fit_prints_summary_and_writes_run_and_checkpoint(name, tiny_fits, read_state):
     fit = tiny_fits[name]
@@ -108,22 +96,22 @@ def test_tiny_fit_prints_summary_and_writes_run_and_checkpoint(name, tiny_fits, 
 
 
 @pytest.mark.parametrize("name", ["zoo.vae", "zoo.iwae"])
-def test_tiny_fit_writes_scalar_image_and_config_summaries(name, tiny_fits):
+def test_tiny_fit_writes_scalar_image_and_config_summaries(name, tiny_fits, read_summaries):
     fit = tiny_fits[name]
     assert fit.result.returncode == 0, fit.result.explain()
     tensorboard = workdir_lib.tensorboard_dir(fit.workdir)
 
-    train = _summaries(tensorboard / "train")
+    train = read_summaries(tensorboard / "train")
     for tag in ("epoch_loss", "epoch_bound", "epoch_elbo", "epoch_kl", "epoch_reconstruction", "epoch_learning_rate"):
         assert train[tag] == ("scalars", [0, 1, 2]), (tag, train.get(tag))
-    validation = _summaries(tensorboard / "validation")
+    validation = read_summaries(tensorboard / "validation")
     layers = [f"epoch_active_units_{layer}" for layer in range(1, fit.stochastic_layers + 1)]
     for tag in ("epoch_loss", "epoch_nll", *layers):
         assert validation[tag] == ("scalars", [0, 1, 2]), (tag, validation.get(tag))
-    steps = _summaries(tensorboard / "steps")
+    steps = read_summaries(tensorboard / "steps")
     for tag in ("loss", "bound", "kl", "learning_rate"):
         assert steps[tag] == ("scalars", [2, 4, 6]), (tag, steps.get(tag))
-    images = _summaries(tensorboard / "images")
+    images = read_summaries(tensorboard / "images")
     assert images["prior_samples"] == ("images", [1, 2, 3])
     assert images["reconstructions"] == ("images", [1, 2, 3])
     assert images["config"] == ("text", [0])

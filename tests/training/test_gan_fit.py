@@ -1,12 +1,10 @@
 """python -m training.fit on GANs: labels from the data, two optimizers checkpointed, GAN summaries, export."""
 
 import contextlib
-import glob
 import io
 import json
 
 import pytest
-import tensorflow as tf
 
 from training import evaluate, workdir as workdir_lib
 
@@ -36,15 +34,6 @@ def gan_runs(tmp_path_factory, fit_in_process):
     return runs
 
 
-def _summaries(directory) -> dict[str, tuple[str, list[int]]]:
-    found: dict[str, tuple[str, list[int]]] = {}
-    for path in sorted(glob.glob(f"{directory}/events.out.tfevents.*")):
-        for event in tf.compat.v1.train.summary_iterator(path):
-            for value in event.summary.value:
-                found.setdefault(value.tag, (value.metadata.plugin_data.plugin_name, []))[1].append(event.step)
-    return found
-
-
 @pytest.mark.parametrize("name", TINY_GANS)
 def test_gan_trains_resumes_and_exports_from_the_command_line(name, gan_runs, read_state, restore_checkpoint):
     workdir, first, resumed = gan_runs[name]
@@ -69,15 +58,15 @@ def test_conditional_gan_is_fed_labels_from_the_dataset(gan_runs):
     assert "dataset: mnist (binarize: False)" in gan_runs["zoo.cgan"][1].stdout
 
 
-def test_gan_summaries_hold_both_losses_d_outputs_and_fixed_seed_grids_every_epoch(gan_runs):
+def test_gan_summaries_hold_both_losses_d_outputs_and_fixed_seed_grids_every_epoch(gan_runs, read_summaries):
     workdir, _, _ = gan_runs["zoo.cgan"]
     grids, scalars = ["samples", "per_class"], ["d_real", "d_fake", "discriminator_loss", "generator_loss"]
     tensorboard = workdir_lib.tensorboard_dir(workdir)
-    train, validation = _summaries(tensorboard / "train"), _summaries(tensorboard / "validation")
+    train, validation = read_summaries(tensorboard / "train"), read_summaries(tensorboard / "validation")
     for scalar in scalars:
         assert train[f"epoch_{scalar}"] == ("scalars", [0, 1]), scalar
         assert validation[f"epoch_{scalar}"] == ("scalars", [0, 1]), scalar
-    images = _summaries(tensorboard / "images")
+    images = read_summaries(tensorboard / "images")
     for grid in grids:
         assert images[grid] == ("images", [1, 2]), grid
 

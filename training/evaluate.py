@@ -10,6 +10,9 @@ What is measured is what the model's registry entry declares (`ModelSpec.evaluat
   (Burda et al. 2016 report k = 5000); `elbo` is the mean log-weight over the same
   samples. Metrics that the model reports per stochastic layer (`active_units_1`,
   `active_units_2`, …) are listed together (`active_units`).
+* "exact_likelihood": the model's test metrics as they are (no k): models with a
+  tractable likelihood (zoo.pixelcnn) report `nll`, the exact −log p(x) in nats per
+  image, and `bits_per_dim`, nll / (H·W·C · ln 2).
 * "sample_quality": the model's test metrics (no k), then the quality of
   `model.sample` on the seeds 0, …, N − 1 against the split's real images: `fid`,
   `classifier_score`, `modes_covered`, `class_kl`, beside `fid_floor` (the FID
@@ -47,7 +50,8 @@ def parse_args(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("workdir", help="the --workdir of a training.fit run")
     parser.add_argument("--k", type=int, default=5000,
-                        help="importance samples per example of likelihood models (Burda et al.: 5000)")
+                        help="importance samples per example of likelihood models (Burda et al.: 5000); "
+                             "models with an exact likelihood ignore it")
     parser.add_argument("--max_examples", type=int, help="evaluate only the first N examples of the split")
     parser.add_argument("--split", default="test", choices=("test", "eval", "train"),
                         help="which role's split of the run's dataset")

@@ -8,7 +8,8 @@ type; they use only:
 * `ModelSpec.build(config) -> keras.Model`, a built model;
 * `ModelSpec.dataset(config) -> DatasetSpec`, what data it trains on;
 * `ModelSpec.evaluation`, what `training.evaluate` measures: "likelihood"
-  (the model's test metrics with k importance samples) and/or
+  (the model's test metrics with k importance samples), "exact_likelihood"
+  (the model's test metrics, e.g. an autoregressive model's exact NLL) and/or
   "sample_quality" (FID, classifier score and mode coverage of `model.sample`);
 * on the model: `compile_for_training(steps_per_epoch)`, `serving_signatures()`
   (name → (function, input signature)), `summary_images(images)` for

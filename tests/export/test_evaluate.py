@@ -269,3 +269,29 @@ def test_the_repeating_train_split_is_evaluated_in_one_pass(run_main, workdir_co
     assert result.returncode == 0, result.stderr
     printed = json.loads(result.stdout)
     assert (printed["split"], printed["examples"]) == ("train[:30]", 30)
+
+
+def test_exact_likelihood_model_reports_nll_and_bits_per_dim_without_k(run_python, run_main, tmp_path):
+    """zoo.pixelcnn declares "exact_likelihood": its test metrics as they are, no importance samples."""
+    workdir = tmp_path / "pixelcnn"
+    tiny = [flag for assignment in ("filters=4", "layers=1", "output_filters=8") for flag in ("--set", assignment)]
+    fit = run_python(["-m", "training.fit", "zoo.pixelcnn", "--workdir", workdir, "--max_examples", "200",
+                      "--batch_size", "20", "--steps_per_epoch", "2", "--validation_steps", "1", "--epochs", "1",
+                      "--no_download", *tiny], timeout=300)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+
+    result = run_main(evaluate.main, [workdir, "--max_examples", "40", "--batch_size", "20", "--no_download"])
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    assert "k" not in printed
+    assert (printed["model"], printed["split"], printed["examples"], printed["epochs"]) == (
+        "zoo.pixelcnn", "test[:40]", 40, 1)
+    assert math.isfinite(printed["nll"]) and printed["loss"] == printed["nll"]
+    assert printed["bits_per_dim"] == pytest.approx(printed["nll"] / (28 * 28 * math.log(2.0)), abs=1e-4)
+    tagged = {
+        value.tag
+        for file in (workdir / "tensorboard" / "evaluation").glob("events.out.tfevents.*")
+        for event in tf.compat.v1.train.summary_iterator(str(file))
+        for value in event.summary.value
+    }
+    assert {"test/nll", "test/bits_per_dim"} <= tagged

@@ -1,0 +1,476 @@
+"""zoo.pixelcnn: the autoregressive property by gradients, exact normalisation, the pixel-by-pixel
+sampler, one tiny fit per entry, and Keras and SavedModel round trips."""
+
+import functools
+import itertools
+import json
+import math
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import export
+import zoo
+from zoo import config as config_lib
+from zoo.pixelcnn import PixelCNN, PixelCNNConfig
+
+NAMES = ["zoo.pixelcnn", "zoo.gated_pixelcnn"]
+SIZE = 7  # image height and width
+SEEDS = tf.constant([3, 141, -7, 2**40, 0, 11], tf.int64)
+LABELS = tf.constant([0, 9, 3, 3, 7, 1], tf.int64)
+VARIANTS = {  # id → (registry name, overrides): both entries, both likelihoods, the conditional model
+    "pixelcnn-bernoulli": ("zoo.pixelcnn", {}),
+    "pixelcnn-categorical": ("zoo.pixelcnn", {"likelihood": "categorical"}),
+    "gated-bernoulli": ("zoo.gated_pixelcnn", {}),
+    "gated-categorical": ("zoo.gated_pixelcnn", {"likelihood": "categorical"}),
+    "gated-conditional": ("zoo.gated_pixelcnn", {"conditional": True}),
+}
+ONE_OF_EACH = ["pixelcnn-bernoulli", "gated-categorical", "gated-conditional"]  # each entry, likelihood and labels
+RANDOM_OP = "Random|Rng|Multinomial|TruncatedNormal"
+
+
+def tiny_config(name: str, **overrides) -> PixelCNNConfig:
+    """The entry's preset on 7×7 images with a few maps per layer (big_vision style)."""
+    values = dict(image_shape=(SIZE, SIZE, 1), filters=4, layers=2, output_filters=8, batch_size=8)
+    if overrides.get("likelihood") == "categorical" or overrides.get("conditional"):
+        values["dataset"] = "mnist"  # 8-bit levels and labels
+    return zoo.get(name).make_config(**{**values, **overrides})
+
+
+def tiny_model(variant: str, **overrides) -> PixelCNN:
+    name, variant_overrides = VARIANTS[variant]
+    return zoo.get(name).build(tiny_config(name, **{**variant_overrides, **overrides}))
+
+
+@functools.lru_cache(maxsize=None)
+def shared_model(variant: str) -> PixelCNN:
+    """One model per variant for the tests that only read it: the sampler is traced once per model."""
+    return tiny_model(variant)
+
+
+def labels_for(model, count: int):
+    return LABELS[:count] if model.config.conditional else None
+
+
+def images_for(config: PixelCNNConfig, count: int, seed: int = 0) -> np.ndarray:
+    """`count` noisy copies of two fixed prototypes (binary or 8-bit), so there is structure to learn."""
+    rng = np.random.default_rng(seed)
+    levels = 2 if config.likelihood == "bernoulli" else 256
+    prototypes = rng.integers(0, levels, size=(2, *config.image_shape))
+    images = prototypes[rng.integers(0, 2, size=count)]
+    noise = rng.random(images.shape) < 0.1
+    images = np.where(noise, rng.integers(0, levels, size=images.shape), images)
+    return (images / (levels - 1)).astype(np.float32)
+
+
+def redraw_weights(model, scale=0.5, seed=0):
+    """Weights ~ N(0, scale²): a model far from uniform whose logits depend strongly on earlier pixels."""
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(0.0, scale, weight.shape).astype(np.float32) for weight in model.get_weights()])
+
+
+def pixel_jacobians(model, count: int = 3, seed: int = 0) -> np.ndarray:
+    """d logits[b, i] / d image[b, i'] for `count` random inputs: [count, H·W, H·W], pixels in raster order.
+
+    Categorical logits are projected on a random vector over the 256 levels first: the
+    projection is zero exactly when every level's gradient is.
+    """
+    rng = np.random.default_rng(seed)
+    height, width, _ = model.config.image_shape
+    images = tf.constant(rng.normal(size=(count, *model.config.image_shape)), tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(images)
+        logits = model(images, labels_for(model, count))
+        if logits.shape.rank == 5:
+            logits = tf.tensordot(logits, tf.constant(rng.normal(size=logits.shape[-1]), tf.float32), axes=1)
+        outputs = tf.reshape(logits, [count, height * width])
+    return tape.batch_jacobian(outputs, images).numpy().reshape(count, height * width, height * width)
+
+
+# The autoregressive property (2016a Eq. 1), by gradients.
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_output_at_each_pixel_has_zero_gradient_wrt_itself_and_every_later_pixel(variant):
+    jacobians = pixel_jacobians(shared_model(variant))
+    for pixel in range(SIZE * SIZE):
+        assert np.all(jacobians[:, pixel, pixel:] == 0), f"output {divmod(pixel, SIZE)} sees itself or a later pixel"
+    assert np.any(jacobians[:, SIZE + 1, :SIZE + 1] != 0)  # and it does see earlier ones
+
+
+@pytest.mark.parametrize("overrides", [{}, {"likelihood": "categorical", "conditional": True}])
+def test_gated_stacks_leave_no_blind_spot(overrides):
+    """Every earlier pixel reaches every output (2016b Sec. 2.2).
+
+    The receptive field of the last horizontal stack spans R = 3 + 3 · 1 = 6 rows up and
+    columns either side (a 7×7 first layer, then three layers with n = 3), so on 7×7 images it
+    holds every earlier pixel: each must have a non-zero gradient for some of the inputs (a unit
+    of the ReLU head can be off for one input, which zeroes that input's gradients).
+    """
+    model = tiny_model("gated-bernoulli", first_kernel_size=7, layers=3, filters=8, output_filters=16, **overrides)
+    reaches = np.any(pixel_jacobians(model) != 0, axis=0)
+    for pixel in range(SIZE * SIZE):
+        missed = [divmod(earlier, SIZE) for earlier in range(pixel) if not reaches[pixel, earlier]]
+        assert not missed, f"output {divmod(pixel, SIZE)} does not see {missed}"
+
+
+def test_pixelcnn_has_the_blind_spot_the_gated_model_removes():
+    """Stacked masked 3×3 convolutions miss pixels above-right of the output (2016b Sec. 2.2, Fig. 1).
+
+    A 3×3 mask-A layer and two 3×3 mask-B blocks reach R = 3 pixels in every direction
+    (rows i − 3 … i − 1 and the row so far). Of the earlier pixels in that window, output (3, 3)
+    sees all but (1, 6), (2, 5) and (2, 6): mask B's taps never step right on the row above.
+    """
+    model = tiny_model("pixelcnn-bernoulli", first_kernel_size=3, layers=2, filters=8, output_filters=16)
+    reaches = np.any(pixel_jacobians(model) != 0, axis=0)
+    row, column = 3, 3
+    window = [(i, j) for i in range(row - 3, row) for j in range(column - 3, column + 4)]
+    window += [(row, j) for j in range(column - 3, column)]
+    unseen = {(i, j) for i, j in window if not reaches[row * SIZE + column, i * SIZE + j]}
+    assert unseen == {(1, 6), (2, 5), (2, 6)}
+
+
+# Exact normalisation: Σ_x p(x) = 1 over every image.
+
+
+@pytest.mark.parametrize("variant", ["pixelcnn-bernoulli", "gated-bernoulli", "gated-conditional"])
+def test_probabilities_of_all_sixteen_binary_2x2_images_sum_to_one(variant):
+    model = tiny_model(variant, image_shape=(2, 2, 1))
+    redraw_weights(model)
+    images = np.array(list(itertools.product([0.0, 1.0], repeat=4)), np.float32).reshape(16, 2, 2, 1)
+    labels = tf.fill([16], tf.constant(3, tf.int64)) if model.config.conditional else None
+    probabilities = np.exp(model.log_likelihood(images, labels).numpy().astype(np.float64))
+    assert probabilities.sum() == pytest.approx(1.0, abs=1e-5)
+    assert probabilities.max() > 2 * probabilities.min()  # far from uniform, so the check has teeth
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("image_shape", [(1, 2, 1), (2, 1, 1)], ids=["one-row", "one-column"])
+def test_probabilities_of_all_65536_two_pixel_8_bit_images_sum_to_one(name, image_shape):
+    """Two pixels side by side (the horizontal path) and one above the other (the vertical path)."""
+    model = zoo.get(name).build(tiny_config(name, likelihood="categorical", image_shape=image_shape))
+    redraw_weights(model)
+    levels = np.stack(np.meshgrid(np.arange(256), np.arange(256), indexing="ij"), axis=-1).reshape(-1, *image_shape)
+    log_likelihood = tf.concat([model.log_likelihood(chunk) for chunk in np.split(levels / 255.0, 4)], axis=0)
+    probabilities = np.exp(log_likelihood.numpy().astype(np.float64))
+    assert probabilities.sum() == pytest.approx(1.0, abs=1e-5)
+    assert probabilities.max() > 2 * probabilities.min()
+
+
+# The sampler behind serving_default.
+
+
+@pytest.mark.parametrize("variant", ONE_OF_EACH)
+def test_each_sample_depends_only_on_its_seed(variant):
+    model = shared_model(variant)
+    batch = model.sample(SEEDS).numpy()
+    permutation = [4, 2, 0, 5, 3, 1]
+    np.testing.assert_array_equal(model.sample(SEEDS).numpy(), batch)
+    np.testing.assert_array_equal(model.sample(tf.gather(SEEDS, permutation)).numpy(), batch[permutation])
+    np.testing.assert_array_equal(model.sample(SEEDS[2:3]).numpy()[0], batch[2])
+    assert all(np.any(batch[0] != other) for other in batch[1:])
+
+
+@pytest.mark.parametrize("variant", ONE_OF_EACH)
+def test_samples_lie_in_the_support_and_have_finite_log_likelihood(variant):
+    model = shared_model(variant)
+    samples = model.sample(SEEDS).numpy()
+    assert samples.shape == (len(SEEDS), SIZE, SIZE, 1)
+    levels = 1 if model.config.likelihood == "bernoulli" else 255
+    np.testing.assert_allclose(samples * levels, np.round(samples * levels), rtol=0, atol=1e-4)  # k / levels
+    assert samples.min() >= 0.0 and samples.max() <= 1.0
+    assert np.all(np.isfinite(model.log_likelihood(samples, labels_for(model, len(SEEDS)))))
+
+
+def test_conditional_sampler_follows_the_label_and_rejects_labels_out_of_range():
+    model = tiny_model("gated-conditional")
+    rng = np.random.default_rng(0)
+    for layer in model.network:  # V_f, V_g of Eq. 4 large, so the label visibly changes the image
+        for projection in layer.label_projections:
+            projection.kernel.assign(rng.normal(0.0, 2.0, projection.kernel.shape))
+    function, specs = model.serving_signatures()["sample_conditional"]
+    assert [spec.name for spec in specs] == ["seed", "label"]
+    seeds = tf.constant([5, 5], tf.int64)
+    images = function(seeds, tf.constant([0, 7], tf.int64))["images"].numpy()
+    assert np.any(images[0] != images[1])  # same noise, different y
+    np.testing.assert_array_equal(images[1], model.sample(seeds[:1], tf.constant([7], tf.int64))[0])
+    for bad in (10, -1):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=r"label must be in \[0, 10\)"):
+            function(seeds, tf.constant([3, bad], tf.int64))
+
+
+# Training: the exact negative log-likelihood, one tiny fit per registry entry.
+
+
+@pytest.mark.parametrize("variant", ONE_OF_EACH)
+def test_fit_on_a_fixed_batch_lowers_the_exact_nll(variant):
+    model = tiny_model(variant, learning_rate=3e-3)
+    model.compile_for_training(steps_per_epoch=20)
+    batch = {"image": images_for(model.config, 8)}
+    if model.config.conditional:
+        batch["label"] = np.arange(8) % 10
+    data = tf.data.Dataset.from_tensors(batch)
+    before = -model.log_likelihood(batch["image"], batch.get("label")).numpy().mean()
+    history = model.fit(data.repeat(20), epochs=1, verbose=0).history
+    after = model.evaluate(data, return_dict=True, verbose=0)
+
+    assert int(model.optimizer.iterations) == 20
+    assert all(np.isfinite(values[-1]) for values in history.values()), history
+    assert after["nll"] < 0.98 * before, (before, after)
+    assert after["loss"] == pytest.approx(after["nll"])
+    assert after["bits_per_dim"] == pytest.approx(after["nll"] / (SIZE * SIZE * math.log(2.0)), rel=1e-5)
+    expected = -model.log_likelihood(batch["image"], batch.get("label")).numpy().mean()
+    assert after["nll"] == pytest.approx(expected, rel=1e-5)
+
+
+# The conditional gated model (labels, both stacks) under MirroredStrategy over 2 virtual CPUs, in a
+# child process: virtual devices must be set before TensorFlow starts. The family has one train_step.
+MIRRORED_FIT = """
+import json
+from training import distribute
+distribute.use_virtual_cpus(2)
+import numpy as np, tensorflow as tf, zoo
+
+strategy = distribute.make_strategy("mirrored")
+spec = zoo.get("zoo.gated_pixelcnn")
+config = spec.make_config(image_shape=(7, 7, 1), filters=4, layers=1, output_filters=8, batch_size=8,
+                          conditional=True, dataset="mnist")
+with strategy.scope():
+    model = spec.build(config)
+    model.compile_for_training(2)
+rng = np.random.default_rng(0)
+batch = {"image": (rng.random((8, 7, 7, 1)) < 0.5).astype("float32"), "label": rng.integers(0, 10, 8)}
+history = model.fit(tf.data.Dataset.from_tensors(batch).repeat(2), verbose=0).history
+logs = model.evaluate(tf.data.Dataset.from_tensors(batch), return_dict=True, verbose=0)
+print(json.dumps({"history": {key: float(values[-1]) for key, values in history.items()},
+                  "evaluated_nll": logs["nll"], "steps": int(model.optimizer.iterations.numpy()),
+                  "nll": float(-np.mean(model.log_likelihood(batch["image"], batch["label"]))),
+                  "replicas": strategy.num_replicas_in_sync}))
+"""
+
+
+def test_conditional_model_trains_and_evaluates_under_mirrored_strategy_over_two_virtual_cpus():
+    repo = pathlib.Path(__file__).resolve().parents[2]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(repo)}
+    result = subprocess.run([sys.executable, "-c", MIRRORED_FIT], cwd=repo, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    run = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (run["replicas"], run["steps"]) == (2, 2)
+    assert all(math.isfinite(value) for value in run["history"].values()), run
+    assert run["evaluated_nll"] == pytest.approx(run["nll"], rel=1e-5)  # per-example means, across replicas
+
+
+# Keras contracts and the registry.
+
+
+def test_get_config_from_config_round_trip_keeps_config_and_samples():
+    model = shared_model("gated-conditional")
+    clone = PixelCNN.from_config(json.loads(json.dumps(model.get_config())))
+    clone.build()
+    clone.set_weights(model.get_weights())
+    assert clone.config == model.config and clone.name == model.name
+    np.testing.assert_array_equal(clone.sample(SEEDS), model.sample(SEEDS))
+
+
+def test_same_seed_builds_the_same_initial_weights():
+    first, second = tiny_model("gated-bernoulli"), tiny_model("gated-bernoulli")
+    third = tiny_model("gated-bernoulli", seed=1)
+    for mine, theirs, other in zip(first.get_weights(), second.get_weights(), third.get_weights()):
+        np.testing.assert_array_equal(mine, theirs)
+    assert any(np.any(mine != other) for mine, other in zip(first.get_weights(), third.get_weights()) if mine.any())
+
+
+def test_registry_entries_are_presets_evaluated_by_exact_likelihood():
+    assert zoo.get("zoo.pixelcnn").make_config() == PixelCNNConfig()
+    gated = zoo.get("zoo.gated_pixelcnn").make_config()
+    assert gated == PixelCNNConfig(architecture="gated")
+    for name in NAMES:
+        spec = zoo.get(name)
+        assert spec.evaluation == ("exact_likelihood",)
+        assert spec.dataset(spec.make_config()) == zoo.DatasetSpec("binarized_mnist", binarize=True)
+    conditional = zoo.get("zoo.gated_pixelcnn").make_config(likelihood="categorical", conditional=True, dataset="mnist")
+    assert zoo.get("zoo.gated_pixelcnn").dataset(conditional) == zoo.DatasetSpec("mnist", binarize=False, labels=True)
+
+
+def test_signatures_and_summary_grids_are_declared_per_variant():
+    plain, conditional = shared_model("pixelcnn-bernoulli"), shared_model("gated-conditional")
+    assert set(plain.serving_signatures()) == {"serving_default", "sample_png", "log_likelihood"}
+    assert set(conditional.serving_signatures()) == {"serving_default", "sample_png", "log_likelihood",
+                                                     "sample_conditional"}
+    assert [spec.name for spec in conditional.serving_signatures()["log_likelihood"][1]] == ["images", "label"]
+    assert {key: len(value) for key, value in plain.summary_images(None).items()} == {"samples": 16}
+    assert {key: len(value) for key, value in conditional.summary_images(None).items()} == {"samples": 16,
+                                                                                         "per_class": 80}
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"architecture": "rnn"}, "architecture must be 'pixelcnn' or 'gated'"),
+    ({"likelihood": "logistic"}, "likelihood must be 'bernoulli' or 'categorical'"),
+    ({"kernel_size": 4}, "must be odd and >= 3"),
+    ({"first_kernel_size": 1}, "must be odd and >= 3"),
+    ({"conditional": True}, "set architecture=gated"),
+    ({"likelihood": "categorical"}, "set dataset=mnist or fashion_mnist"),
+    ({"image_shape": (28, 28)}, "image_shape must be"),
+])
+def test_inconsistent_configs_are_errors_naming_the_fix(overrides, message):
+    with pytest.raises(config_lib.ConfigError, match=message):
+        PixelCNNConfig(**overrides)
+
+
+def test_conditional_can_be_set_from_the_command_line_syntax():
+    values = config_lib.parse_assignments(["conditional=true", "likelihood=categorical"], PixelCNNConfig)
+    assert values == {"conditional": True, "likelihood": "categorical"}
+
+
+# Exports: .keras and the TF Serving SavedModel, reloaded in fresh processes.
+
+EXPORTED = ["pixelcnn-bernoulli", "gated-categorical-conditional"]
+
+_SAVEDMODEL_SCRIPT = textwrap.dedent('''
+    import json, sys
+
+    class Unavailable:  # a serving machine has TensorFlow only
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("zoo", "training", "export", "tensorflow_probability"):
+                raise ImportError(f"{name} is not installed on a serving machine")
+
+    sys.meta_path.insert(0, Unavailable())
+    import numpy as np
+    import tensorflow as tf
+
+    inputs, out_dir, model_dirs = dict(np.load(sys.argv[1])), sys.argv[2], sys.argv[3:]
+    report = {}
+    for index, model_dir in enumerate(model_dirs):
+        signatures = tf.saved_model.load(model_dir).signatures
+        def call(name, **kwargs):
+            outputs = signatures[name](**{key: tf.constant(value) for key, value in kwargs.items()})
+            return {key: value.numpy() for key, value in outputs.items()}
+        labels = {"label": inputs["labels"]} if "sample_conditional" in signatures else {}
+        results = {"sample": call("serving_default", seed=inputs["seeds"])["images"],
+                   "log_likelihood": call("log_likelihood", images=inputs["images"], **labels)["log_likelihood"]}
+        if labels:
+            results["conditional"] = call("sample_conditional", seed=inputs["seeds"], **labels)["images"]
+        np.savez(f"{out_dir}/savedmodel-{index}.npz", **results)
+        ops = {}
+        for name, function in signatures.items():
+            graph = function.graph.as_graph_def()
+            types = {node.op for node in graph.node}
+            for library_function in graph.library.function:
+                types |= {node.op for node in library_function.node_def}
+            ops[name] = sorted(types)
+        report[model_dir] = {
+            "signatures": {name: {"inputs": {k: s.shape.as_list() for k, s in f.structured_input_signature[1].items()},
+                                  "outputs": {k: s.shape.as_list() for k, s in f.structured_outputs.items()}}
+                           for name, f in signatures.items()},
+            "op_types": ops,
+        }
+    report["modules"] = sorted({name.split(".")[0] for name in sys.modules})
+    with open(f"{out_dir}/savedmodel.json", "w") as file:
+        json.dump(report, file)
+''')
+
+_KERAS_SCRIPT = textwrap.dedent('''
+    import sys
+    import keras
+    import numpy as np
+    import zoo  # registers the zoo's serializables
+
+    inputs, out_dir, paths = dict(np.load(sys.argv[1])), sys.argv[2], sys.argv[3:]
+    for index, path in enumerate(paths):
+        model = keras.models.load_model(path)
+        labels = inputs["labels"] if model.config.conditional else None
+        np.savez(f"{out_dir}/keras-{index}.npz", sample=keras.ops.convert_to_numpy(model.sample(inputs["seeds"])),
+                 log_likelihood=keras.ops.convert_to_numpy(model.log_likelihood(inputs["images"], labels)))
+''')
+
+
+@pytest.fixture(scope="module")
+def reloads(tmp_path_factory):
+    """variant → {"model", "savedmodel", "keras", "report"}: two tiny models, exported and reloaded
+    by a process without this project or TFP (SavedModel) and by one with it (`keras.models.load_model`)."""
+    directory = tmp_path_factory.mktemp("pixelcnn-exports")
+    models = {"pixelcnn-bernoulli": tiny_model("pixelcnn-bernoulli"),
+              "gated-categorical-conditional": tiny_model("gated-categorical", conditional=True)}
+    images = images_for(models["pixelcnn-bernoulli"].config, len(SEEDS), seed=1)  # binary: levels 0, 255 for 8 bits
+    inputs = {"seeds": SEEDS.numpy(), "labels": LABELS.numpy(), "images": images}
+    np.savez(directory / "inputs.npz", **inputs)
+    exported = {}
+    for variant in EXPORTED:
+        redraw_weights(models[variant], scale=0.3)  # not the initial weights
+        exported[variant] = export.export(models[variant], directory / variant, models[variant].name)
+
+    jobs = {}
+    for kind, script, artifacts in [
+        ("savedmodel", _SAVEDMODEL_SCRIPT, [exported[variant].savedmodel_dir for variant in EXPORTED]),
+        ("keras", _KERAS_SCRIPT, [exported[variant].keras_path for variant in EXPORTED]),
+    ]:
+        path = directory / f"reload_{kind}.py"
+        path.write_text(script)
+        cwd = directory if kind == "savedmodel" else None  # the SavedModel process runs away from the repo
+        jobs[kind] = subprocess.Popen([sys.executable, path, directory / "inputs.npz", directory, *artifacts],
+                                      cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for kind, job in jobs.items():
+        _, stderr = job.communicate(timeout=300)
+        assert job.returncode == 0, f"{kind} reload failed:\n{stderr[-4000:]}"
+
+    report = json.loads((directory / "savedmodel.json").read_text())
+    results = {}
+    for index, variant in enumerate(EXPORTED):
+        results[variant] = {
+            "model": models[variant],
+            "inputs": inputs,
+            "savedmodel": dict(np.load(directory / f"savedmodel-{index}.npz")),
+            "keras": dict(np.load(directory / f"keras-{index}.npz")),
+            "report": report[exported[variant].savedmodel_dir],
+        }
+    results["modules"] = report["modules"]
+    return results
+
+
+@pytest.mark.parametrize("variant", EXPORTED)
+def test_keras_file_reloaded_in_a_fresh_process_gives_identical_samples(reloads, variant):
+    model, inputs, reloaded = reloads[variant]["model"], reloads[variant]["inputs"], reloads[variant]["keras"]
+    labels = inputs["labels"] if model.config.conditional else None
+    np.testing.assert_array_equal(reloaded["sample"], model.sample(inputs["seeds"]))
+    np.testing.assert_allclose(reloaded["log_likelihood"], model.log_likelihood(inputs["images"], labels), rtol=1e-6)
+
+
+@pytest.mark.parametrize("variant", EXPORTED)
+def test_savedmodel_served_without_zoo_or_tfp_reproduces_samples_and_log_likelihoods(reloads, variant):
+    model, inputs, served = reloads[variant]["model"], reloads[variant]["inputs"], reloads[variant]["savedmodel"]
+    assert not {"zoo", "training", "export", "tensorflow_probability"} & set(reloads["modules"])
+    labels = inputs["labels"] if model.config.conditional else None
+    np.testing.assert_array_equal(served["sample"], model.sample(inputs["seeds"]))
+    np.testing.assert_allclose(served["log_likelihood"], model.log_likelihood(inputs["images"], labels), rtol=1e-5)
+    if labels is not None:
+        np.testing.assert_array_equal(served["conditional"], model.sample(inputs["seeds"], labels))
+
+
+@pytest.mark.parametrize("variant", EXPORTED)
+def test_every_signature_input_and_output_has_a_leading_batch_dimension(reloads, variant):
+    signatures = reloads[variant]["report"]["signatures"]
+    assert set(signatures) == set(reloads[variant]["model"].serving_signatures())
+    for name, signature in signatures.items():
+        for role in ("inputs", "outputs"):
+            for key, shape in signature[role].items():
+                assert shape and shape[0] is None, f"{name} {role[:-1]} {key} has shape {shape}"
+
+
+@pytest.mark.parametrize("variant", EXPORTED)
+def test_sampler_graphs_hold_the_pixel_loop_and_only_stateless_random_ops(reloads, variant):
+    for name, op_types in reloads[variant]["report"]["op_types"].items():
+        stateful = [op for op in op_types if re.search(RANDOM_OP, op) and not op.startswith("Stateless")]
+        assert not stateful, f"{name} uses stateful random ops {stateful}"
+        assert not {"PyFunc", "PyFuncStateless", "EagerPyFunc"} & set(op_types), name
+    for sampler in ("serving_default", "sample_png"):
+        op_types = set(reloads[variant]["report"]["op_types"][sampler])
+        assert "StatelessRandomUniformV2" in op_types
+        assert op_types & {"While", "StatelessWhile"}  # the raster-order loop runs inside the SavedModel

@@ -47,8 +47,8 @@ import tensorflow_probability as tfp
 from zoo import config as config_lib, distributions, registry
 from zoo.autoregressive import AutoregressiveImageModel, Sampler
 from zoo.masked_conv import MaskedConv2D
-from zoo.pixelcnn_layers import (GatedLayer, ResidualBlock, affine, band_positions, band_window, band_write,
-                                 empty_band, pixel_weights)
+from zoo.pixelcnn_layers import (GatedLayer, GatedLayerSteps, MaskedConvolutionCache, Pixel, ResidualBlock, affine,
+                                 pixel_weights, row_write)
 
 tfd = tfp.distributions
 
@@ -207,82 +207,108 @@ class PixelCNN(AutoregressiveImageModel):
         return {**super().samplers(), "cached": cached}
 
     def _pixel_logits(self, head_weights, features):
-        """The head at one pixel: features [F, batch] → logits [batch, C] or [batch, C, levels]."""
+        """The head at one pixel: features [batch, F] → logits [batch, C] or [batch, C, levels]."""
         for weights in head_weights:
             features = affine(weights, tf.nn.relu(features))
-        return self._logits(tf.transpose(features))
+        return self._logits(features)
 
-    def _cached_images(self, state):
-        return tf.transpose(state["images"], [3, 0, 1, 2])  # [H, W, C, batch] → [batch, H, W, C]
+    def _cached_sampler(self, initial_caches, next_row_caches, pixel_step, write_drawn) -> Sampler:
+        """The loop both cached samplers share: the image so far, one row buffer of raw values
+        and the layers' caches, which move to the next row at each row's start.
 
-    def _residual_sampler(self) -> Sampler:
-        """Every layer at the new pixel alone, from bands of its input's recent rows (pixelcnn_layers)."""
-        width, channels = self.config.image_shape[1:]
-        (first, *blocks), radius = self.network, self.config.kernel_size // 2
-        first_radius = first.kernel_size[0] // 2
-        first_weights = pixel_weights(first, first_radius + 1)
-        block_weights = [block.pixel_weights() for block in blocks]
-        head_weights = [pixel_weights(layer) for layer in self.head]
+        initial_caches(batch, one_hot) → caches; next_row_caches(caches, finished row
+        [batch, W, C], one_hot) → caches; pixel_step(caches, pixel) → (logits, caches)
+        at a `Pixel` of the current row, before it is drawn; write_drawn(caches, pixel,
+        centred values [batch, C]) → caches once it is.
+        """
+        height, width, channels = self.config.image_shape
 
-        def initial_state(batch, labels):
-            del labels  # the residual network is unconditional
-            return {"images": tf.zeros([*self.config.image_shape, batch]),
-                    "image_band": empty_band(first_radius, width, channels, batch),
-                    "caches": [block.empty_cache(width, batch) for block in blocks]}
-
-        def step(row, column, state, uniforms, labels):
-            image_positions = band_positions(row, column, first_radius)
-            positions = band_positions(row, column, radius)
-            features = affine(first_weights, band_window(state["image_band"], image_positions[1], 2 * first_radius + 1))
-            caches = []
-            for block, weights, cache in zip(blocks, block_weights, state["caches"]):
-                features, cache = block.step(weights, features, cache, positions)
-                caches.append(cache)
-            values = tf.transpose(self.draw(self._pixel_logits(head_weights, features), uniforms))  # [C, batch]
-            return {"images": tf.tensor_scatter_nd_update(state["images"], [[row, column]], values[None]),
-                    "image_band": band_write(state["image_band"], image_positions[0], 2.0 * values - 1.0),
-                    "caches": caches}
-
-        return Sampler(initial_state, step, images=self._cached_images)
-
-    def _gated_sampler(self) -> Sampler:
-        """Per row, the vertical stacks on the row above (GatedLayer.vertical_row); per pixel, the
-        horizontal stacks at the new pixel alone (GatedLayer.step)."""
-        width, channels = self.config.image_shape[1:]
-        layer_weights = [layer.pixel_weights() for layer in self.network]
-        head_weights = [pixel_weights(layer) for layer in self.head]
+        def with_row(state, row):  # images [H, batch, W, C] receive a finished row once
+            return tf.tensor_scatter_nd_update(state["images"], [[row]], state["row"][None])
 
         def initial_state(batch, labels):
-            one_hot = self.one_hot_labels(labels)
-            caches = [layer.first_row_context(layer.empty_cache(width, self.config.filters if index else channels,
-                                                                batch), one_hot)
-                      for index, layer in enumerate(self.network)]
-            return {"images": tf.zeros([*self.config.image_shape, batch]), "caches": caches}
+            return {"images": tf.zeros([height, batch, width, channels]), "row": tf.zeros([batch, width, channels]),
+                    "caches": initial_caches(batch, self.one_hot_labels(labels))}
 
         def start_row(row, state, labels):
-            one_hot = self.one_hot_labels(labels)
+            def next_row():
+                finished = 2.0 * state["row"] - 1.0  # centred, as `call` sees it
+                return {**state, "images": with_row(state, row - 1),
+                        "caches": next_row_caches(state["caches"], finished, self.one_hot_labels(labels))}
 
-            def vertical_stacks_on_the_row_above():
-                inputs = 2.0 * tf.transpose(tf.gather(state["images"], row - 1), [2, 0, 1]) - 1.0  # [batch, W, C]
-                caches = []
-                for layer, cache in zip(self.network, state["caches"]):
-                    inputs, cache = layer.vertical_row(cache, row - 1, inputs, one_hot)
-                    caches.append(cache)
-                return caches
-
-            return {**state, "caches": tf.cond(row > 0, vertical_stacks_on_the_row_above, lambda: state["caches"])}
+            return tf.cond(row > 0, next_row, lambda: state)
 
         def step(row, column, state, uniforms, labels):
-            features, caches = None, []
-            for layer, weights, cache in zip(self.network, layer_weights, state["caches"]):
-                features, cache = layer.step(weights, cache, column, features)
-                caches.append(cache)
-            values = tf.transpose(self.draw(self._pixel_logits(head_weights, features), uniforms))  # [C, batch]
-            caches[0] = self.network[0].write_input(caches[0], column, 2.0 * values - 1.0)
-            return {"images": tf.tensor_scatter_nd_update(state["images"], [[row, column]], values[None]),
-                    "caches": caches}
+            pixel = Pixel(column, tf.shape(uniforms)[0])
+            logits, caches = pixel_step(state["caches"], pixel)
+            values = self.draw(logits, uniforms)
+            return {"images": state["images"], "caches": write_drawn(caches, pixel, 2.0 * values - 1.0),
+                    "row": row_write(state["row"], pixel, 0, values)}
 
-        return Sampler(initial_state, step, start_row, images=self._cached_images)
+        def images(state):
+            return tf.transpose(with_row(state, height - 1), [1, 0, 2, 3])
+
+        return Sampler(initial_state, step, start_row, images)
+
+    def _residual_sampler(self) -> Sampler:
+        """Every layer at the new pixel alone, from caches of its input's recent rows (pixelcnn_layers)."""
+        width = self.config.image_shape[1]
+        first, *blocks = self.network
+        first = MaskedConvolutionCache(first)
+        blocks = [block.pixel_step() for block in blocks]  # (empty, next_row, step) each
+        head_weights = [pixel_weights(layer) for layer in self.head]
+
+        def initial_caches(batch, one_hot):
+            del one_hot  # the residual network is unconditional
+            return [first.empty(width, batch), *[empty(width, batch) for empty, _, _ in blocks]]
+
+        def next_row_caches(caches, finished, one_hot):
+            del finished, one_hot  # every layer wrote its row pixel by pixel
+            image_cache, *block_caches = caches
+            return [first.next_row(image_cache), *[next_row(cache) for (_, next_row, _), cache
+                                                   in zip(blocks, block_caches)]]
+
+        def pixel_step(caches, pixel):
+            image_cache, *block_caches = caches
+            features = first.output(image_cache, pixel)
+            for index, (_, _, step) in enumerate(blocks):
+                features, block_caches[index] = step(features, block_caches[index], pixel)
+            return self._pixel_logits(head_weights, features), [image_cache, *block_caches]
+
+        def write_drawn(caches, pixel, centred):
+            return [first.write(caches[0], pixel, centred), *caches[1:]]
+
+        return self._cached_sampler(initial_caches, next_row_caches, pixel_step, write_drawn)
+
+    def _gated_sampler(self) -> Sampler:
+        """Per row, the vertical stacks on the row just finished; per pixel, the horizontal stacks
+        at the new pixel alone (GatedLayerSteps)."""
+        width, channels = self.config.image_shape[1:]
+        layers = [GatedLayerSteps(layer) for layer in self.network]
+        head_weights = [pixel_weights(layer) for layer in self.head]
+
+        def initial_caches(batch, one_hot):
+            return [layer.empty(width, self.config.filters if index else channels, batch, one_hot)
+                    for index, layer in enumerate(layers)]
+
+        def next_row_caches(caches, inputs, one_hot):
+            updated = []
+            for layer, cache in zip(layers, caches):
+                inputs, cache = layer.next_row(cache, inputs, one_hot)
+                updated.append(cache)
+            return updated
+
+        def pixel_step(caches, pixel):
+            features, updated = None, []
+            for layer, cache in zip(layers, caches):
+                features, cache = layer.step(cache, pixel, features)
+                updated.append(cache)
+            return self._pixel_logits(head_weights, features), updated
+
+        def write_drawn(caches, pixel, centred):
+            return [layers[0].write_input(caches[0], pixel, centred), *caches[1:]]
+
+        return self._cached_sampler(initial_caches, next_row_caches, pixel_step, write_drawn)
 
 
 def build(config: PixelCNNConfig) -> PixelCNN:

@@ -36,59 +36,125 @@ import tensorflow as tf
 from zoo.masked_conv import MaskedConv2D
 
 
-# Bands: the per-layer caches of the cached sampler. Per-pixel values are [C, batch]
-# ("one column per example"), so every layer at one pixel is a matrix product W x.
+# The caches of the cached sampler. A pixel's values are [batch, C] and a row buffer's
+# [batch, W + 2r, C], so a layer at one pixel is one matrix product and on a whole row
+# one more: no transposes inside the loop.
 
 
-def empty_band(radius: int, width: int, channels: int, batch) -> tf.Tensor:
-    """The cache of a layer whose kernel reaches `radius` rows up and columns either side:
-    [2(r + 1), W + 2r, C, batch].
+class Pixel:
+    """Where a sampling step at `column` of the current row writes and reads the row buffers,
+    computed once per pixel and shared by every layer."""
 
-    A ring of r + 1 rows, stored twice: row i sits in slots i mod (r + 1) and that plus
-    r + 1, so rows i − r … i are always the contiguous slots q … q + r, q = (i + 1) mod (r + 1).
-    """
-    return tf.zeros([2 * (radius + 1), width + 2 * radius, channels, batch])
+    def __init__(self, column, batch):
+        self.column = column
+        self._examples = tf.range(batch)
+        self._write_indices = {}
 
-
-def band_positions(row, column, radius: int):
-    """(the two slots a value at (row, column) is written to, [2, 2], and the corner [4] of
-    the window a kernel centred there reads): computed once per pixel for every layer of
-    the same radius."""
-    slots = radius + 1
-    slot = row % slots
-    write = tf.stack([tf.stack([slot, column + radius]), tf.stack([slot + slots, column + radius])])
-    return write, tf.stack([(row + 1) % slots, column, 0, 0])
+    def write_indices(self, radius: int):
+        """[[b, j + r]] for every example b: the pixel's slots in a row buffer padded by r on the left."""
+        if radius not in self._write_indices:
+            columns = tf.fill(tf.shape(self._examples), self.column + radius)
+            self._write_indices[radius] = tf.stack([self._examples, columns], axis=1)
+        return self._write_indices[radius]
 
 
-def band_write(band, write_positions, values):
-    """`band` with `values` [C, batch] at the pixel of `write_positions`."""
-    return tf.tensor_scatter_nd_update(band, write_positions, tf.stack([values, values]))
+def row_write(row_buffer, pixel: Pixel, radius: int, values):
+    """A row buffer [batch, W + 2r, C] padded by `radius` on the left, with `values` [batch, C] at the pixel."""
+    return tf.tensor_scatter_nd_update(row_buffer, pixel.write_indices(radius), values)
 
 
-def band_window(band, window_corner, kernel_width: int):
-    """The input the top r + 1 rows of a kernel read: [(r + 1)·kernel_width·C, batch]."""
-    slots, _, channels, _ = band.shape
-    slots //= 2
-    window = tf.slice(band, window_corner, [slots, kernel_width, -1, -1])
-    return tf.reshape(window, [slots * kernel_width * channels, -1])
+def row_window(row_buffer, pixel: Pixel, taps: int):
+    """Columns j − r … j − r + taps − 1 of a row buffer padded by r on the left: [batch, taps·C]."""
+    channels = row_buffer.shape[-1]
+    return tf.reshape(tf.slice(row_buffer, tf.stack([0, pixel.column, 0]), [-1, taps, -1]), [-1, taps * channels])
 
 
-def pixel_weights(convolution, rows: int = 1):
-    """(Wᵀ, b) of a convolution at one pixel, from its kernel's top `rows` rows (masked if a
-    MaskedConv2D): W x + b on a window [rows·k_w·C_in, batch] is the convolution's output there."""
+def row_taps(rows, kernel_width: int):
+    """Every pixel's window of `rows` [batch, n, W + 2r, C] (columns padded by r = kernel_width // 2):
+    [batch, W, n·kernel_width·C], taps in the kernel's (row, column, channel) order."""
+    _, count, padded_width, _ = rows.shape
+    width = padded_width - (kernel_width - 1)
+    return tf.concat([rows[:, index, offset:offset + width] for index in range(count)
+                      for offset in range(kernel_width)], axis=-1)
+
+
+def _matrix(kernel):
+    """A kernel [k_h, k_w, C_in, C_out] as the matrix [k_h·k_w·C_in, C_out] that acts on flattened windows."""
+    return tf.reshape(kernel, [-1, kernel.shape[-1]])
+
+
+def _row_bias(convolution):
+    """The bias as a [1, filters] row (or 0). Not the [filters] vector: grappler would fuse
+    matmul + bias into oneDNN's _FusedMatMul, which re-lays out the weights (loop
+    inputs, not constants) at every call, about 10× a plain matmul at one pixel."""
+    return convolution.bias[None] if convolution.bias is not None else 0.0
+
+
+def pixel_weights(convolution):
+    """(W, b) of a convolution at one pixel (masked if a MaskedConv2D): x W + b, x its
+    flattened window (for a 1×1 convolution, the pixel's [batch, C_in] values)."""
     kernel = convolution.kernel
     if isinstance(convolution, MaskedConv2D):
         kernel = kernel * convolution.mask
-    kernel = kernel[:rows]
-    matrix = tf.transpose(tf.reshape(kernel, [-1, kernel.shape[-1]]))
-    bias = convolution.bias[:, None] if convolution.bias is not None else 0.0
-    return matrix, bias
+    return _matrix(kernel), _row_bias(convolution)
 
 
 def affine(weights, inputs):
-    """W x + b for weights = (W, b) from `pixel_weights`."""
+    """x W + b for weights = (W, b) from `pixel_weights`."""
     matrix, bias = weights
-    return tf.matmul(matrix, inputs) + bias
+    return tf.matmul(inputs, matrix) + bias
+
+
+def on_row(function, inputs, width: int):
+    """`function` of per-pixel values [batch·W, …] applied to a row [batch, W, …]."""
+    outputs = function(tf.reshape(inputs, [-1, *inputs.shape[2:]]))
+    return tf.reshape(outputs, [-1, width, *outputs.shape[1:]])
+
+
+class MaskedConvolutionCache:
+    """A masked n×n convolution, r = n // 2, one pixel at a time.
+
+    Its cache holds {"above": its input on the r rows above, [batch, r, W + 2r, C_in];
+    "row": its input in the current row so far, [batch, W + 2r, C_in]; "context": what
+    the kernel's rows above the centre contribute to each pixel of the current row, bias
+    included, [batch, W, filters]}, columns zero-padded by r either side as the
+    whole-image pass pads them. The context is computed once per row; a pixel then costs
+    the centre row's taps j − r … j alone (mask A has zeroed tap j, mask B keeps it).
+
+    The row buffer is never cleared: each row overwrites it left to right, and until
+    then its stale values lie right of the pixel, where the mask's taps are zero.
+    """
+
+    def __init__(self, convolution: MaskedConv2D):
+        kernel = convolution.kernel * convolution.mask
+        self.radius = kernel.shape[0] // 2
+        self.channels = kernel.shape[2]
+        self.above_weights = (_matrix(kernel[:self.radius]), _row_bias(convolution))
+        self.row_weights = _matrix(kernel[self.radius:self.radius + 1, :self.radius + 1])
+
+    def _context(self, above):
+        width = above.shape[2] - 2 * self.radius
+        return on_row(lambda taps: affine(self.above_weights, taps), row_taps(above, 2 * self.radius + 1), width)
+
+    def empty(self, width: int, batch) -> dict:
+        r = self.radius
+        above = tf.zeros([batch, r, width + 2 * r, self.channels])
+        return {"above": above, "row": tf.zeros([batch, width + 2 * r, self.channels]),
+                "context": self._context(above)}
+
+    def next_row(self, cache) -> dict:
+        """The cache at the start of the next row: the finished row joins the rows above."""
+        above = tf.concat([cache["above"][:, 1:], cache["row"][:, None]], axis=1)
+        return {**cache, "above": above, "context": self._context(above)}
+
+    def write(self, cache, pixel: Pixel, values) -> dict:
+        """`cache` with its input `values` [batch, C_in] at the pixel."""
+        return {**cache, "row": row_write(cache["row"], pixel, self.radius, values)}
+
+    def output(self, cache, pixel: Pixel):
+        """The convolution's output at the pixel, [batch, filters], once its input there is written."""
+        return (tf.matmul(row_window(cache["row"], pixel, self.radius + 1), self.row_weights)
+                + tf.gather(cache["context"], pixel.column, axis=1))
 
 
 def gate(preactivation):
@@ -140,23 +206,17 @@ class ResidualBlock(keras.layers.Layer):
             features = convolution(tf.nn.relu(features))
         return inputs + features
 
-    def empty_cache(self, width: int, batch):
-        """The band of the n×n convolution's input."""
-        return empty_band(self.radius, width, self.convolutions[1].filters, batch)
-
-    def pixel_weights(self):
+    def pixel_step(self):
+        """The block one pixel at a time: (empty_cache(width, batch), next_row(cache),
+        step(inputs [2h, batch], cache, pixel) → (outputs [2h, batch], cache))."""
         reduce, spatial, expand = self.convolutions
-        return [pixel_weights(reduce), pixel_weights(spatial, self.radius + 1), pixel_weights(expand)]
+        reduce, spatial, expand = pixel_weights(reduce), MaskedConvolutionCache(spatial), pixel_weights(expand)
 
-    def step(self, weights, inputs, cache, positions):
-        """The block at one pixel: inputs [2h, batch] → (outputs [2h, batch], cache).
+        def step(inputs, cache, pixel):
+            cache = spatial.write(cache, pixel, tf.nn.relu(affine(reduce, tf.nn.relu(inputs))))
+            return inputs + affine(expand, tf.nn.relu(spatial.output(cache, pixel))), cache
 
-        `weights` from `pixel_weights()`, `positions` from `band_positions` for the pixel.
-        """
-        reduce, spatial, expand = weights
-        cache = band_write(cache, positions[0], tf.nn.relu(affine(reduce, tf.nn.relu(inputs))))
-        features = affine(spatial, band_window(cache, positions[1], 2 * self.radius + 1))
-        return inputs + affine(expand, tf.nn.relu(features)), cache
+        return spatial.empty, spatial.next_row, step
 
 
 class GatedLayer(keras.layers.Layer):
@@ -171,9 +231,7 @@ class GatedLayer(keras.layers.Layer):
     horizontal stack adds a 1×1 convolution of its gate to its input (a residual,
     except in the first layer, whose input is the image at the pixel itself).
 
-    Cached sampling splits the layer along its two stacks: `vertical_row` runs once
-    per image row (the vertical stack of a row needs the whole row), `step` once per
-    pixel (the horizontal stack, reading the vertical stack's row above).
+    `GatedLayerSteps` runs it one pixel at a time.
     """
 
     def __init__(self, filters: int, kernel_size: int, first: bool, num_classes: int,
@@ -231,81 +289,72 @@ class GatedLayer(keras.layers.Layer):
             horizontal_output += horizontal
         return gate(vertical_preactivation), horizontal_output
 
-    # Cached sampling.
 
-    def empty_cache(self, width: int, channels: int, batch):
-        """{"vertical": the band of the vertical stack's input, [2(r + 1), batch, W + 2r, C];
-        "row": the horizontal stack's input in the current row, [W + r, C, batch];
-        "context": what the vertical stack adds to each pixel of the current row, [W, 2h, batch]}."""
-        r = self.radius
-        return {"vertical": tf.zeros([2 * (r + 1), batch, width + 2 * r, channels]),
-                "row": tf.zeros([width + r, channels, batch]),
-                "context": tf.zeros([width, 2 * self.filters, batch])}
 
-    def first_row_context(self, cache, labels=None):
-        """The cache with row 0's context: above row 0 the vertical pre-activation is zero (`_shift_down`)."""
-        _, horizontal_label = self._label_terms(labels)
-        width, _, batch = tf.unstack(tf.shape(cache["context"]))
-        context = tf.broadcast_to((self.vertical_to_horizontal.bias + self.horizontal.bias)[:, None],
-                                  [2 * self.filters, batch])
-        if isinstance(horizontal_label, tf.Tensor):
-            context += tf.transpose(horizontal_label)
-        return {**cache, "context": tf.tile(context[None], [width, 1, 1])}
+class GatedLayerSteps:
+    """A GatedLayer for cached sampling, split along its two stacks: the vertical stack runs
+    once per row (a row's vertical output needs the whole row), the horizontal stack once
+    per pixel, reading what the vertical stack gave the row above.
 
-    def vertical_row(self, cache, row, inputs, labels=None):
-        """Writes row `row` of the vertical stack's input, [batch, W, C], and runs the stack there.
+    A cache is {"above": the vertical input on the r rows above, [batch, r, W + 2r, C];
+    "row": the horizontal input in the current row, [batch, W + r, C]; "context": what the
+    vertical stack (through the shift down and V₂ₕ), the label and the horizontal bias add
+    to each pixel of the current row, [batch, W, 2h]}.
+    """
 
-        Returns (this layer's vertical output on that row, [batch, W, h], the cache whose
-        "context" now serves row + 1: V₂ₕ ∗ (vertical pre-activation) + V_g h + the horizontal bias).
+    def __init__(self, layer: GatedLayer):
+        self.layer = layer
+        self.vertical = pixel_weights(layer.vertical)
+        self.vertical_to_horizontal = pixel_weights(layer.vertical_to_horizontal)
+        self.horizontal = _matrix(layer.horizontal.kernel)
+        self.horizontal_output = pixel_weights(layer.horizontal_output)
+
+    def empty(self, width: int, channels: int, batch, labels=None) -> dict:
+        """The cache at the start of row 0, above which the vertical pre-activation is zero (`_shift_down`)."""
+        r, filters = self.layer.radius, 2 * self.layer.filters
+        _, horizontal_label = self.layer._label_terms(labels)
+        context = (self.vertical_to_horizontal[1] + _row_bias(self.layer.horizontal)
+                   + tf.zeros([batch, filters]) + horizontal_label)
+        return {"above": tf.zeros([batch, r, width + 2 * r, channels]),
+                "row": tf.zeros([batch, width + r, channels]),
+                "context": tf.tile(context[:, None], [1, width, 1])}
+
+    def next_row(self, cache, inputs, labels=None):
+        """Runs the vertical stack on the row just finished, given its input there, [batch, W, C].
+
+        Returns (this layer's vertical output on that row, [batch, W, h], the cache of the next row).
         """
-        r, slots = self.radius, self.radius + 1
-        padded = tf.pad(inputs, [[0, 0], [r, r], [0, 0]])
-        slot = row % slots
-        band = tf.tensor_scatter_nd_update(cache["vertical"], [[slot], [slot + slots]], tf.stack([padded, padded]))
-        rows = tf.slice(band, [(row + 1) % slots, 0, 0, 0], [slots, -1, -1, -1])
-        vertical_label, horizontal_label = self._label_terms(labels)
-        preactivation = self.vertical(tf.transpose(rows, [1, 0, 2, 3]))[:, 0] + _broadcast_over_row(vertical_label)
-        context = (self.vertical_to_horizontal(preactivation[:, None])[:, 0] + self.horizontal.bias
-                   + _broadcast_over_row(horizontal_label))
-        return gate(preactivation), {**cache, "vertical": band, "context": tf.transpose(context, [1, 2, 0])}
+        r, width = self.layer.radius, inputs.shape[1]
+        rows = tf.concat([cache["above"], tf.pad(inputs, [[0, 0], [r, r], [0, 0]])[:, None]], axis=1)
+        vertical_label, horizontal_label = self.layer._label_terms(labels)
+        preactivation = on_row(lambda taps: affine(self.vertical, taps), row_taps(rows, 2 * r + 1), width)
+        preactivation += _broadcast_over_row(vertical_label)
+        context = (on_row(lambda pre: affine(self.vertical_to_horizontal, pre), preactivation, width)
+                   + _row_bias(self.layer.horizontal) + _broadcast_over_row(horizontal_label))
+        return gate(preactivation), {**cache, "above": rows[:, 1:], "context": context}
 
-    def pixel_weights(self):
-        """The horizontal stack at one pixel (its bias is in the context)."""
-        horizontal, _ = pixel_weights(self.horizontal)
-        return [(horizontal, 0.0), pixel_weights(self.horizontal_output)]
-
-    def step(self, weights, cache, column, inputs=None):
-        """The horizontal stack at (current row, column): inputs [C, batch] → (outputs [h, batch], cache).
+    def step(self, cache, pixel: Pixel, inputs=None):
+        """The horizontal stack at the pixel: inputs [batch, h] → (outputs [batch, h], cache).
 
         `inputs`, the horizontal input at this pixel, is written first. The first layer has none:
         it reads only the pixels before this one, which `write_input` wrote as they were drawn.
         """
-        horizontal, output = weights
-        row_values = cache["row"]
-        if inputs is not None:
-            row_values = tf.tensor_scatter_nd_update(row_values, [[column + self.radius]], inputs[None])
-        taps, channels = self.radius + 1 - self.first, row_values.shape[1]
-        window = tf.reshape(tf.slice(row_values, [column, 0, 0], [taps, -1, -1]), [taps * channels, -1])
-        preactivation = affine(horizontal, window) + tf.gather(cache["context"], column)
-        outputs = affine(output, gate_rows(preactivation))
-        if not self.first:
+        row = cache["row"] if inputs is None else row_write(cache["row"], pixel, self.layer.radius, inputs)
+        window = row_window(row, pixel, self.layer.radius + 1 - self.layer.first)
+        preactivation = tf.matmul(window, self.horizontal) + tf.gather(cache["context"], pixel.column, axis=1)
+        outputs = affine(self.horizontal_output, gate(preactivation))
+        if not self.layer.first:
             outputs += inputs
-        return outputs, {**cache, "row": row_values}
+        return outputs, {**cache, "row": row}
 
-    def write_input(self, cache, column, inputs):
-        """The first layer's horizontal input at (current row, column), once drawn: [C, batch]."""
-        return {**cache, "row": tf.tensor_scatter_nd_update(cache["row"], [[column + self.radius]], inputs[None])}
-
-
-def gate_rows(preactivation):
-    """`gate` on [2h, batch] values: tanh of the first h rows ⊙ σ of the last h."""
-    values, gates = tf.split(preactivation, 2, axis=0)
-    return tf.tanh(values) * tf.sigmoid(gates)
-
-
-def _broadcast_over_pixels(term):
-    return term[:, None, None] if isinstance(term, tf.Tensor) else term
+    def write_input(self, cache, pixel: Pixel, inputs):
+        """The first layer's horizontal input at the pixel, once drawn: [batch, C]."""
+        return {**cache, "row": row_write(cache["row"], pixel, self.layer.radius, inputs)}
 
 
 def _broadcast_over_row(term):
     return term[:, None] if isinstance(term, tf.Tensor) else term
+
+
+def _broadcast_over_pixels(term):
+    return term[:, None, None] if isinstance(term, tf.Tensor) else term

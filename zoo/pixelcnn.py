@@ -42,15 +42,13 @@ import dataclasses
 
 import keras
 import tensorflow as tf
-import tensorflow_probability as tfp
 
-from zoo import config as config_lib, distributions, registry
+from zoo import config as config_lib, pixel_likelihood, registry
 from zoo.autoregressive import AutoregressiveImageModel, Sampler
 from zoo.masked_conv import MaskedConv2D
 from zoo.pixelcnn_layers import (GatedLayer, GatedLayerSteps, MaskedConvolutionCache, Pixel, ResidualBlock, affine,
                                  pixel_weights, row_write)
 
-tfd = tfp.distributions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,10 +126,8 @@ class PixelCNN(AutoregressiveImageModel):
                 *[ResidualBlock(config.filters, config.kernel_size, initializer, name=f"residual_{index + 1}")
                   for index in range(config.layers)],
             ]
-        channels = config.image_shape[-1]
-        self.levels = distributions.NUM_LEVELS if config.likelihood == "categorical" else 1
-        params = (distributions.CategoricalLayer.params_size(self.levels, (channels,)) if self.levels > 1
-                  else distributions.BernoulliLayer.params_size((channels,)))
+        self.levels = pixel_likelihood.LIKELIHOODS[config.likelihood]
+        params = pixel_likelihood.params_size(self.levels, config.image_shape[-1])
         self.head = [  # 2016a Table 2: ReLU then 1×1 conv (mask B), twice
             MaskedConv2D(config.output_filters, 1, "B", kernel_initializer=initializer, name="output_hidden"),
             MaskedConv2D(params, 1, "B", kernel_initializer=initializer, name="output_logits"),
@@ -165,27 +161,11 @@ class PixelCNN(AutoregressiveImageModel):
         return features
 
     def _logits(self, outputs):
-        """The head's outputs [..., C·levels] as logits [..., C] or [..., C, levels]."""
-        if self.levels == 1:
-            return outputs
-        return tf.reshape(outputs, tf.concat([tf.shape(outputs)[:-1], [self.config.image_shape[-1], self.levels]], 0))
-
-    def _pixel_distribution(self, logits) -> tfd.Distribution:
-        """p(x_i | x_<i) per sub-pixel: Bernoulli on {0, 1}, or Categorical over levels 0 … 255."""
-        if self.levels > 1:
-            return tfd.Categorical(logits=logits)
-        return tfd.Bernoulli(logits=logits, dtype=tf.float32)
-
-    def _values(self, images):
-        """Images in [0, 1] as the distribution's values: as they are, or levels round(255 x)."""
-        if self.levels > 1:
-            return tf.cast(tf.clip_by_value(tf.round(images * (self.levels - 1)), 0.0, self.levels - 1.0), tf.int32)
-        return images
+        return pixel_likelihood.pixel_logits(outputs, self.config.image_shape[-1], self.levels)
 
     def log_likelihood(self, images, labels=None):
         """log p(x | y) = Σ_i log p(x_i | x_<i, y) per image, exact, in nats: [batch] (2016a Eq. 1)."""
-        pixels = tfd.Independent(self._pixel_distribution(self(images, labels)), reinterpreted_batch_ndims=3)
-        return pixels.log_prob(self._values(images))
+        return pixel_likelihood.log_likelihood(self(images, labels), images, self.levels)
 
     # Sampling.
 
@@ -194,12 +174,7 @@ class PixelCNN(AutoregressiveImageModel):
         return self.config.image_shape[-1]  # one uniform per sub-pixel
 
     def draw(self, logits, uniforms):
-        """A pixel's values in [0, 1] by inversion: 1[u < σ(ℓ)], or the level k with F(k − 1) ≤ u < F(k) / 255."""
-        if self.levels == 1:
-            return tf.cast(uniforms < tf.sigmoid(logits), tf.float32)
-        cumulative = tf.cumsum(tf.nn.softmax(logits), axis=-1)
-        levels = tf.reduce_sum(tf.cast(cumulative <= uniforms[..., None], tf.float32), axis=-1)
-        return tf.minimum(levels, self.levels - 1.0) / (self.levels - 1)  # F(255) may round below u
+        return pixel_likelihood.draw_pixel(logits, uniforms, self.levels)
 
     def samplers(self):
         """"naive" and "cached" (Ramachandran et al. 2017): the same images, the second H·W times less work."""

@@ -18,9 +18,10 @@ import argparse
 import json
 import pathlib
 import platform
-import subprocess
 import sys
 import time
+
+from runs import run, save_grid
 
 # Epochs per model in docs/results.md: 4-15 minutes each on 2 CPU cores.
 BUDGET = {"zoo.gan": 5, "zoo.cgan": 5, "zoo.dcgan": 2, "zoo.infogan": 1, "zoo.ebgan": 1, "zoo.wgan_gp": 1,
@@ -33,20 +34,6 @@ def parse_model(text: str) -> tuple[str, int]:
     if not epochs.isdigit():
         raise argparse.ArgumentTypeError(f"{text!r}: expected name:epochs, e.g. zoo.dcgan:5")
     return name, int(epochs)
-
-
-def run(command: list[str]) -> str:
-    print("$ " + " ".join(command), flush=True)
-    return subprocess.run(command, check=True, capture_output=True, text=True).stdout
-
-
-def save_grid(workdir: pathlib.Path, name: str, path: pathlib.Path) -> None:
-    """The model's TensorBoard grid (from fixed seeds) of the last checkpoint, as a PNG."""
-    from training import images, workdir as workdir_lib
-
-    _, _, model, _ = workdir_lib.load_trained_model(workdir)
-    grid = model.summary_images(None)[GRID.get(name, "samples")].numpy()
-    images.save_png(path, images.grid(grid, columns=8))
 
 
 def main(argv=None) -> int:
@@ -75,7 +62,7 @@ def main(argv=None) -> int:
                     *offline]).strip().splitlines()[-1]
         result = json.loads(line)
         grid = pathlib.Path(args.grids) / f"{short}_{epochs}epochs_samples.png"
-        save_grid(workdir, name, grid)
+        save_grid(workdir, GRID.get(name, "samples"), grid)
         rows.append((name, epochs, minutes, result, grid))
         print(line, flush=True)
 

@@ -4,7 +4,7 @@ Importing `zoo` registers every family and its Keras serializables, so
 `keras.models.load_model("model.keras")` works after `import zoo`.
 """
 
-from zoo import gan, pixelcnn, vae  # noqa: F401  (register zoo.vae, zoo.iwae, the GAN and PixelCNN families)
+from zoo import gan, pixelcnn, pixelcnn_pp, pixelrnn, vae  # noqa: F401  (register the VAE, GAN, PixelCNN, PixelCNN++ and PixelRNN families)
 from zoo.config import ConfigError
 from zoo.registry import DatasetSpec, ModelSpec, UnknownModelError, get, names
 

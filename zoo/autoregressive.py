@@ -14,8 +14,9 @@ A family subclasses `AutoregressiveImageModel` and provides:
 
 * `call(images, labels=None)`: the parameters of every pixel's conditional,
   [batch, H, W, …], in one pass (teacher forcing);
-* `log_likelihood(images, labels=None)`: log p(x | y) per image, in nats, from a
-  `tfd` distribution built on those parameters;
+* `log_likelihood(images, labels=None, training=False)`: log p(x | y) per image,
+  in nats, from a `tfd` distribution built on those parameters (`training` turns
+  on what only training uses, e.g. dropout);
 * `pixel_noise_size`: how many U(0, 1) draws one pixel's sampler uses, and
   `draw(parameters, uniforms)`: the values in [0, 1] of one pixel, [batch, C],
   from that pixel's parameters [batch, …] and its uniforms [batch, pixel_noise_size];
@@ -95,16 +96,16 @@ class AutoregressiveImageModel(keras.Model):
 
     # The objective: maximum likelihood, shared by train_step and test_step.
 
-    def _objective(self, data):
+    def _objective(self, data, training=False):
         """Per-example −log p(x | y) in nats and in bits per dimension."""
-        nll = -self.log_likelihood(data["image"], data.get("label"))
+        nll = -self.log_likelihood(data["image"], data.get("label"), training=training)
         return {"loss": nll, "nll": nll, "bits_per_dim": nll / (self.dimensions * math.log(2.0))}
 
     def train_step(self, data):
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         global_batch = tf.cast(tf.shape(data["image"])[0], tf.float32) * replicas
         with tf.GradientTape() as tape:
-            terms = self._objective(data)
+            terms = self._objective(data, training=True)
             loss = tf.reduce_sum(terms["nll"]) / global_batch
         gradients = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))

@@ -381,6 +381,38 @@ class DiscretizedLogisticMixture(tfd.Distribution):
             previous.append(_bin_centres(level)[..., None])
         return tf.stack(levels, axis=-1) / (NUM_LEVELS - 1)
 
+    def sample_from_uniforms(self, uniforms) -> tf.Tensor:
+        """The sample of `_sample_n` as a function of given U(0, 1) draws u, [..., 1 + C].
+
+        The component is the inverse of the mixture's CDF at u_0: the first k with
+        π_1 + … + π_k > u_0. Channel c is the logistic quantile μ + s (log u − log(1 − u))
+        at u = u_{1+c} rounded to its bin (the edge bins taking the tails), and its bin
+        centre conditions the next channel's location, as in `_sample_n`. For a
+        deterministic sampler driven by stateless per-example uniforms (a model's
+        pixel-by-pixel loop); u must lie in (0, 1).
+
+        Returns:
+          images in [0, 1] on the 256-level grid, [..., C] (batch shape broadcast with
+          that of u).
+        """
+        uniforms = tf.convert_to_tensor(uniforms, dtype=self.dtype)
+        num_components = self._mixture_logits.shape[-1]
+        cumulative = tf.math.cumsum(tf.nn.softmax(self._mixture_logits), axis=-1)
+        component = tf.reduce_sum(tf.cast(cumulative <= uniforms[..., :1], tf.int32), axis=-1)
+        selector = tf.one_hot(  # F(K) may round below u_0
+            tf.minimum(component, num_components - 1), num_components, dtype=self.dtype)
+        levels, previous = [], []
+        for c in range(self.channels):
+            loc = tf.reduce_sum(selector * self._channel_locs(c, previous), axis=-1)
+            log_scale = tf.reduce_sum(selector * self._log_scales[..., c], axis=-1)
+            u = uniforms[..., 1 + c]
+            latent = loc + tf.exp(log_scale) * (tf.math.log(u) - tf.math.log1p(-u))
+            level = tf.clip_by_value(
+                tf.round((latent + 1.0) / (2.0 * _BIN_HALF_WIDTH)), 0.0, NUM_LEVELS - 1.0)
+            levels.append(level)
+            previous.append(_bin_centres(level)[..., None])
+        return tf.stack(levels, axis=-1) / (NUM_LEVELS - 1)
+
 
 @keras.saving.register_keras_serializable(package="zoo")
 class DiscretizedLogisticMixtureLayer(keras.layers.Layer):

@@ -163,8 +163,9 @@ class PixelCNN(AutoregressiveImageModel):
     def _logits(self, outputs):
         return pixel_likelihood.pixel_logits(outputs, self.config.image_shape[-1], self.levels)
 
-    def log_likelihood(self, images, labels=None):
+    def log_likelihood(self, images, labels=None, training=False):
         """log p(x | y) = Σ_i log p(x_i | x_<i, y) per image, exact, in nats: [batch] (2016a Eq. 1)."""
+        del training  # no dropout or batch statistics
         return pixel_likelihood.log_likelihood(self(images, labels), images, self.levels)
 
     # Sampling.

@@ -291,6 +291,66 @@ def test_layer_samples_are_images_on_the_256_level_grid_and_deterministic_for_a_
     assert np.all(np.isfinite(dist.log_prob(samples))) and dist.log_prob(samples).shape == IMAGE[:1]
 
 
+def test_sample_from_uniforms_of_one_logistic_is_the_inverse_cdf_of_the_levels():
+    """With one component, level k is drawn iff F(k − 1) ≤ u < F(k), F the CDF over the 256 levels."""
+    dist = DiscretizedLogisticMixture(mixture_logits=[0.0], locs=[[0.2]], log_scales=[[math.log(0.05)]])
+    cdf = np.cumsum(np.exp(dist.log_prob((LEVELS / 255)[:, None]).numpy().astype(np.float64)))
+    u = np.concatenate([np.linspace(1e-6, 1 - 1e-6, 4001), [1e-30, 1e-9, 1 - 2**-24]])
+    expected = np.minimum(np.searchsorted(cdf, u, side="right"), 255)
+    uniforms = np.stack([np.full_like(u, 0.5), u], axis=-1).astype(np.float32)
+    levels = np.round(dist.sample_from_uniforms(uniforms).numpy()[:, 0] * 255).astype(int)
+    near_a_step = np.min(np.abs(u[:, None] - cdf[None, :]), axis=1) < 1e-5  # float32 may fall either side
+    assert near_a_step.mean() < 0.02
+    np.testing.assert_array_equal(levels[~near_a_step], expected[~near_a_step])
+    assert levels[-3] == 0 and levels[-1] == 255 and len(np.unique(levels)) > 50
+
+
+def test_sample_from_uniforms_picks_the_component_by_inverting_the_mixture_cdf():
+    """Components far apart and narrow, with π = (0.2, 0.5, 0.3): u_0 in [0, 0.2) gives the first,
+    [0.2, 0.7) the second, [0.7, 1) the third; u_1 = 1/2 then gives the level at its location."""
+    component_levels = np.array([51, 128, 204])
+    dist = DiscretizedLogisticMixture(
+        mixture_logits=np.log([0.2, 0.5, 0.3]).astype(np.float32),
+        locs=(2 * component_levels[:, None] / 255 - 1).astype(np.float32), log_scales=[[math.log(1e-3)]] * 3)
+    u_0 = np.array([1e-7, 0.1, 0.199, 0.201, 0.5, 0.699, 0.701, 0.9, 1 - 1e-7], np.float32)
+    uniforms = np.stack([u_0, np.full_like(u_0, 0.5)], axis=-1)
+    levels = np.round(dist.sample_from_uniforms(uniforms).numpy()[:, 0] * 255).astype(int)
+    np.testing.assert_array_equal(levels, component_levels[[0, 0, 0, 1, 1, 1, 2, 2, 2]])
+
+
+UNIFORM_SAMPLING_MIXTURES = {  # channels → a 3-component mixture; the second channel's location shifts with α y_0
+    1: dict(mixture_logits=[0.3, -0.2, 0.5], locs=[[-0.4], [0.5], [0.93]],
+            log_scales=np.log([[0.05], [0.03], [0.02]]).astype(np.float32)),
+    2: dict(mixture_logits=[0.3, -0.2, 0.5], locs=[[-0.4, 0.1], [0.5, -0.3], [0.05, 0.6]],
+            log_scales=np.log([[0.05, 0.02], [0.03, 0.04], [0.02, 0.03]]).astype(np.float32),
+            coefficients=[[0.8], [-0.6], [0.3]]),
+}
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_samples_from_uniforms_follow_the_probabilities(channels):
+    dist = DiscretizedLogisticMixture(**UNIFORM_SAMPLING_MIXTURES[channels])
+    uniforms = np.random.default_rng(17).uniform(1e-7, 1.0, size=(5000, 1 + channels)).astype(np.float32)
+    samples = np.round(dist.sample_from_uniforms(uniforms).numpy() * 255).astype(int)
+    cells = samples[:, 0] * 256 + samples[:, 1] if channels == 2 else samples[:, 0]
+    counts = np.bincount(cells, minlength=256**channels)
+    grid = np.stack(np.meshgrid(*[LEVELS] * channels, indexing="ij"), axis=-1).reshape(-1, channels) / 255
+    statistic, dof = _chi_square(counts, np.exp(dist.log_prob(grid).numpy()))
+    assert dof >= 20
+    assert statistic < dof + 5 * math.sqrt(2 * dof)
+
+
+def test_sample_from_uniforms_broadcasts_over_a_layers_batch_onto_the_256_level_grid():
+    layer = DiscretizedLogisticMixtureLayer(3, 3)
+    dist = layer(np.random.default_rng(18).normal(size=(*IMAGE, FEATURES)).astype(np.float32)).distribution
+    uniforms = np.random.default_rng(19).uniform(1e-7, 1.0, size=(5, *IMAGE, 4)).astype(np.float32)
+    samples = dist.sample_from_uniforms(uniforms).numpy()
+    assert samples.shape == (5, *IMAGE, 3) and samples.min() >= 0.0 and samples.max() <= 1.0
+    np.testing.assert_array_equal(samples * 255, np.round(samples * 255))
+    np.testing.assert_array_equal(dist.sample_from_uniforms(uniforms[1]), samples[1])
+    assert np.all(np.isfinite(dist.log_prob(samples)))
+
+
 # ---------------------------------------------------------------------------------------------
 # Layer contracts.
 

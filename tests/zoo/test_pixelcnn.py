@@ -7,16 +7,13 @@ import json
 import math
 import os
 import pathlib
-import re
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import export
 import zoo
 from zoo import config as config_lib
 from zoo.pixelcnn import PixelCNN, PixelCNNConfig
@@ -33,7 +30,6 @@ VARIANTS = {  # id → (registry name, overrides): both entries, both likelihood
     "gated-conditional": ("zoo.gated_pixelcnn", {"conditional": True}),
 }
 ONE_OF_EACH = ["pixelcnn-bernoulli", "gated-categorical", "gated-conditional"]  # each entry, likelihood and labels
-RANDOM_OP = "Random|Rng|Multinomial|TruncatedNormal"
 
 
 def tiny_config(name: str, **overrides) -> PixelCNNConfig:
@@ -354,149 +350,3 @@ def test_inconsistent_configs_are_errors_naming_the_fix(overrides, message):
 def test_conditional_can_be_set_from_the_command_line_syntax():
     values = config_lib.parse_assignments(["conditional=true", "likelihood=categorical"], PixelCNNConfig)
     assert values == {"conditional": True, "likelihood": "categorical"}
-
-
-# Exports: .keras and the TF Serving SavedModel, reloaded in fresh processes.
-
-EXPORTED = ["pixelcnn-bernoulli", "gated-categorical-conditional"]
-
-_SAVEDMODEL_SCRIPT = textwrap.dedent('''
-    import json, sys
-
-    class Unavailable:  # a serving machine has TensorFlow only
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("zoo", "training", "export", "tensorflow_probability"):
-                raise ImportError(f"{name} is not installed on a serving machine")
-
-    sys.meta_path.insert(0, Unavailable())
-    import numpy as np
-    import tensorflow as tf
-
-    inputs, out_dir, model_dirs = dict(np.load(sys.argv[1])), sys.argv[2], sys.argv[3:]
-    report = {}
-    for index, model_dir in enumerate(model_dirs):
-        signatures = tf.saved_model.load(model_dir).signatures
-        def call(name, **kwargs):
-            outputs = signatures[name](**{key: tf.constant(value) for key, value in kwargs.items()})
-            return {key: value.numpy() for key, value in outputs.items()}
-        labels = {"label": inputs["labels"]} if "sample_conditional" in signatures else {}
-        results = {"sample": call("serving_default", seed=inputs["seeds"])["images"],
-                   "log_likelihood": call("log_likelihood", images=inputs["images"], **labels)["log_likelihood"]}
-        if labels:
-            results["conditional"] = call("sample_conditional", seed=inputs["seeds"], **labels)["images"]
-        np.savez(f"{out_dir}/savedmodel-{index}.npz", **results)
-        ops = {}
-        for name, function in signatures.items():
-            graph = function.graph.as_graph_def()
-            types = {node.op for node in graph.node}
-            for library_function in graph.library.function:
-                types |= {node.op for node in library_function.node_def}
-            ops[name] = sorted(types)
-        report[model_dir] = {
-            "signatures": {name: {"inputs": {k: s.shape.as_list() for k, s in f.structured_input_signature[1].items()},
-                                  "outputs": {k: s.shape.as_list() for k, s in f.structured_outputs.items()}}
-                           for name, f in signatures.items()},
-            "op_types": ops,
-        }
-    report["modules"] = sorted({name.split(".")[0] for name in sys.modules})
-    with open(f"{out_dir}/savedmodel.json", "w") as file:
-        json.dump(report, file)
-''')
-
-_KERAS_SCRIPT = textwrap.dedent('''
-    import sys
-    import keras
-    import numpy as np
-    import zoo  # registers the zoo's serializables
-
-    inputs, out_dir, paths = dict(np.load(sys.argv[1])), sys.argv[2], sys.argv[3:]
-    for index, path in enumerate(paths):
-        model = keras.models.load_model(path)
-        labels = inputs["labels"] if model.config.conditional else None
-        np.savez(f"{out_dir}/keras-{index}.npz", sample=keras.ops.convert_to_numpy(model.sample(inputs["seeds"])),
-                 log_likelihood=keras.ops.convert_to_numpy(model.log_likelihood(inputs["images"], labels)))
-''')
-
-
-@pytest.fixture(scope="module")
-def reloads(tmp_path_factory):
-    """variant → {"model", "savedmodel", "keras", "report"}: two tiny models, exported and reloaded
-    by a process without this project or TFP (SavedModel) and by one with it (`keras.models.load_model`)."""
-    directory = tmp_path_factory.mktemp("pixelcnn-exports")
-    models = {"pixelcnn-bernoulli": tiny_model("pixelcnn-bernoulli"),
-              "gated-categorical-conditional": tiny_model("gated-categorical", conditional=True)}
-    images = images_for(models["pixelcnn-bernoulli"].config, len(SEEDS), seed=1)  # binary: levels 0, 255 for 8 bits
-    inputs = {"seeds": SEEDS.numpy(), "labels": LABELS.numpy(), "images": images}
-    np.savez(directory / "inputs.npz", **inputs)
-    exported = {}
-    for variant in EXPORTED:
-        redraw_weights(models[variant], scale=0.3)  # not the initial weights
-        exported[variant] = export.export(models[variant], directory / variant, models[variant].name)
-
-    jobs = {}
-    for kind, script, artifacts in [
-        ("savedmodel", _SAVEDMODEL_SCRIPT, [exported[variant].savedmodel_dir for variant in EXPORTED]),
-        ("keras", _KERAS_SCRIPT, [exported[variant].keras_path for variant in EXPORTED]),
-    ]:
-        path = directory / f"reload_{kind}.py"
-        path.write_text(script)
-        cwd = directory if kind == "savedmodel" else None  # the SavedModel process runs away from the repo
-        jobs[kind] = subprocess.Popen([sys.executable, path, directory / "inputs.npz", directory, *artifacts],
-                                      cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for kind, job in jobs.items():
-        _, stderr = job.communicate(timeout=300)
-        assert job.returncode == 0, f"{kind} reload failed:\n{stderr[-4000:]}"
-
-    report = json.loads((directory / "savedmodel.json").read_text())
-    results = {}
-    for index, variant in enumerate(EXPORTED):
-        results[variant] = {
-            "model": models[variant],
-            "inputs": inputs,
-            "savedmodel": dict(np.load(directory / f"savedmodel-{index}.npz")),
-            "keras": dict(np.load(directory / f"keras-{index}.npz")),
-            "report": report[exported[variant].savedmodel_dir],
-        }
-    results["modules"] = report["modules"]
-    return results
-
-
-@pytest.mark.parametrize("variant", EXPORTED)
-def test_keras_file_reloaded_in_a_fresh_process_gives_identical_samples(reloads, variant):
-    model, inputs, reloaded = reloads[variant]["model"], reloads[variant]["inputs"], reloads[variant]["keras"]
-    labels = inputs["labels"] if model.config.conditional else None
-    np.testing.assert_array_equal(reloaded["sample"], model.sample(inputs["seeds"]))
-    np.testing.assert_allclose(reloaded["log_likelihood"], model.log_likelihood(inputs["images"], labels), rtol=1e-6)
-
-
-@pytest.mark.parametrize("variant", EXPORTED)
-def test_savedmodel_served_without_zoo_or_tfp_reproduces_samples_and_log_likelihoods(reloads, variant):
-    model, inputs, served = reloads[variant]["model"], reloads[variant]["inputs"], reloads[variant]["savedmodel"]
-    assert not {"zoo", "training", "export", "tensorflow_probability"} & set(reloads["modules"])
-    labels = inputs["labels"] if model.config.conditional else None
-    np.testing.assert_array_equal(served["sample"], model.sample(inputs["seeds"]))
-    np.testing.assert_allclose(served["log_likelihood"], model.log_likelihood(inputs["images"], labels), rtol=1e-5)
-    if labels is not None:
-        np.testing.assert_array_equal(served["conditional"], model.sample(inputs["seeds"], labels))
-
-
-@pytest.mark.parametrize("variant", EXPORTED)
-def test_every_signature_input_and_output_has_a_leading_batch_dimension(reloads, variant):
-    signatures = reloads[variant]["report"]["signatures"]
-    assert set(signatures) == set(reloads[variant]["model"].serving_signatures())
-    for name, signature in signatures.items():
-        for role in ("inputs", "outputs"):
-            for key, shape in signature[role].items():
-                assert shape and shape[0] is None, f"{name} {role[:-1]} {key} has shape {shape}"
-
-
-@pytest.mark.parametrize("variant", EXPORTED)
-def test_sampler_graphs_hold_the_pixel_loop_and_only_stateless_random_ops(reloads, variant):
-    for name, op_types in reloads[variant]["report"]["op_types"].items():
-        stateful = [op for op in op_types if re.search(RANDOM_OP, op) and not op.startswith("Stateless")]
-        assert not stateful, f"{name} uses stateful random ops {stateful}"
-        assert not {"PyFunc", "PyFuncStateless", "EagerPyFunc"} & set(op_types), name
-    for sampler in ("serving_default", "sample_png"):
-        op_types = set(reloads[variant]["report"]["op_types"][sampler])
-        assert "StatelessRandomUniformV2" in op_types
-        assert op_types & {"While", "StatelessWhile"}  # the raster-order loop runs inside the SavedModel

@@ -1,0 +1,190 @@
+"""Exports of the autoregressive families: `.keras` and the TF Serving SavedModel of one tiny model per
+network (PixelCNN, conditional Gated PixelCNN, PixelRNN, PixelCNN++), reloaded in fresh processes.
+
+One process without this project or TFP calls the SavedModel signatures (the raster-order loop
+runs inside the SavedModel); one reopens model.keras with `keras.models.load_model`. Both must
+reproduce this process's samples bit for bit and its log-likelihoods.
+"""
+
+import json
+import re
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import export
+import zoo
+
+SEEDS = tf.constant([3, 141, -7, 2**40, 0, 11], tf.int64)
+LABELS = tf.constant([0, 9, 3, 3, 7, 1], tf.int64)
+RANDOM_OP = "Random|Rng|Multinomial|TruncatedNormal"
+TINY = {  # variant → (registry name, overrides): small images, a few maps per layer
+    "pixelcnn-bernoulli": ("zoo.pixelcnn", dict(image_shape=(7, 7, 1), filters=4, layers=2, output_filters=8)),
+    "gated-categorical-conditional": ("zoo.gated_pixelcnn", dict(
+        image_shape=(7, 7, 1), filters=4, layers=2, output_filters=8, likelihood="categorical", conditional=True,
+        dataset="mnist")),
+    "pixelrnn-diagonal-bilstm": ("zoo.pixelrnn", dict(image_shape=(5, 5, 1), filters=4, layers=1, output_filters=8)),
+    "pixelcnn_pp": ("zoo.pixelcnn_pp", dict(image_shape=(4, 4, 1), filters=4, resnet_blocks=1, num_mixtures=2)),
+}
+EXPORTED = list(TINY)
+
+
+def tiny_model(variant: str):
+    name, overrides = TINY[variant]
+    spec = zoo.get(name)
+    model = spec.build(spec.make_config(**overrides))
+    rng = np.random.default_rng(0)  # not the initial weights
+    model.set_weights([rng.normal(0.0, 0.3, weight.shape).astype(np.float32) for weight in model.get_weights()])
+    return model
+
+
+def images_for(model, count: int) -> np.ndarray:
+    """Random images on the model's grid: binary for Bernoulli models, 8-bit levels otherwise."""
+    rng = np.random.default_rng(1)
+    levels = 2 if getattr(model.config, "likelihood", "") == "bernoulli" else 256
+    return (rng.integers(0, levels, size=(count, *model.config.image_shape)) / (levels - 1)).astype(np.float32)
+
+
+_SAVEDMODEL_SCRIPT = textwrap.dedent('''
+    import json, sys
+
+    class Unavailable:  # a serving machine has TensorFlow only
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("zoo", "training", "export", "tensorflow_probability"):
+                raise ImportError(f"{name} is not installed on a serving machine")
+
+    sys.meta_path.insert(0, Unavailable())
+    import numpy as np
+    import tensorflow as tf
+
+    inputs, out_dir, model_dirs = dict(np.load(sys.argv[1])), sys.argv[2], sys.argv[3:]
+    report = {}
+    for index, model_dir in enumerate(model_dirs):
+        images = inputs[f"images-{index}"]
+        signatures = tf.saved_model.load(model_dir).signatures
+        def call(name, **kwargs):
+            outputs = signatures[name](**{key: tf.constant(value) for key, value in kwargs.items()})
+            return {key: value.numpy() for key, value in outputs.items()}
+        labels = {"label": inputs["labels"]} if "sample_conditional" in signatures else {}
+        results = {"sample": call("serving_default", seed=inputs["seeds"])["images"],
+                   "log_likelihood": call("log_likelihood", images=images, **labels)["log_likelihood"]}
+        if labels:
+            results["conditional"] = call("sample_conditional", seed=inputs["seeds"], **labels)["images"]
+        np.savez(f"{out_dir}/savedmodel-{index}.npz", **results)
+        ops = {}
+        for name, function in signatures.items():
+            graph = function.graph.as_graph_def()
+            types = {node.op for node in graph.node}
+            for library_function in graph.library.function:
+                types |= {node.op for node in library_function.node_def}
+            ops[name] = sorted(types)
+        report[model_dir] = {
+            "signatures": {name: {"inputs": {k: s.shape.as_list() for k, s in f.structured_input_signature[1].items()},
+                                  "outputs": {k: s.shape.as_list() for k, s in f.structured_outputs.items()}}
+                           for name, f in signatures.items()},
+            "op_types": ops,
+        }
+    report["modules"] = sorted({name.split(".")[0] for name in sys.modules})
+    with open(f"{out_dir}/savedmodel.json", "w") as file:
+        json.dump(report, file)
+''')
+
+_KERAS_SCRIPT = textwrap.dedent('''
+    import sys
+    import keras
+    import numpy as np
+    import zoo  # registers the zoo's serializables
+
+    inputs, out_dir, paths = dict(np.load(sys.argv[1])), sys.argv[2], sys.argv[3:]
+    for index, path in enumerate(paths):
+        model = keras.models.load_model(path)
+        labels = inputs["labels"] if model.config.conditional else None
+        log_likelihood = model.log_likelihood(inputs[f"images-{index}"], labels)
+        np.savez(f"{out_dir}/keras-{index}.npz", sample=keras.ops.convert_to_numpy(model.sample(inputs["seeds"])),
+                 log_likelihood=keras.ops.convert_to_numpy(log_likelihood))
+''')
+
+
+@pytest.fixture(scope="module")
+def reloads(tmp_path_factory):
+    """variant → {"model", "inputs", "savedmodel", "keras", "report"}: the tiny models, exported and reloaded
+    by a process without this project or TFP (SavedModel) and by one with it (`keras.models.load_model`)."""
+    directory = tmp_path_factory.mktemp("autoregressive-exports")
+    models = {variant: tiny_model(variant) for variant in EXPORTED}
+    inputs = {"seeds": SEEDS.numpy(), "labels": LABELS.numpy(),
+              **{f"images-{index}": images_for(models[variant], len(SEEDS)) for index, variant in enumerate(EXPORTED)}}
+    np.savez(directory / "inputs.npz", **inputs)
+    exported = {variant: export.export(models[variant], directory / variant, models[variant].name)
+                for variant in EXPORTED}
+
+    jobs = {}
+    for kind, script, artifacts in [
+        ("savedmodel", _SAVEDMODEL_SCRIPT, [exported[variant].savedmodel_dir for variant in EXPORTED]),
+        ("keras", _KERAS_SCRIPT, [exported[variant].keras_path for variant in EXPORTED]),
+    ]:
+        path = directory / f"reload_{kind}.py"
+        path.write_text(script)
+        cwd = directory if kind == "savedmodel" else None  # the SavedModel process runs away from the repo
+        jobs[kind] = subprocess.Popen([sys.executable, path, directory / "inputs.npz", directory, *artifacts],
+                                      cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for kind, job in jobs.items():
+        _, stderr = job.communicate(timeout=300)
+        assert job.returncode == 0, f"{kind} reload failed:\n{stderr[-4000:]}"
+
+    report = json.loads((directory / "savedmodel.json").read_text())
+    results = {}
+    for index, variant in enumerate(EXPORTED):
+        results[variant] = {
+            "model": models[variant],
+            "inputs": {**inputs, "images": inputs[f"images-{index}"]},
+            "savedmodel": dict(np.load(directory / f"savedmodel-{index}.npz")),
+            "keras": dict(np.load(directory / f"keras-{index}.npz")),
+            "report": report[exported[variant].savedmodel_dir],
+        }
+    results["modules"] = report["modules"]
+    return results
+
+
+@pytest.mark.parametrize("variant", EXPORTED)
+def test_keras_file_reloaded_in_a_fresh_process_gives_identical_samples(reloads, variant):
+    model, inputs, reloaded = reloads[variant]["model"], reloads[variant]["inputs"], reloads[variant]["keras"]
+    labels = inputs["labels"] if model.config.conditional else None
+    np.testing.assert_array_equal(reloaded["sample"], model.sample(inputs["seeds"]))
+    np.testing.assert_allclose(reloaded["log_likelihood"], model.log_likelihood(inputs["images"], labels), rtol=1e-6)
+
+
+@pytest.mark.parametrize("variant", EXPORTED)
+def test_savedmodel_served_without_zoo_or_tfp_reproduces_samples_and_log_likelihoods(reloads, variant):
+    model, inputs, served = reloads[variant]["model"], reloads[variant]["inputs"], reloads[variant]["savedmodel"]
+    assert not {"zoo", "training", "export", "tensorflow_probability"} & set(reloads["modules"])
+    labels = inputs["labels"] if model.config.conditional else None
+    np.testing.assert_array_equal(served["sample"], model.sample(inputs["seeds"]))
+    np.testing.assert_allclose(served["log_likelihood"], model.log_likelihood(inputs["images"], labels), rtol=1e-5)
+    if labels is not None:
+        np.testing.assert_array_equal(served["conditional"], model.sample(inputs["seeds"], labels))
+
+
+@pytest.mark.parametrize("variant", EXPORTED)
+def test_every_signature_input_and_output_has_a_leading_batch_dimension(reloads, variant):
+    signatures = reloads[variant]["report"]["signatures"]
+    assert set(signatures) == set(reloads[variant]["model"].serving_signatures())
+    for name, signature in signatures.items():
+        for role in ("inputs", "outputs"):
+            for key, shape in signature[role].items():
+                assert shape and shape[0] is None, f"{name} {role[:-1]} {key} has shape {shape}"
+
+
+@pytest.mark.parametrize("variant", EXPORTED)
+def test_sampler_graphs_hold_the_pixel_loop_and_only_stateless_random_ops(reloads, variant):
+    for name, op_types in reloads[variant]["report"]["op_types"].items():
+        stateful = [op for op in op_types if re.search(RANDOM_OP, op) and not op.startswith("Stateless")]
+        assert not stateful, f"{name} uses stateful random ops {stateful}"
+        assert not {"PyFunc", "PyFuncStateless", "EagerPyFunc"} & set(op_types), name
+    for sampler in ("serving_default", "sample_png"):
+        op_types = set(reloads[variant]["report"]["op_types"][sampler])
+        assert "StatelessRandomUniformV2" in op_types
+        assert op_types & {"While", "StatelessWhile"}  # the raster-order loop runs inside the SavedModel

@@ -19,7 +19,8 @@ class CliError:
 
 CLI_ERRORS = {
     "unknown_model": CliError(("unknown model 'zoo.nosuch'", "known models: zoo.cgan, zoo.dcgan, zoo.ebgan, "
-                               "zoo.gan, zoo.infogan, zoo.iwae, zoo.vae, zoo.wgan, zoo.wgan_gp"), model="zoo.nosuch"),
+                               "zoo.gan, zoo.gated_pixelcnn, zoo.infogan, zoo.iwae, zoo.pixelcnn, zoo.pixelcnn_pp, "
+                               "zoo.pixelrnn, zoo.vae, zoo.wgan, zoo.wgan_gp"), model="zoo.nosuch"),
     "unknown_config_key": CliError(("unknown config key(s) nosuchkey", "valid keys: stochastic_layers,", " k,"),
                                    flags=("--set", "nosuchkey=1")),
     "badly_typed_config_value": CliError(("k='abc': expected int",), flags=("--set", "k=abc")),

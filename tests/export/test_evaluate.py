@@ -10,7 +10,7 @@ import keras
 import pytest
 import tensorflow as tf
 
-from training import data, evaluate
+from training import data, evaluate, fit
 
 DOCUMENTED_KEYS = {"model", "split", "k", "examples", "epochs", "nll", "elbo", "active_units"}
 
@@ -271,14 +271,14 @@ def test_the_repeating_train_split_is_evaluated_in_one_pass(run_main, workdir_co
     assert (printed["split"], printed["examples"]) == ("train[:30]", 30)
 
 
-def test_exact_likelihood_model_reports_nll_and_bits_per_dim_without_k(run_python, run_main, tmp_path):
+def test_exact_likelihood_model_reports_nll_and_bits_per_dim_without_k(run_main, tmp_path):
     """zoo.pixelcnn declares "exact_likelihood": its test metrics as they are, no importance samples."""
     workdir = tmp_path / "pixelcnn"
     tiny = [flag for assignment in ("filters=4", "layers=1", "output_filters=8") for flag in ("--set", assignment)]
-    fit = run_python(["-m", "training.fit", "zoo.pixelcnn", "--workdir", workdir, "--max_examples", "200",
-                      "--batch_size", "20", "--steps_per_epoch", "2", "--validation_steps", "1", "--epochs", "1",
-                      "--no_download", *tiny], timeout=300)
-    assert fit.returncode == 0, fit.stderr[-3000:]
+    trained = run_main(fit.main, ["zoo.pixelcnn", "--workdir", workdir, "--max_examples", "200", "--batch_size", "20",
+                                  "--steps_per_epoch", "2", "--validation_steps", "1", "--epochs", "1",
+                                  "--no_download", *tiny])
+    assert trained.returncode == 0, trained.stderr[-3000:]
 
     result = run_main(evaluate.main, [workdir, "--max_examples", "40", "--batch_size", "20", "--no_download"])
     assert result.returncode == 0, result.stderr

@@ -3,20 +3,19 @@ one-pixel step for cached sampling.
 
 Whole image (`call`): teacher forcing, every pixel's output at once.
 
-One pixel (`step`, Ramachandran et al. 2017, arXiv:1704.06001, Sec. 3): when
-sampling in raster order, only the new pixel changes anything, so each layer
-computes its output at that pixel alone from a cache of its input's recent
-values. A k×k masked convolution with r = k // 2 reads rows i − r … i of its
-input at pixel (i, j), so its cache is a *band* of r + 1 rows used as a circular
-buffer, row i in slot i mod (r + 1) (the paper's per-layer queues):
-
-    band: [r + 1, W + 2r, batch, channels], columns zero-padded by r either side.
-
-A slot still holds row i − r − 1 right of the columns written so far in row i;
-those taps are exactly the ones the causal mask zeroes, so they are never
-cleared. Rows above the image read the band's initial zeros, as the whole-image
-pass reads its zero padding. The cost of a pixel is then one pixel's worth of
-each layer instead of a whole image's: H·W times less work per image.
+One pixel (Ramachandran et al. 2017, arXiv:1704.06001, Sec. 3): when sampling in
+raster order, only the new pixel changes anything, so each layer computes its
+output at that pixel alone from a cache of its input's recent values (the paper's
+per-layer queues). A masked n×n convolution with r = n // 2 reads rows i − r … i
+of its input at pixel (i, j); its cache (`MaskedConvolutionCache`) holds the r rows
+above and the current row, and the kernel's rows above the centre are applied to
+the rows above once per row (the row's *context*), so a pixel costs only the centre
+row's taps. A gated layer (`GatedLayerSteps`) runs its vertical stack once per row
+and its horizontal stack once per pixel. The current row's buffer keeps the
+previous row's values right of the pixel until they are overwritten: those are
+exactly the taps the causal mask zeroes. Rows above the image are the caches'
+initial zeros, as the whole-image pass reads its zero padding. A pixel then costs
+one pixel's worth of each layer instead of a whole image's.
 
 References:
   [1] van den Oord, Kalchbrenner, Kavukcuoglu. Pixel Recurrent Neural Networks.

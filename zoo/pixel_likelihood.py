@@ -74,3 +74,21 @@ def draw_pixel(logits, uniforms, levels: int):
     cumulative = tf.cumsum(tf.nn.softmax(logits), axis=-1)
     drawn = tf.reduce_sum(tf.cast(cumulative <= uniforms[..., None], tf.float32), axis=-1)
     return tf.minimum(drawn, levels - 1.0) / (levels - 1)  # F(levels − 1) may round below u
+
+
+class PixelLogitsLikelihood:
+    """The likelihood and the pixel draw of an `AutoregressiveImageModel` whose `call` returns
+    per-pixel logits and which sets `levels` (1 for Bernoulli, 256 for the 8-bit softmax)."""
+
+    def log_likelihood(self, images, labels=None, training=False):
+        """log p(x | y) = Σ_i log p(x_i | x_<i, y) per image, exact, in nats: [batch] (2016a Eq. 1)."""
+        del training  # these networks have no dropout or batch statistics
+        return log_likelihood(self(images, labels), images, self.levels)
+
+    @property
+    def pixel_noise_size(self) -> int:
+        return self.config.image_shape[-1]  # one uniform per sub-pixel
+
+    def draw(self, logits, uniforms):
+        """A pixel's values in [0, 1] by inversion of its conditional (`draw_pixel`)."""
+        return draw_pixel(logits, uniforms, self.levels)

@@ -101,7 +101,7 @@ class PixelCNNConfig:
 
 
 @keras.saving.register_keras_serializable(package="zoo")
-class PixelCNN(AutoregressiveImageModel):
+class PixelCNN(pixel_likelihood.PixelLogitsLikelihood, AutoregressiveImageModel):
     """p(x) = Π_i p(x_i | x_<i) with a masked convolutional network (see module docstring).
 
     `model(images, labels)` returns the per-pixel logits; batches follow
@@ -163,19 +163,7 @@ class PixelCNN(AutoregressiveImageModel):
     def _logits(self, outputs):
         return pixel_likelihood.pixel_logits(outputs, self.config.image_shape[-1], self.levels)
 
-    def log_likelihood(self, images, labels=None, training=False):
-        """log p(x | y) = Σ_i log p(x_i | x_<i, y) per image, exact, in nats: [batch] (2016a Eq. 1)."""
-        del training  # no dropout or batch statistics
-        return pixel_likelihood.log_likelihood(self(images, labels), images, self.levels)
-
-    # Sampling.
-
-    @property
-    def pixel_noise_size(self) -> int:
-        return self.config.image_shape[-1]  # one uniform per sub-pixel
-
-    def draw(self, logits, uniforms):
-        return pixel_likelihood.draw_pixel(logits, uniforms, self.levels)
+    # Sampling (the likelihood and the pixel draw are PixelLogitsLikelihood's).
 
     def samplers(self):
         """"naive" and "cached" (Ramachandran et al. 2017): the same images, the second H·W times less work."""

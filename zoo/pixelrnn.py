@@ -92,7 +92,7 @@ class PixelRNNConfig:
 
 
 @keras.saving.register_keras_serializable(package="zoo")
-class PixelRNN(AutoregressiveImageModel):
+class PixelRNN(pixel_likelihood.PixelLogitsLikelihood, AutoregressiveImageModel):
     """p(x) = Π_i p(x_i | x_<i) with a stack of Row LSTM or Diagonal BiLSTM layers (see module docstring).
 
     `model(images)` returns the per-pixel logits; batches follow `AutoregressiveImageModel`'s
@@ -138,19 +138,6 @@ class PixelRNN(AutoregressiveImageModel):
         for layer in self.head:
             features = layer(tf.nn.relu(features))
         return pixel_likelihood.pixel_logits(features, self.config.image_shape[-1], self.levels)
-
-    def log_likelihood(self, images, labels=None, training=False):
-        """log p(x) = Σ_i log p(x_i | x_<i) per image, exact, in nats: [batch] (Eq. 1)."""
-        del training  # no dropout or batch statistics
-        return pixel_likelihood.log_likelihood(self(images, labels), images, self.levels)
-
-    @property
-    def pixel_noise_size(self) -> int:
-        return self.config.image_shape[-1]  # one uniform per sub-pixel
-
-    def draw(self, logits, uniforms):
-        """A pixel's values in [0, 1] by inversion of its conditional (`pixel_likelihood.draw_pixel`)."""
-        return pixel_likelihood.draw_pixel(logits, uniforms, self.levels)
 
 
 def build(config: PixelRNNConfig) -> PixelRNN:

@@ -32,7 +32,7 @@ ROWS = {
     "pixelcnn": ("zoo.pixelcnn", [], 400, 81.30),                                # van den Oord 2016a, Table 4
     "gated_pixelcnn": ("zoo.gated_pixelcnn", [], 400, None),                     # 2016b reports no MNIST number
     "pixelrnn_row_lstm": ("zoo.pixelrnn", ["cell=row_lstm"], 300, 80.54),        # 2016a, Table 4
-    "pixelrnn_diagonal_bilstm": ("zoo.pixelrnn", ["cell=diagonal_bilstm"], 100, 79.20),  # 2016a, Table 4
+    "pixelrnn_diagonal_bilstm": ("zoo.pixelrnn", ["cell=diagonal_bilstm"], 300, 79.20),  # 2016a, Table 4
     "pixelcnn_pp": ("zoo.pixelcnn_pp", [], 150, None),                           # 8-bit MNIST: bits/dim only
 }
 

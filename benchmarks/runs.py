@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import pathlib
 import subprocess
+import sys
 
 
 def run(command: list[str]) -> str:
-    """Runs a command (printed first), fails loudly, returns its stdout."""
+    """Runs a command (printed first) and returns its stdout; on failure, shows its stderr's end and exits."""
     print("$ " + " ".join(command), flush=True)
-    return subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode:
+        sys.stderr.write(result.stderr[-4000:])
+        raise SystemExit(f"exit code {result.returncode} from: {' '.join(command)}")
+    return result.stdout
 
 
 def save_grid(workdir: pathlib.Path, grid_name: str, path: pathlib.Path) -> None:

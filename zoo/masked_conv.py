@@ -99,7 +99,7 @@ class MaskedConv2D(keras.layers.Layer):
     Args:
       filters: output channels, a multiple of `colour_groups`.
       kernel_size: int or (k_h, k_w); [1]'s PixelCNN uses 7×7 for the first layer
-        (mask A), then 3×3 and 1×1 (mask B) (Table 2).
+        (mask A), then 3×3 and 1×1 (mask B) (Table 1).
       mask_type: "A" or "B".
       colour_groups: 3 to condition R → G → B within a pixel ([1]); 1 for grey
         images or whole-pixel conditioning ([2]).

@@ -5,7 +5,7 @@ arXiv:1601.06759 ("2016a").
 
 Each conditional p(x_i | x_<i) of the chain rule (2016a Eq. 1) is, per sub-pixel,
 
-* a Bernoulli with logit ℓ on binary values {0, 1} (2016a Table 2: sigmoid for MNIST), or
+* a Bernoulli with logit ℓ on binary values {0, 1} (2016a Table 1: sigmoid for MNIST), or
 * a Categorical with logits ℓ_0 … ℓ_255 over the levels round(255 x) (2016a Sec. 2.2:
   "a discrete distribution ... a multinomial modelled by a softmax").
 

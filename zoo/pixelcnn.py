@@ -14,7 +14,7 @@ levels round(255 x) (2016a Sec. 2.2), and the likelihood is exact. One family,
 two registry entries:
 
 * `zoo.pixelcnn`: a 7×7 mask-A convolution, then residual blocks 2h → h → h → 2h
-  with a 3×3 mask-B convolution inside (2016a Sec. 3.5, Fig. 5, Table 2). Its
+  with a 3×3 mask-B convolution inside (2016a Sec. 3.5, Fig. 5, Table 1). Its
   receptive field has a blind spot above and to the right of each pixel.
 * `zoo.gated_pixelcnn`: gated layers with a vertical stack (the rows above) and a
   horizontal stack (the row so far), which together see every earlier pixel
@@ -24,7 +24,7 @@ two registry entries:
 
   h the one-hot class label when `conditional` (Sec. 2.3).
 
-Both output heads are ReLU, 1×1 convolution, ReLU, 1×1 convolution (2016a Table 2).
+Both output heads are ReLU, 1×1 convolution, ReLU, 1×1 convolution (2016a Table 1).
 Channels of a pixel are conditionally independent given the earlier pixels (whole-pixel
 conditioning, as in PixelCNN++ Sec. 2.2), not R → G → B as in 2016a Sec. 3.4; the
 zoo's data are grey, where the two coincide.
@@ -59,11 +59,11 @@ class PixelCNNConfig:
                                             # maps. 2016a Table 4: h = 16 in its best MNIST model (a Diagonal BiLSTM)
     layers: int = 7                         # blocks after the mask-A layer: 7 as in that MNIST model; deviation for
                                             # gated: 2016b Sec. 3.1 uses 20 (CIFAR-10); 7 keeps CPU epochs short
-    first_kernel_size: int = 7              # 2016a Table 2: 7×7 conv, mask A
-    kernel_size: int = 3                    # n: 2016a Table 2: 3×3 mask B; gated n×n and 1×n (deviation: 2016b
+    first_kernel_size: int = 7              # 2016a Table 1: 7×7 conv, mask A
+    kernel_size: int = 3                    # n: 2016a Table 1: 3×3 mask B; gated n×n and 1×n (deviation: 2016b
                                             # Sec. 3.1 uses n = 5)
-    output_filters: int = 32                # the head's hidden 1×1 conv; 2016a Table 2 gives no width (ours)
-    likelihood: str = "bernoulli"           # "bernoulli" (sigmoid, 2016a Table 2, binarized MNIST) or
+    output_filters: int = 32                # the head's hidden 1×1 conv: 2016a Table 1, 32 maps for MNIST
+    likelihood: str = "bernoulli"           # "bernoulli" (sigmoid, 2016a Table 1, binarized MNIST) or
                                             # "categorical" (256-way softmax, 2016a Sec. 2.2)
     image_shape: tuple[int, ...] = (28, 28, 1)
     conditional: bool = False               # 2016b Sec. 2.3: one-hot label h into every gate (Eq. 4); gated only
@@ -128,7 +128,7 @@ class PixelCNN(pixel_likelihood.PixelLogitsLikelihood, AutoregressiveImageModel)
             ]
         self.levels = pixel_likelihood.LIKELIHOODS[config.likelihood]
         params = pixel_likelihood.params_size(self.levels, config.image_shape[-1])
-        self.head = [  # 2016a Table 2: ReLU then 1×1 conv (mask B), twice
+        self.head = [  # 2016a Table 1: ReLU then 1×1 conv (mask B), twice
             MaskedConv2D(config.output_filters, 1, "B", kernel_initializer=initializer, name="output_hidden"),
             MaskedConv2D(params, 1, "B", kernel_initializer=initializer, name="output_logits"),
         ]

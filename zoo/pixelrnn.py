@@ -7,9 +7,9 @@ The image is a sequence of pixels in raster order and the likelihood is exact (E
 
     p(x) = Π_i p(x_i | x_1, …, x_{i−1}),
 
-each conditional a Bernoulli (binarized MNIST, Table 2: sigmoid) or a 256-way softmax
+each conditional a Bernoulli (binarized MNIST, Table 1: sigmoid) or a 256-way softmax
 over the 8-bit levels round(255 x) (Sec. 2.2), from `zoo.pixel_likelihood`. The network
-(Table 2): a 7×7 convolution with mask A (Sec. 3.4), then `layers` residual LSTM layers
+(Table 1): a 7×7 convolution with mask A (Sec. 3.4), then `layers` residual LSTM layers
 of h units (Sec. 3.3, Fig. 5: 2h maps in and out), then ReLU, 1×1 convolution (mask B),
 ReLU, 1×1 convolution to the logits. The LSTM layer is one of (`zoo.pixelrnn_layers`):
 
@@ -51,20 +51,20 @@ class PixelRNNConfig:
                                             # reaches 80.54
     filters: int = 16                       # h: Table 4, Diagonal BiLSTM of 7 layers with h = 16
     layers: int = 7                         # LSTM layers after the mask-A convolution: Table 4 (7 layers)
-    first_kernel_size: int = 7              # Table 2: 7×7 conv, mask A
+    first_kernel_size: int = 7              # Table 1: 7×7 conv, mask A
     row_kernel_size: int = 3                # k: Row LSTM input-to-state and state-to-state kernels along the row
-                                            # (Sec. 3.1; Table 2: "3 × 1", the paper's k × 1)
-    output_filters: int = 32                # the head's hidden 1×1 conv; Table 2 gives no width (ours)
-    likelihood: str = "bernoulli"           # "bernoulli" (sigmoid, Table 2, MNIST) or "categorical"
+                                            # (Sec. 3.1; Table 1: "3 × 1", the paper's k × 1)
+    output_filters: int = 32                # the head's hidden 1×1 conv: Table 1, 32 maps for MNIST
+    likelihood: str = "bernoulli"           # "bernoulli" (sigmoid, Table 1, MNIST) or "categorical"
                                             # (256-way softmax, Sec. 2.2)
-    image_shape: tuple[int, ...] = (28, 28, 1)  # MNIST (Sec. 5.1)
+    image_shape: tuple[int, ...] = (28, 28, 1)  # MNIST (Table 4)
     conditional: ClassVar[bool] = False     # PixelRNN models p(x): no class labels
     # Data and optimisation.
-    dataset: str = "binarized_mnist"        # Sec. 5.1, Table 4: binarized MNIST (Salakhutdinov & Murray 2008)
-    batch_size: int = 64                    # deviation: Sec. 5.1 uses 16 for MNIST; 64 takes ~30% less CPU per
+    dataset: str = "binarized_mnist"        # Table 4: binarized MNIST (Salakhutdinov & Murray 2008)
+    batch_size: int = 64                    # deviation: Sec. 5.2 uses 16 for MNIST; 64 takes ~30% less CPU per
                                             # epoch here (61 vs 87 CPU-minutes for the default Diagonal BiLSTM)
     epochs: int = 20                        # deviation: a budget (as zoo.pixelcnn); the paper trains to convergence
-    learning_rate: float = 1e-3             # deviation: Adam (Kingma & Ba's defaults); Sec. 5.1 uses RMSProp
+    learning_rate: float = 1e-3             # deviation: Adam (Kingma & Ba's defaults); Sec. 5.2 uses RMSProp
                                             # with per-dataset schedules it does not give
     seed: int = 0                           # seeds the initial weights (training itself draws no noise)
     jit_compile: bool = False               # explicit: Keras "auto" differs on CPU, GPU and Mirrored
@@ -76,7 +76,7 @@ class PixelRNNConfig:
             (self.filters >= 1 and self.output_filters >= 1, "filters and output_filters must be >= 1"),
             (self.layers >= 1, "layers must be >= 1: a PixelRNN has at least one LSTM layer"),
             (self.first_kernel_size >= 3 and self.first_kernel_size % 2 == 1,
-             "first_kernel_size must be odd and >= 3 (Table 2: 7)"),
+             "first_kernel_size must be odd and >= 3 (Table 1: 7)"),
             (self.row_kernel_size >= 3 and self.row_kernel_size % 2 == 1,
              "row_kernel_size must be odd and >= 3 (Sec. 3.1: 3)"),
             (len(self.image_shape) == 3 and min(self.image_shape) >= 1,
@@ -110,14 +110,14 @@ class PixelRNN(pixel_likelihood.PixelLogitsLikelihood, AutoregressiveImageModel)
         else:
             blocks = [DiagonalBiLSTM(config.filters, initializer, name=f"diagonal_bilstm_{index + 1}")
                       for index in range(config.layers)]
-        self.network = [  # Table 2: 7×7 conv mask A to 2h maps, then the residual LSTM layers (Fig. 5)
+        self.network = [  # Table 1: 7×7 conv mask A to 2h maps, then the residual LSTM layers (Fig. 5)
             MaskedConv2D(2 * config.filters, config.first_kernel_size, "A", kernel_initializer=initializer,
                          name="input_conv"),
             *blocks,
         ]
         self.levels = pixel_likelihood.LIKELIHOODS[config.likelihood]
         params = pixel_likelihood.params_size(self.levels, config.image_shape[-1])
-        self.head = [  # Table 2: ReLU then 1×1 conv (mask B), twice
+        self.head = [  # Table 1: ReLU then 1×1 conv (mask B), twice
             MaskedConv2D(config.output_filters, 1, "B", kernel_initializer=initializer, name="output_hidden"),
             MaskedConv2D(params, 1, "B", kernel_initializer=initializer, name="output_logits"),
         ]
@@ -132,7 +132,7 @@ class PixelRNN(pixel_likelihood.PixelLogitsLikelihood, AutoregressiveImageModel)
     def call(self, images, labels=None):
         """Logits of p(x_i | x_<i) at every pixel: [batch, H, W, C], or [batch, H, W, C, 256] (categorical)."""
         del labels  # unconditional
-        features = 2.0 * images - 1.0  # Sec. 5.1: scaled and centred, so zero padding reads as mid-grey
+        features = 2.0 * images - 1.0  # Sec. 5.2: scaled and centred, so zero padding reads as mid-grey
         for layer in self.network:
             features = layer(features)
         for layer in self.head:

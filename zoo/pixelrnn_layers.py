@@ -12,7 +12,7 @@ Both layers are LSTMs whose gates come from two convolutions (Sec. 3.1, Eq. 3):
 K^ss runs inside the recurrence, one step per row (Row LSTM) or per diagonal (Diagonal
 BiLSTM). Each layer is a residual block (Sec. 3.3, Fig. 5): 2h maps in, h per gate in the
 LSTM, a 1×1 convolution back to 2h, plus the input. The initial state h_prev, c_prev
-of the first step is learned (Sec. 5.1).
+of the first step is learned (Sec. 5.2).
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ class ResidualLSTM(keras.layers.Layer):
         self.state_to_state = self.add_weight(shape=self.state_to_state_shape, initializer=self.kernel_initializer,
                                               name="state_to_state")
         self.initial_state = self.add_weight(shape=(2, self.directions, self.units), initializer="zeros",
-                                             name="initial_state")  # (h, c) before the first step (Sec. 5.1)
+                                             name="initial_state")  # (h, c) before the first step (Sec. 5.2)
         self.output_conv.build((*input_shape[:-1], self.units))
 
     def compute_output_shape(self, input_shape):
@@ -138,7 +138,7 @@ class DiagonalBiLSTM(ResidualLSTM):
     it only rows < i (Sec. 3.2, last paragraph). Together they see every earlier pixel (the
     paper's "entire available context") but one: no feature at row i − 1 contains pixel
     (i − 1, W − 1) (mask A, then mask B everywhere), so only the first layer's kernel brings
-    it, to columns j ≥ W − 1 − r of row i (r its radius: 3 for Table 2's 7×7).
+    it, to columns j ≥ W − 1 − r of row i (r its radius: 3 for Table 1's 7×7).
 
     Both directions step together, as the two groups of one grouped convolution: the state
     is [left h | right h] and the gates [left 4h | right 4h].

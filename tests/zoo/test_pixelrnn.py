@@ -115,7 +115,7 @@ def test_output_at_each_pixel_has_zero_gradient_wrt_itself_and_every_later_pixel
 
 
 def test_diagonal_bilstm_sees_every_earlier_pixel_when_the_first_layer_reaches_the_end_of_the_row_above():
-    """Sec. 3.2: "the entire available context". On images 4 wide the 7×7 mask-A layer (Table 2) reaches
+    """Sec. 3.2: "the entire available context". On images 4 wide the 7×7 mask-A layer (Table 1) reaches
     the last pixel of the row above from every column; everything further up and left comes through
     the two LSTM directions, so every output depends on every earlier pixel."""
     model = tiny_model(cell="diagonal_bilstm", image_shape=(6, 4, 1), first_kernel_size=7, filters=8)

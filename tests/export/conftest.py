@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import io
 import json
 import os
@@ -22,7 +23,9 @@ import textwrap
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
+import export
 import zoo
 from training import workdir as workdir_lib
 
@@ -148,32 +151,22 @@ def run_main():
     return _run_main
 
 
-# Fresh processes reloading the exports of a run.
+# Fresh processes reloading exported models: the SavedModels in one that has TensorFlow only (this
+# project and TFP are made unimportable before anything runs), the .keras files in one with the zoo.
 
 _INPUT_FILE = "inputs.npz"
 
-# Serving needs TensorFlow only: this project and TFP are made unimportable before anything runs.
-_SAVEDMODEL_SCRIPT = textwrap.dedent('''
+_RELOAD_SAVEDMODELS = textwrap.dedent('''
     import json, sys
 
-    BLOCKED = ("zoo", "training", "export", "tensorflow_probability")
-
-    class Unavailable:
+    class Unavailable:  # a serving machine has TensorFlow only
         def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in BLOCKED:
+            if name.split(".")[0] in ("zoo", "training", "export", "tensorflow_probability"):
                 raise ImportError(f"{name} is not installed on a serving machine")
 
     sys.meta_path.insert(0, Unavailable())
-
     import numpy as np
     import tensorflow as tf
-
-    inputs, out_dir, model_dir = np.load(sys.argv[1]), sys.argv[2], sys.argv[3]
-    signatures = tf.saved_model.load(model_dir).signatures
-
-    def call(name, **kwargs):
-        outputs = signatures[name](**{key: tf.constant(value) for key, value in kwargs.items()})
-        return {key: value.numpy() for key, value in outputs.items()}
 
     def op_types(function):
         graph = function.graph.as_graph_def()
@@ -181,6 +174,133 @@ _SAVEDMODEL_SCRIPT = textwrap.dedent('''
         for library_function in graph.library.function:
             types |= {node.op for node in library_function.node_def}
         return sorted(types)
+
+    def shapes(specs):
+        return {key: spec.shape.as_list() for key, spec in specs.items()}
+''')
+
+_RELOAD_SAVEDMODELS_LOOP = textwrap.dedent('''
+    inputs, out_dir, model_dirs = dict(np.load(sys.argv[1])), sys.argv[2], sys.argv[3:]
+    report = {}
+    for index, model_dir in enumerate(model_dirs):
+        signatures = tf.saved_model.load(model_dir).signatures
+        np.savez(f"{out_dir}/savedmodel-{index}.npz", **calls(signatures, inputs, index))
+        report[model_dir] = {
+            "signatures": {name: {"inputs": shapes(function.structured_input_signature[1]),
+                                  "outputs": shapes(function.structured_outputs)}
+                           for name, function in signatures.items()},
+            "op_types": {name: op_types(function) for name, function in signatures.items()},
+        }
+    report["modules"] = sorted({name.split(".")[0] for name in sys.modules})
+    with open(f"{out_dir}/savedmodel.json", "w") as file:
+        json.dump(report, file)
+''')
+
+_RELOAD_KERAS = textwrap.dedent('''
+    import json, sys
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    import zoo  # registers the zoo's serializables
+''')
+
+_RELOAD_KERAS_LOOP = textwrap.dedent('''
+    inputs, out_dir, paths = dict(np.load(sys.argv[1])), sys.argv[2], sys.argv[3:]
+    configs = []
+    for index, path in enumerate(paths):
+        model = keras.models.load_model(path)
+        configs.append({"class": type(model).__name__, "config": model.get_config()})
+        outputs = keras_calls(model, inputs, index)
+        np.savez(f"{out_dir}/keras-{index}.npz", **{key: keras.ops.convert_to_numpy(value)
+                                                   for key, value in outputs.items()})
+    with open(f"{out_dir}/keras.json", "w") as file:
+        json.dump(configs, file)
+''')
+
+
+def _run_reload_scripts(directory: pathlib.Path, scripts: dict, timeout: int) -> None:
+    """Runs each of `scripts` (kind → (source, artifacts, cwd)) at once in a fresh process, as
+    `python reload_KIND.py inputs.npz DIRECTORY *artifacts`, and fails with its output if one fails."""
+    jobs = {}
+    for kind, (script, artifacts, cwd) in scripts.items():
+        path = directory / f"reload_{kind}.py"  # not keras.py: it would shadow `import keras`
+        path.write_text(script)
+        jobs[kind] = subprocess.Popen([sys.executable, path, directory / _INPUT_FILE, directory, *artifacts],
+                                      cwd=cwd, env=subprocess_env(), stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True)
+    try:
+        for kind, job in jobs.items():
+            stdout, stderr = job.communicate(timeout=timeout)
+            result = subprocess.CompletedProcess(job.args, job.returncode, stdout, stderr)
+            assert result.returncode == 0, f"{kind} reload failed: {describe(result)}"
+    finally:
+        for job in jobs.values():
+            if job.poll() is None:
+                job.kill()
+                job.communicate()
+
+
+@dataclasses.dataclass(frozen=True)
+class Reloads:
+    savedmodel: list  # per export: the arrays `calls` returned in the TensorFlow-only process
+    keras: list  # per export: the arrays `keras_calls` returned on the reloaded .keras model
+    keras_configs: list  # per export: {"class": the reloaded model's class name, "config": its get_config()}
+    reports: list  # per export: {"signatures": name → input and output shapes, "op_types": name → ops}
+    modules: list  # the top-level modules the SavedModel process imported
+
+
+def _source_as(function, name: str) -> str:
+    """The source of a top-level function, bound to `name` in the script it is pasted into."""
+    return f"{inspect.getsource(function)}\n{name} = {function.__name__}\n"
+
+
+def _reload_exports(directory: pathlib.Path, exported: list, inputs: dict, calls, keras_calls) -> Reloads:
+    """Reloads each `export.Exported` in two fresh processes at once, given the arrays `inputs`:
+
+    * one that cannot import this project or TFP loads the SavedModels and saves
+      `calls(signatures, inputs, index)` (a dict of arrays) for each, with a report of
+      every signature's shapes and op types;
+    * one reopens each model.keras with `keras.models.load_model` and saves
+      `keras_calls(model, inputs, index)`.
+
+    `calls` and `keras_calls` are top-level functions of the test module: their source
+    runs in the child processes, which import numpy as np, tensorflow as tf (and keras).
+    """
+    np.savez(directory / _INPUT_FILE, **inputs)
+    _run_reload_scripts(directory, {
+        "savedmodel": (_RELOAD_SAVEDMODELS + _source_as(calls, "calls") + _RELOAD_SAVEDMODELS_LOOP,
+                       [item.savedmodel_dir for item in exported], directory),  # away from the repo
+        "keras": (_RELOAD_KERAS + _source_as(keras_calls, "keras_calls") + _RELOAD_KERAS_LOOP,
+                  [item.keras_path for item in exported], REPO),
+    }, timeout=2 * SUBPROCESS_TIMEOUT_S)
+
+    def arrays(name):
+        with np.load(directory / f"{name}.npz") as loaded:
+            return dict(loaded)
+
+    report = json.loads((directory / "savedmodel.json").read_text())
+    return Reloads(savedmodel=[arrays(f"savedmodel-{index}") for index in range(len(exported))],
+                   keras=[arrays(f"keras-{index}") for index in range(len(exported))],
+                   keras_configs=json.loads((directory / "keras.json").read_text()),
+                   reports=[report[str(item.savedmodel_dir)] for item in exported],
+                   modules=report["modules"])
+
+
+@pytest.fixture(scope="session")
+def reload_exports():
+    """`reload_exports(directory, exported, inputs, calls, keras_calls) -> Reloads` (see `_reload_exports`)."""
+    return _reload_exports
+
+
+# The VAE family's exports (one per trained run).
+
+def vae_calls(signatures, inputs, index):
+    """Every VAE signature on the inputs (run, as source, in the TensorFlow-only reload process)."""
+    del index  # one export
+
+    def call(name, **kwargs):
+        outputs = signatures[name](**{key: tf.constant(value) for key, value in kwargs.items()})
+        return {key: value.numpy() for key, value in outputs.items()}
 
     seeds, images, ks = inputs["seeds"], inputs["images"], inputs["importance_samples"]
     n = len(images)
@@ -203,49 +323,12 @@ _SAVEDMODEL_SCRIPT = textwrap.dedent('''
         ]),
     }
     results.update({f"encode.{key}": value for key, value in call("encode", images=images).items()})
-    np.savez(f"{out_dir}/savedmodel.npz", **results)
-
-    def shapes(specs):
-        return {key: spec.shape.as_list() for key, spec in specs.items()}
-
-    report = {
-        "signatures": {
-            name: {"inputs": shapes(function.structured_input_signature[1]),
-                   "outputs": shapes(function.structured_outputs)}
-            for name, function in signatures.items()
-        },
-        "op_types": {name: op_types(function) for name, function in signatures.items()},
-        "modules": sorted({name.split(".")[0] for name in sys.modules}),
-    }
-    with open(f"{out_dir}/savedmodel.json", "w") as file:
-        json.dump(report, file)
-''')
-
-_KERAS_SCRIPT = textwrap.dedent('''
-    import json, sys
-
-    import keras
-    import numpy as np
-
-    import zoo  # registers the zoo's serializables
-
-    inputs, out_dir, path = np.load(sys.argv[1]), sys.argv[2], sys.argv[3]
-    model = keras.models.load_model(path)
-    np.savez(f"{out_dir}/keras.npz",
-             sample=keras.ops.convert_to_numpy(model.sample(inputs["seeds"])),
-             reconstruct=keras.ops.convert_to_numpy(model(inputs["images"])))
-    with open(f"{out_dir}/keras.json", "w") as file:
-        json.dump({"class": type(model).__name__, "config": model.get_config()}, file)
-''')
+    return results
 
 
-@dataclasses.dataclass(frozen=True)
-class FreshProcessOutputs:
-    inputs: dict  # what both processes were given
-    savedmodel: dict  # outputs of the SavedModel signatures, loaded with TensorFlow only
-    savedmodel_report: dict  # signature specs, op types and imported top-level modules
-    keras: dict  # outputs of the reloaded .keras model
-    keras_report: dict  # its class name and get_config()
+def vae_keras_calls(model, inputs, index):
+    del index
+    return {"sample": model.sample(inputs["seeds"]), "reconstruct": model(inputs["images"])}
 
 
 def _inputs(model, seed: int = 0) -> dict:
@@ -260,47 +343,25 @@ def _inputs(model, seed: int = 0) -> dict:
     }
 
 
+@dataclasses.dataclass(frozen=True)
+class FreshProcessOutputs:
+    inputs: dict  # what both processes were given
+    savedmodel: dict  # outputs of the SavedModel signatures, loaded with TensorFlow only
+    savedmodel_report: dict  # signature specs, op types and imported top-level modules
+    keras: dict  # outputs of the reloaded .keras model
+    keras_report: dict  # its class name and get_config()
+
+
 @pytest.fixture(scope="session")
 def fresh_process_outputs(trained_run, tmp_path_factory) -> FreshProcessOutputs:
-    """Reloads the run's SavedModel (TensorFlow only) and model.keras (with zoo) in two fresh processes.
-
-    Both processes run at once and get the same inputs; their outputs come back as arrays.
-    """
+    """Reloads the run's SavedModel (TensorFlow only) and model.keras (with zoo) in two fresh processes."""
     directory = tmp_path_factory.mktemp(f"reload-{trained_run.variant}")
     inputs = _inputs(trained_run.model)
-    np.savez(directory / _INPUT_FILE, **inputs)
-    jobs = {}
-    for name, script, artifact, cwd in [
-        ("savedmodel", _SAVEDMODEL_SCRIPT, trained_run.savedmodel_dir, directory),  # away from the repo
-        ("keras", _KERAS_SCRIPT, trained_run.keras_path, REPO),
-    ]:
-        script_path = directory / f"reload_{name}.py"  # not keras.py: it would shadow `import keras`
-        script_path.write_text(script)
-        jobs[name] = subprocess.Popen(
-            [sys.executable, script_path, directory / _INPUT_FILE, directory, artifact],
-            cwd=cwd, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        for name, job in jobs.items():
-            stdout, stderr = job.communicate(timeout=SUBPROCESS_TIMEOUT_S)
-            result = subprocess.CompletedProcess(job.args, job.returncode, stdout, stderr)
-            assert result.returncode == 0, f"{name} reload failed: {describe(result)}"
-    finally:
-        for job in jobs.values():
-            if job.poll() is None:
-                job.kill()
-                job.communicate()
-
-    def arrays(name):
-        with np.load(directory / f"{name}.npz") as loaded:
-            return dict(loaded)
-
-    return FreshProcessOutputs(
-        inputs=inputs,
-        savedmodel=arrays("savedmodel"),
-        savedmodel_report=json.loads((directory / "savedmodel.json").read_text()),
-        keras=arrays("keras"),
-        keras_report=json.loads((directory / "keras.json").read_text()),
-    )
+    exported = [export.Exported(str(trained_run.keras_path), str(trained_run.savedmodel_dir), 1)]
+    reloaded = _reload_exports(directory, exported, inputs, vae_calls, vae_keras_calls)
+    return FreshProcessOutputs(inputs=inputs, savedmodel=reloaded.savedmodel[0],
+                               savedmodel_report={**reloaded.reports[0], "modules": reloaded.modules},
+                               keras=reloaded.keras[0], keras_report=reloaded.keras_configs[0])
 
 
 # training.evaluate on a copy of a run.

@@ -6,11 +6,7 @@ runs inside the SavedModel); one reopens model.keras with `keras.models.load_mod
 reproduce this process's samples bit for bit and its log-likelihoods.
 """
 
-import json
 import re
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -49,103 +45,47 @@ def images_for(model, count: int) -> np.ndarray:
     return (rng.integers(0, levels, size=(count, *model.config.image_shape)) / (levels - 1)).astype(np.float32)
 
 
-_SAVEDMODEL_SCRIPT = textwrap.dedent('''
-    import json, sys
+def calls(signatures, inputs, index):
+    """The sampler and the log-likelihood of export `index` (run, as source, in the reload process)."""
+    def call(name, **kwargs):
+        outputs = signatures[name](**{key: tf.constant(value) for key, value in kwargs.items()})
+        return {key: value.numpy() for key, value in outputs.items()}
 
-    class Unavailable:  # a serving machine has TensorFlow only
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("zoo", "training", "export", "tensorflow_probability"):
-                raise ImportError(f"{name} is not installed on a serving machine")
+    labels = {"label": inputs["labels"]} if "sample_conditional" in signatures else {}
+    results = {"sample": call("serving_default", seed=inputs["seeds"])["images"],
+               "log_likelihood": call("log_likelihood", images=inputs[f"images-{index}"], **labels)["log_likelihood"]}
+    if labels:
+        results["conditional"] = call("sample_conditional", seed=inputs["seeds"], **labels)["images"]
+    return results
 
-    sys.meta_path.insert(0, Unavailable())
-    import numpy as np
-    import tensorflow as tf
 
-    inputs, out_dir, model_dirs = dict(np.load(sys.argv[1])), sys.argv[2], sys.argv[3:]
-    report = {}
-    for index, model_dir in enumerate(model_dirs):
-        images = inputs[f"images-{index}"]
-        signatures = tf.saved_model.load(model_dir).signatures
-        def call(name, **kwargs):
-            outputs = signatures[name](**{key: tf.constant(value) for key, value in kwargs.items()})
-            return {key: value.numpy() for key, value in outputs.items()}
-        labels = {"label": inputs["labels"]} if "sample_conditional" in signatures else {}
-        results = {"sample": call("serving_default", seed=inputs["seeds"])["images"],
-                   "log_likelihood": call("log_likelihood", images=images, **labels)["log_likelihood"]}
-        if labels:
-            results["conditional"] = call("sample_conditional", seed=inputs["seeds"], **labels)["images"]
-        np.savez(f"{out_dir}/savedmodel-{index}.npz", **results)
-        ops = {}
-        for name, function in signatures.items():
-            graph = function.graph.as_graph_def()
-            types = {node.op for node in graph.node}
-            for library_function in graph.library.function:
-                types |= {node.op for node in library_function.node_def}
-            ops[name] = sorted(types)
-        report[model_dir] = {
-            "signatures": {name: {"inputs": {k: s.shape.as_list() for k, s in f.structured_input_signature[1].items()},
-                                  "outputs": {k: s.shape.as_list() for k, s in f.structured_outputs.items()}}
-                           for name, f in signatures.items()},
-            "op_types": ops,
-        }
-    report["modules"] = sorted({name.split(".")[0] for name in sys.modules})
-    with open(f"{out_dir}/savedmodel.json", "w") as file:
-        json.dump(report, file)
-''')
-
-_KERAS_SCRIPT = textwrap.dedent('''
-    import sys
-    import keras
-    import numpy as np
-    import zoo  # registers the zoo's serializables
-
-    inputs, out_dir, paths = dict(np.load(sys.argv[1])), sys.argv[2], sys.argv[3:]
-    for index, path in enumerate(paths):
-        model = keras.models.load_model(path)
-        labels = inputs["labels"] if model.config.conditional else None
-        log_likelihood = model.log_likelihood(inputs[f"images-{index}"], labels)
-        np.savez(f"{out_dir}/keras-{index}.npz", sample=keras.ops.convert_to_numpy(model.sample(inputs["seeds"])),
-                 log_likelihood=keras.ops.convert_to_numpy(log_likelihood))
-''')
+def keras_calls(model, inputs, index):
+    labels = inputs["labels"] if model.config.conditional else None
+    return {"sample": model.sample(inputs["seeds"]),
+            "log_likelihood": model.log_likelihood(inputs[f"images-{index}"], labels)}
 
 
 @pytest.fixture(scope="module")
-def reloads(tmp_path_factory):
+def reloads(tmp_path_factory, reload_exports):
     """variant → {"model", "inputs", "savedmodel", "keras", "report"}: the tiny models, exported and reloaded
     by a process without this project or TFP (SavedModel) and by one with it (`keras.models.load_model`)."""
     directory = tmp_path_factory.mktemp("autoregressive-exports")
     models = {variant: tiny_model(variant) for variant in EXPORTED}
     inputs = {"seeds": SEEDS.numpy(), "labels": LABELS.numpy(),
               **{f"images-{index}": images_for(models[variant], len(SEEDS)) for index, variant in enumerate(EXPORTED)}}
-    np.savez(directory / "inputs.npz", **inputs)
-    exported = {variant: export.export(models[variant], directory / variant, models[variant].name)
-                for variant in EXPORTED}
-
-    jobs = {}
-    for kind, script, artifacts in [
-        ("savedmodel", _SAVEDMODEL_SCRIPT, [exported[variant].savedmodel_dir for variant in EXPORTED]),
-        ("keras", _KERAS_SCRIPT, [exported[variant].keras_path for variant in EXPORTED]),
-    ]:
-        path = directory / f"reload_{kind}.py"
-        path.write_text(script)
-        cwd = directory if kind == "savedmodel" else None  # the SavedModel process runs away from the repo
-        jobs[kind] = subprocess.Popen([sys.executable, path, directory / "inputs.npz", directory, *artifacts],
-                                      cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for kind, job in jobs.items():
-        _, stderr = job.communicate(timeout=300)
-        assert job.returncode == 0, f"{kind} reload failed:\n{stderr[-4000:]}"
-
-    report = json.loads((directory / "savedmodel.json").read_text())
-    results = {}
-    for index, variant in enumerate(EXPORTED):
-        results[variant] = {
+    exported = [export.export(models[variant], directory / variant, models[variant].name) for variant in EXPORTED]
+    reloaded = reload_exports(directory, exported, inputs, calls, keras_calls)
+    results = {
+        variant: {
             "model": models[variant],
             "inputs": {**inputs, "images": inputs[f"images-{index}"]},
-            "savedmodel": dict(np.load(directory / f"savedmodel-{index}.npz")),
-            "keras": dict(np.load(directory / f"keras-{index}.npz")),
-            "report": report[exported[variant].savedmodel_dir],
+            "savedmodel": reloaded.savedmodel[index],
+            "keras": reloaded.keras[index],
+            "report": reloaded.reports[index],
         }
-    results["modules"] = report["modules"]
+        for index, variant in enumerate(EXPORTED)
+    }
+    results["modules"] = reloaded.modules
     return results
 
 

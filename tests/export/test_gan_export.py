@@ -8,12 +8,7 @@ project or TFP and calls the SavedModel signatures, one that reopens model.keras
 
 from __future__ import annotations
 
-import inspect
-import json
 import re
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -30,11 +25,12 @@ PERMUTATION = np.array([4, 2, 0, 5, 3, 1])
 LABELS = np.array([0, 9, 3, 3, 7, 1], np.int64)
 CONTINUOUS = np.linspace(-2.0, 2.0, 12, dtype=np.float32).reshape(6, 2)
 RANDOM_OP = re.compile(r"Random|Rng|Multinomial|TruncatedNormal")
-TIMEOUT_S = 300
 
 
-def calls(signatures, inputs):
+def calls(signatures, inputs, index):
     """Every sampler signature on the shared inputs (run here and, as source, in the reload process)."""
+    del index  # every GAN gets the same inputs
+
     def call(name, **kwargs):
         outputs = signatures[name](**{key: tf.constant(value) for key, value in kwargs.items()})
         return {key: value.numpy() for key, value in outputs.items()}
@@ -51,56 +47,10 @@ def calls(signatures, inputs):
                                      continuous=inputs["continuous"])["images"]
     return results
 
-_SAVEDMODEL_SCRIPT = textwrap.dedent('''
-    import json, sys
 
-    class Unavailable:  # a serving machine has TensorFlow only
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("zoo", "training", "export", "tensorflow_probability"):
-                raise ImportError(f"{name} is not installed on a serving machine")
-
-    sys.meta_path.insert(0, Unavailable())
-    import numpy as np
-    import tensorflow as tf
-''') + inspect.getsource(calls) + textwrap.dedent('''
-    inputs, out_dir, model_dirs = dict(np.load(sys.argv[1])), sys.argv[2], sys.argv[3:]
-    report = {}
-    for index, model_dir in enumerate(model_dirs):
-        signatures = tf.saved_model.load(model_dir).signatures
-        np.savez(f"{out_dir}/savedmodel-{index}.npz", **calls(signatures, inputs))
-        ops = {}
-        for name, function in signatures.items():
-            graph = function.graph.as_graph_def()
-            types = {node.op for node in graph.node}
-            for library_function in graph.library.function:
-                types |= {node.op for node in library_function.node_def}
-            ops[name] = sorted(types)
-        report[model_dir] = {
-            "signatures": {name: {"inputs": {k: s.shape.as_list() for k, s in f.structured_input_signature[1].items()},
-                                  "outputs": {k: s.shape.as_list() for k, s in f.structured_outputs.items()}}
-                           for name, f in signatures.items()},
-            "op_types": ops,
-        }
-    report["modules"] = sorted({name.split(".")[0] for name in sys.modules})
-    with open(f"{out_dir}/savedmodel.json", "w") as file:
-        json.dump(report, file)
-''')
-
-_KERAS_SCRIPT = textwrap.dedent('''
-    import json, sys
-    import keras
-    import numpy as np
-    import zoo  # registers the zoo's serializables
-
-    inputs, out_dir, paths = dict(np.load(sys.argv[1])), sys.argv[2], sys.argv[3:]
-    classes = []
-    for index, path in enumerate(paths):
-        model = keras.models.load_model(path)
-        classes.append(type(model).__name__)
-        np.savez(f"{out_dir}/keras-{index}.npz", sample=keras.ops.convert_to_numpy(model.sample(inputs["seeds"])))
-    with open(f"{out_dir}/keras.json", "w") as file:
-        json.dump(classes, file)
-''')
+def keras_calls(model, inputs, index):
+    del index
+    return {"sample": model.sample(inputs["seeds"])}
 
 
 def _tiny_trained_model(name: str):
@@ -119,31 +69,14 @@ def _tiny_trained_model(name: str):
 
 
 @pytest.fixture(scope="module")
-def reloads(tmp_path_factory):
-    """name → {"expected": this process's outputs, "savedmodel": …, "keras": …, "report": …}."""
+def reloads(tmp_path_factory, reload_exports):
+    """name → {"model", "expected": this process's outputs, "savedmodel", "keras", "keras_class", "report"}."""
     directory = tmp_path_factory.mktemp("gan-exports")
     inputs = {"seeds": SEEDS, "permutation": PERMUTATION, "labels": LABELS, "continuous": CONTINUOUS}
-    np.savez(directory / "inputs.npz", **inputs)
-    models, exported = {}, {}
-    for name in GANS:
-        models[name] = _tiny_trained_model(name)
-        exported[name] = export.export(models[name], directory / name.removeprefix("zoo."), name.removeprefix("zoo."))
-
-    jobs = {}
-    for kind, script, artifacts, cwd in [
-        ("savedmodel", _SAVEDMODEL_SCRIPT, [exported[name].savedmodel_dir for name in GANS], directory),
-        ("keras", _KERAS_SCRIPT, [exported[name].keras_path for name in GANS], None),
-    ]:
-        path = directory / f"reload_{kind}.py"
-        path.write_text(script)
-        jobs[kind] = subprocess.Popen([sys.executable, path, directory / "inputs.npz", directory, *artifacts],
-                                      cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for kind, job in jobs.items():
-        _, stderr = job.communicate(timeout=TIMEOUT_S)
-        assert job.returncode == 0, f"{kind} reload failed:\n{stderr[-4000:]}"
-
-    report = json.loads((directory / "savedmodel.json").read_text())
-    classes = json.loads((directory / "keras.json").read_text())
+    models = {name: _tiny_trained_model(name) for name in GANS}
+    exported = [export.export(models[name], directory / name.removeprefix("zoo."), name.removeprefix("zoo."))
+                for name in GANS]
+    reloaded = reload_exports(directory, exported, inputs, calls, keras_calls)
     results = {}
     for index, name in enumerate(GANS):
         model = models[name]
@@ -151,13 +84,13 @@ def reloads(tmp_path_factory):
                       for key, (function, specs) in model.serving_signatures().items()}
         results[name] = {
             "model": model,
-            "expected": calls(signatures, inputs),
-            "savedmodel": dict(np.load(directory / f"savedmodel-{index}.npz")),
-            "keras": dict(np.load(directory / f"keras-{index}.npz")),
-            "keras_class": classes[index],
-            "report": report[exported[name].savedmodel_dir],
+            "expected": calls(signatures, inputs, index),
+            "savedmodel": reloaded.savedmodel[index],
+            "keras": reloaded.keras[index],
+            "keras_class": reloaded.keras_configs[index]["class"],
+            "report": reloaded.reports[index],
         }
-    results["modules"] = report["modules"]
+    results["modules"] = reloaded.modules
     return results
 
 

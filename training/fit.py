@@ -105,12 +105,8 @@ def main(argv=None, extra_callbacks=()) -> int:
         steps_per_epoch = min(steps_per_epoch, args.steps_per_epoch)
     if args.validation_steps:
         evaluation = evaluation.take(args.validation_steps)  # a finite pass, however many steps per call
-    steps_per_execution = largest_divisor_at_most(steps_per_epoch, args.steps_per_execution)
-    if strategy.num_replicas_in_sync > 1:
-        # Keras wraps each of several steps per call in a tf.cond, where the optimizer's
-        # cross-replica merge_call fails ("You must feed a value for placeholder"):
-        # keras-team/keras#19246. One step per call until that is fixed.
-        steps_per_execution = 1
+    steps_per_execution = steps_per_call(steps_per_epoch, args.steps_per_execution, spec,
+                                         strategy.num_replicas_in_sync)
     chief = distribute.is_chief(strategy)
     with strategy.scope():
         model = spec.build(config)
@@ -165,6 +161,17 @@ def main(argv=None, extra_callbacks=()) -> int:
         exported = export.export(model, workdir, spec.short_name)
         print(f"exported: {exported.keras_path} and {exported.savedmodel_dir}")
     return 0
+
+
+def steps_per_call(steps_per_epoch: int, requested: int, spec, replicas: int) -> int:
+    """Training steps per compiled call: `requested`, capped by the `zoo.ModelSpec`'s
+    `max_steps_per_execution`, lowered to a divisor of the epoch; 1 with several replicas."""
+    if replicas > 1:
+        # Keras wraps each of several steps per call in a tf.cond, where the optimizer's
+        # cross-replica merge_call fails ("You must feed a value for placeholder"):
+        # keras-team/keras#19246. One step per call until that is fixed.
+        return 1
+    return largest_divisor_at_most(steps_per_epoch, min(requested, spec.max_steps_per_execution or requested))
 
 
 def largest_divisor_at_most(steps_per_epoch: int, requested: int) -> int:

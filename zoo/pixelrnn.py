@@ -150,6 +150,11 @@ def dataset(config: PixelRNNConfig) -> registry.DatasetSpec:
     return registry.DatasetSpec(config.dataset, binarize=config.likelihood == "bernoulli")
 
 
+# One training step per call. With several, Keras runs them in a tf.while_loop around the step, and
+# grappler's memory optimizer turns AddN nodes of the LSTM scan's gradient into temporary variables
+# named per step container, frame and iteration; after some steps (minutes, for the Diagonal BiLSTM)
+# two of them collide: AlreadyExistsError "Resource __per_step_0/…/AddN_1/tmp_var" (TF 2.21; also
+# tensorflow/tensorflow#23780, #37740). A step is seconds, so one per call costs nothing measurable.
 registry.register(registry.ModelSpec("zoo.pixelrnn", "PixelRNN (van den Oord et al. 2016): Row LSTM or Diagonal "
                                      "BiLSTM layers", PixelRNNConfig, build, dataset,
-                                     evaluation=("exact_likelihood",)))
+                                     evaluation=("exact_likelihood",), max_steps_per_execution=1))

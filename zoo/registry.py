@@ -11,6 +11,8 @@ type; they use only:
   (the model's test metrics with k importance samples), "exact_likelihood"
   (the model's test metrics, e.g. an autoregressive model's exact NLL) and/or
   "sample_quality" (FID, classifier score and mode coverage of `model.sample`);
+* `ModelSpec.max_steps_per_execution`, a cap on `training.fit`'s steps per call
+  for models that TensorFlow cannot run several steps of in one call;
 * on the model: `compile_for_training(steps_per_epoch)`, `serving_signatures()`
   (name → (function, input signature)), `summary_images(images)` for
   TensorBoard grids, and `sample(seeds)`: one image in [0, 1] per int64 seed.
@@ -52,6 +54,7 @@ class ModelSpec:
     dataset: Callable[[Any], DatasetSpec]
     preset: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     evaluation: tuple[str, ...] = ("likelihood",)
+    max_steps_per_execution: int | None = None  # None: as many as training.fit is asked for
 
     @property
     def short_name(self) -> str:

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+import zoo
 from training import checkpoint, workdir as workdir_lib
 
 @dataclasses.dataclass(frozen=True)
@@ -158,6 +159,13 @@ def test_steps_per_execution_is_the_largest_divisor_of_the_epoch_not_above_the_r
                                                                                          expected):
     from training import fit
     assert fit.largest_divisor_at_most(steps_per_epoch, requested) == expected
+
+
+@pytest.mark.parametrize("name, replicas, expected", [("zoo.vae", 1, 10), ("zoo.pixelrnn", 1, 1), ("zoo.vae", 2, 1)])
+def test_steps_per_call_respect_the_models_cap_and_replicas(name, replicas, expected):
+    """zoo.pixelrnn declares one step per call (its LSTM scan's gradient breaks inside Keras's multi-step loop)."""
+    from training import fit
+    assert fit.steps_per_call(3000, 10, zoo.get(name), replicas) == expected
 
 
 def test_several_steps_per_execution_train_exactly_the_epochs_steps(tmp_path, fit_argv, fit_in_process, read_state):

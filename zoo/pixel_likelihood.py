@@ -20,6 +20,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from zoo import distributions
+from zoo.masked_conv import MaskedConv2D
 
 tfd = tfp.distributions
 
@@ -77,8 +78,39 @@ def draw_pixel(logits, uniforms, levels: int):
 
 
 class PixelLogitsLikelihood:
-    """The likelihood and the pixel draw of an `AutoregressiveImageModel` whose `call` returns
-    per-pixel logits and which sets `levels` (1 for Bernoulli, 256 for the 8-bit softmax)."""
+    """The output head, the likelihood and the pixel draw of an `AutoregressiveImageModel`
+    whose `call` returns per-pixel logits (PixelCNN, PixelRNN).
+
+    The family's `__init__` builds `self.network` (layers built on the image shape) and
+    calls `_make_head`; `call` ends with `_head_logits(features)`.
+    """
+
+    def _make_head(self, initializer):
+        """`levels` (1 for Bernoulli, 256 for the 8-bit softmax) and the head of 2016a Table 1:
+        ReLU, 1×1 conv (mask B) to `output_filters` maps, ReLU, 1×1 conv to the logits."""
+        config = self.config
+        self.levels = LIKELIHOODS[config.likelihood]
+        self.head = [
+            MaskedConv2D(config.output_filters, 1, "B", kernel_initializer=initializer, name="output_hidden"),
+            MaskedConv2D(params_size(self.levels, config.image_shape[-1]), 1, "B", kernel_initializer=initializer,
+                         name="output_logits"),
+        ]
+
+    def build(self, input_shape=None):
+        shape = (None, *self.config.image_shape)
+        for layer in [*self.network, *self.head]:
+            layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+        super().build(input_shape)
+
+    def _head_logits(self, features):
+        """The head on the network's features [batch, H, W, F] → logits (`pixel_logits`)."""
+        for layer in self.head:
+            features = layer(tf.nn.relu(features))
+        return self._logits(features)
+
+    def _logits(self, outputs):
+        return pixel_logits(outputs, self.config.image_shape[-1], self.levels)
 
     def log_likelihood(self, images, labels=None, training=False):
         """log p(x | y) = Σ_i log p(x_i | x_<i, y) per image, exact, in nats: [batch] (2016a Eq. 1)."""

@@ -126,19 +126,7 @@ class PixelCNN(pixel_likelihood.PixelLogitsLikelihood, AutoregressiveImageModel)
                 *[ResidualBlock(config.filters, config.kernel_size, initializer, name=f"residual_{index + 1}")
                   for index in range(config.layers)],
             ]
-        self.levels = pixel_likelihood.LIKELIHOODS[config.likelihood]
-        params = pixel_likelihood.params_size(self.levels, config.image_shape[-1])
-        self.head = [  # 2016a Table 1: ReLU then 1×1 conv (mask B), twice
-            MaskedConv2D(config.output_filters, 1, "B", kernel_initializer=initializer, name="output_hidden"),
-            MaskedConv2D(params, 1, "B", kernel_initializer=initializer, name="output_logits"),
-        ]
-
-    def build(self, input_shape=None):
-        shape = (None, *self.config.image_shape)
-        for layer in [*self.network, *self.head]:
-            layer.build(shape)
-            shape = layer.compute_output_shape(shape)
-        super().build(input_shape)
+        self._make_head(initializer)
 
     # The network and the likelihood.
 
@@ -153,17 +141,9 @@ class PixelCNN(pixel_likelihood.PixelLogitsLikelihood, AutoregressiveImageModel)
         else:
             for layer in self.network:
                 features = layer(features)
-        return self._logits(self._head(features))
+        return self._head_logits(features)
 
-    def _head(self, features):
-        for layer in self.head:
-            features = layer(tf.nn.relu(features))
-        return features
-
-    def _logits(self, outputs):
-        return pixel_likelihood.pixel_logits(outputs, self.config.image_shape[-1], self.levels)
-
-    # Sampling (the likelihood and the pixel draw are PixelLogitsLikelihood's).
+    # Sampling (the head, the likelihood and the pixel draw are PixelLogitsLikelihood's).
 
     def samplers(self):
         """"naive" and "cached" (Ramachandran et al. 2017): the same images, the second H·W times less work."""

@@ -34,7 +34,6 @@ import dataclasses
 from typing import ClassVar
 
 import keras
-import tensorflow as tf
 
 from zoo import config as config_lib, pixel_likelihood, registry
 from zoo.autoregressive import AutoregressiveImageModel
@@ -115,19 +114,7 @@ class PixelRNN(pixel_likelihood.PixelLogitsLikelihood, AutoregressiveImageModel)
                          name="input_conv"),
             *blocks,
         ]
-        self.levels = pixel_likelihood.LIKELIHOODS[config.likelihood]
-        params = pixel_likelihood.params_size(self.levels, config.image_shape[-1])
-        self.head = [  # Table 1: ReLU then 1×1 conv (mask B), twice
-            MaskedConv2D(config.output_filters, 1, "B", kernel_initializer=initializer, name="output_hidden"),
-            MaskedConv2D(params, 1, "B", kernel_initializer=initializer, name="output_logits"),
-        ]
-
-    def build(self, input_shape=None):
-        shape = (None, *self.config.image_shape)
-        for layer in [*self.network, *self.head]:
-            layer.build(shape)
-            shape = layer.compute_output_shape(shape)
-        super().build(input_shape)
+        self._make_head(initializer)
 
     def call(self, images, labels=None):
         """Logits of p(x_i | x_<i) at every pixel: [batch, H, W, C], or [batch, H, W, C, 256] (categorical)."""
@@ -135,9 +122,7 @@ class PixelRNN(pixel_likelihood.PixelLogitsLikelihood, AutoregressiveImageModel)
         features = 2.0 * images - 1.0  # Sec. 5.2: scaled and centred, so zero padding reads as mid-grey
         for layer in self.network:
             features = layer(features)
-        for layer in self.head:
-            features = layer(tf.nn.relu(features))
-        return pixel_likelihood.pixel_logits(features, self.config.image_shape[-1], self.levels)
+        return self._head_logits(features)
 
 
 def build(config: PixelRNNConfig) -> PixelRNN:

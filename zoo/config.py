@@ -20,6 +20,13 @@ class ConfigError(ValueError):
     """A config value or override that cannot be used, with the reason and the fix."""
 
 
+def check(config, checks) -> None:
+    """Raises ConfigError "<ConfigClass>: <message>" for the first (ok, message) pair of `checks` that is not ok."""
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(f"{type(config).__name__}: {message}")
+
+
 def field_names(config_class: type) -> list[str]:
     return [field.name for field in dataclasses.fields(config_class)]
 

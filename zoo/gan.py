@@ -107,9 +107,7 @@ class GANConfig:
             (not (self.gradient_penalty_weight and self.minibatch_discrimination),
              "a gradient penalty is per example; minibatch discrimination mixes examples"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise config_lib.ConfigError(f"GANConfig: {message}")
+        config_lib.check(self, checks)
 
     @property
     def code_size(self) -> int:

@@ -34,6 +34,18 @@ def params_size(levels: int, channels: int) -> int:
     return distributions.CategoricalLayer.params_size(levels, (channels,))
 
 
+def config_checks(config) -> list:
+    """The (ok, message) checks of `zoo.config.check` that every logits-likelihood config shares."""
+    return [
+        (config.likelihood in LIKELIHOODS, "likelihood must be 'bernoulli' or 'categorical'"),
+        (len(config.image_shape) == 3 and min(config.image_shape) >= 1, "image_shape must be (height, width, channels)"),
+        (not (config.likelihood == "categorical" and config.dataset == "binarized_mnist"),
+         "likelihood=categorical models 256 grey levels and binarized_mnist has 2: set dataset=mnist or fashion_mnist"),
+        (config.output_filters >= 1, "output_filters must be >= 1"),
+        (config.batch_size >= 1 and config.epochs >= 1, "batch_size and epochs must be >= 1"),
+    ]
+
+
 def pixel_logits(outputs, channels: int, levels: int):
     """The network's outputs [..., C·levels] as logits [..., C] (Bernoulli) or [..., C, levels]."""
     if levels == 1:

@@ -79,25 +79,16 @@ class PixelCNNConfig:
     def __post_init__(self):
         checks = [
             (self.architecture in ("pixelcnn", "gated"), "architecture must be 'pixelcnn' or 'gated'"),
-            (self.likelihood in ("bernoulli", "categorical"), "likelihood must be 'bernoulli' or 'categorical'"),
-            (self.filters >= 1 and self.output_filters >= 1 and self.layers >= 0,
-             "filters and output_filters must be >= 1, layers >= 0"),
+            (self.filters >= 1 and self.layers >= 0, "filters must be >= 1, layers >= 0"),
             (self.first_kernel_size >= 3 and self.first_kernel_size % 2 == 1
              and self.kernel_size >= 3 and self.kernel_size % 2 == 1,
              "first_kernel_size and kernel_size must be odd and >= 3"),
-            (len(self.image_shape) == 3 and min(self.image_shape) >= 1,
-             "image_shape must be (height, width, channels)"),
             (not self.conditional or self.architecture == "gated",
              "conditional=true conditions the gates (2016b Eq. 4): set architecture=gated"),
             (not self.conditional or self.num_classes >= 2, "num_classes must be >= 2"),
-            (not (self.likelihood == "categorical" and self.dataset == "binarized_mnist"),
-             "likelihood=categorical models 256 grey levels and binarized_mnist has 2: set dataset=mnist or "
-             "fashion_mnist"),
-            (self.batch_size >= 1 and self.epochs >= 1, "batch_size and epochs must be >= 1"),
+            *pixel_likelihood.config_checks(self),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise config_lib.ConfigError(f"PixelCNNConfig: {message}")
+        config_lib.check(self, checks)
 
 
 @keras.saving.register_keras_serializable(package="zoo")

@@ -87,9 +87,7 @@ class PixelCNNPPConfig:
             (0.0 < self.learning_rate_decay <= 1.0, "learning_rate_decay must be in (0, 1]"),
             (self.batch_size >= 1 and self.epochs >= 1, "batch_size and epochs must be >= 1"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise config_lib.ConfigError(f"PixelCNNPPConfig: {message}")
+        config_lib.check(self, checks)
 
 
 def _concat_elu(features):

@@ -71,23 +71,15 @@ class PixelRNNConfig:
     def __post_init__(self):
         checks = [
             (self.cell in CELLS, "cell must be 'row_lstm' or 'diagonal_bilstm'"),
-            (self.likelihood in pixel_likelihood.LIKELIHOODS, "likelihood must be 'bernoulli' or 'categorical'"),
-            (self.filters >= 1 and self.output_filters >= 1, "filters and output_filters must be >= 1"),
+            (self.filters >= 1, "filters must be >= 1"),
             (self.layers >= 1, "layers must be >= 1: a PixelRNN has at least one LSTM layer"),
             (self.first_kernel_size >= 3 and self.first_kernel_size % 2 == 1,
              "first_kernel_size must be odd and >= 3 (Table 1: 7)"),
             (self.row_kernel_size >= 3 and self.row_kernel_size % 2 == 1,
              "row_kernel_size must be odd and >= 3 (Sec. 3.1: 3)"),
-            (len(self.image_shape) == 3 and min(self.image_shape) >= 1,
-             "image_shape must be (height, width, channels)"),
-            (not (self.likelihood == "categorical" and self.dataset == "binarized_mnist"),
-             "likelihood=categorical models 256 grey levels and binarized_mnist has 2: set dataset=mnist or "
-             "fashion_mnist"),
-            (self.batch_size >= 1 and self.epochs >= 1, "batch_size and epochs must be >= 1"),
+            *pixel_likelihood.config_checks(self),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise config_lib.ConfigError(f"PixelRNNConfig: {message}")
+        config_lib.check(self, checks)
 
 
 @keras.saving.register_keras_serializable(package="zoo")

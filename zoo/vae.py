@@ -65,9 +65,7 @@ class VAEConfig:
             (self.batch_size >= 1 and self.epochs >= 1, "batch_size and epochs must be >= 1"),
             (self.deterministic_layers >= 1, "deterministic_layers must be >= 1"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise config_lib.ConfigError(f"VAEConfig: {message}")
+        config_lib.check(self, checks)
         hidden, latent = self.architecture
         if not len(hidden) == len(latent) == self.stochastic_layers:
             raise config_lib.ConfigError(

@@ -4,7 +4,6 @@ normalisation, the pixel-by-pixel sampler, a tiny fit per cell, and Keras round 
 import functools
 import itertools
 import json
-import math
 
 import numpy as np
 import pytest
@@ -169,19 +168,7 @@ def test_probabilities_of_all_65536_two_pixel_8_bit_images_sum_to_one(cell, imag
     assert probabilities.max() > 2 * probabilities.min()
 
 
-# The sampler behind serving_default.
-
-
-@pytest.mark.parametrize("cell", CELLS)
-def test_each_sample_depends_only_on_its_seed(cell):
-    model = shared_model(cell)
-    batch = model.sample(SEEDS).numpy()
-    permutation = [4, 2, 0, 5, 3, 1]
-    np.testing.assert_array_equal(model.sample(SEEDS).numpy(), batch)
-    np.testing.assert_array_equal(model.sample(tf.gather(SEEDS, permutation)).numpy(), batch[permutation])
-    companions = tf.concat([SEEDS[2:3], tf.range(5, 10, dtype=tf.int64)], 0)  # same batch size: no retracing
-    np.testing.assert_array_equal(model.sample(companions).numpy()[0], batch[2])
-    assert all(np.any(batch[0] != other) for other in batch[1:])
+# The sampler behind serving_default (its per-seed noise is the family's, tested in test_pixelcnn.py).
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -198,20 +185,15 @@ def test_samples_are_binary_images_with_finite_log_likelihood(cell):
 
 @pytest.mark.parametrize("cell", CELLS)
 def test_fit_on_a_fixed_batch_lowers_the_exact_nll(cell):
+    """Gradients flow through the recurrences; the metrics' bookkeeping is the family's (test_pixelcnn.py)."""
     model = tiny_model(cell=cell, layers=1, learning_rate=3e-3)
     model.compile_for_training(steps_per_epoch=20)
-    batch = {"image": binary_images(8)}
-    data = tf.data.Dataset.from_tensors(batch)
-    before = -model.log_likelihood(batch["image"]).numpy().mean()
-    history = model.fit(data.repeat(20), epochs=1, verbose=0).history
-    after = model.evaluate(data, return_dict=True, verbose=0)
-
+    images = binary_images(8)
+    before = -model.log_likelihood(images).numpy().mean()
+    model.fit(tf.data.Dataset.from_tensors({"image": images}).repeat(20), epochs=1, verbose=0)
+    after = -model.log_likelihood(images).numpy().mean()
     assert int(model.optimizer.iterations) == 20
-    assert all(np.isfinite(values[-1]) for values in history.values()), history
-    assert after["nll"] < 0.98 * before, (before, after)
-    assert after["loss"] == pytest.approx(after["nll"])
-    assert after["bits_per_dim"] == pytest.approx(after["nll"] / (SIZE * SIZE * math.log(2.0)), rel=1e-5)
-    assert after["nll"] == pytest.approx(-model.log_likelihood(batch["image"]).numpy().mean(), rel=1e-5)
+    assert np.isfinite(after) and after < 0.98 * before, (before, after)
 
 
 # Config, registry and Keras contracts.
@@ -224,7 +206,8 @@ def test_fit_on_a_fixed_batch_lowers_the_exact_nll(cell):
     ({"row_kernel_size": 4}, "row_kernel_size must be odd and >= 3"),
     ({"first_kernel_size": 6}, "first_kernel_size must be odd and >= 3"),
     ({"layers": 0}, "layers must be >= 1"),
-    ({"filters": 0}, "filters and output_filters must be >= 1"),
+    ({"filters": 0}, "filters must be >= 1"),
+    ({"output_filters": 0}, "output_filters must be >= 1"),
     ({"image_shape": (28, 28)}, "image_shape must be"),
 ])
 def test_inconsistent_configs_are_errors_naming_the_fix(overrides, message):

@@ -367,19 +367,10 @@ class DiscretizedLogisticMixture(tfd.Distribution):
         num_components = tf.shape(self._mixture_logits)[-1]
         component = tfd.Categorical(logits=self._mixture_logits).sample(n, seed=component_seed)
         selector = tf.one_hot(component, num_components, dtype=self.dtype)  # [n, ..., K]
-        shape = tf.shape(component)
         tiny = float(np.finfo(self.dtype.as_numpy_dtype).tiny)
-        levels, previous = [], []
-        for c, channel_seed in enumerate(channel_seeds):
-            loc = tf.reduce_sum(selector * self._channel_locs(c, previous), axis=-1)
-            log_scale = tf.reduce_sum(selector * self._log_scales[..., c], axis=-1)
-            u = tf.random.stateless_uniform(shape, channel_seed, minval=tiny, maxval=1.0, dtype=self.dtype)
-            latent = loc + tf.exp(log_scale) * (tf.math.log(u) - tf.math.log1p(-u))
-            level = tf.clip_by_value(
-                tf.round((latent + 1.0) / (2.0 * _BIN_HALF_WIDTH)), 0.0, NUM_LEVELS - 1.0)
-            levels.append(level)
-            previous.append(_bin_centres(level)[..., None])
-        return tf.stack(levels, axis=-1) / (NUM_LEVELS - 1)
+        return self._channels_by_quantiles(selector, [
+            tf.random.stateless_uniform(tf.shape(component), channel_seed, minval=tiny, maxval=1.0, dtype=self.dtype)
+            for channel_seed in channel_seeds])
 
     def sample_from_uniforms(self, uniforms) -> tf.Tensor:
         """The sample of `_sample_n` as a function of given U(0, 1) draws u, [..., 1 + C].
@@ -401,11 +392,17 @@ class DiscretizedLogisticMixture(tfd.Distribution):
         component = tf.reduce_sum(tf.cast(cumulative <= uniforms[..., :1], tf.int32), axis=-1)
         selector = tf.one_hot(  # F(K) may round below u_0
             tf.minimum(component, num_components - 1), num_components, dtype=self.dtype)
+        return self._channels_by_quantiles(selector, [uniforms[..., 1 + c] for c in range(self.channels)])
+
+    def _channels_by_quantiles(self, selector, channel_uniforms) -> tf.Tensor:
+        """Channel c of the component picked by the one-hot `selector` [..., K]: the logistic
+        quantile μ + s (log u − log(1 − u)) at u = channel_uniforms[c], rounded to its bin (the
+        edge bins taking the tails); its bin centre conditions the next channel's location.
+        → images in [0, 1] on the 256-level grid, [..., C]."""
         levels, previous = [], []
-        for c in range(self.channels):
+        for c, u in enumerate(channel_uniforms):
             loc = tf.reduce_sum(selector * self._channel_locs(c, previous), axis=-1)
             log_scale = tf.reduce_sum(selector * self._log_scales[..., c], axis=-1)
-            u = uniforms[..., 1 + c]
             latent = loc + tf.exp(log_scale) * (tf.math.log(u) - tf.math.log1p(-u))
             level = tf.clip_by_value(
                 tf.round((latent + 1.0) / (2.0 * _BIN_HALF_WIDTH)), 0.0, NUM_LEVELS - 1.0)

@@ -8,10 +8,11 @@ execution mode, both samplers run `model.sample` on the same seeds, untrained
 weights (speed does not depend on them). Modes: "serving", the loop as the
 exported signatures trace it (a `tf.function` whose seeds have an unknown batch
 size) run by TensorFlow's graph executor; "xla", the loop compiled by XLA
-(`model.sample(seeds, jit_compile=True)`, local sampling and TensorBoard grids). Each timing is the median of `--repeats` calls
-after a warm-up call that traces (and compiles) the loop. The script checks that
-both samplers drew identical images, then prints images/s and the speed-up
-(target: ≥ 20×) as a markdown table.
+(`model.sample(seeds, jit_compile=True)`, local sampling and TensorBoard grids).
+Each timing is the median of `--repeats` calls after a warm-up call that traces
+(and compiles) the loop. The script checks that both samplers drew identical
+images, then prints images/s and the speed-up (target: ≥ 20×) per mode as a
+markdown table.
 """
 
 from __future__ import annotations

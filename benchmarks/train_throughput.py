@@ -30,7 +30,7 @@ import tensorflow as tf
 
 import zoo
 from training import data, fit
-from zoo import bounds
+from zoo.common import bounds
 
 
 class HandwrittenLoop:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from zoo.stateless import per_example_normal
+from zoo.common.stateless import per_example_normal
 
 SIGNATURES = {"serving_default", "sample_png", "reconstruct", "encode", "decode", "log_likelihood"}
 PYTHON_OPS = {"PyFunc", "PyFuncStateless", "EagerPyFunc"}

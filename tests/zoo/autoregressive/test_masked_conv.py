@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from zoo.masked_conv import MaskedConv2D, causal_mask
+from zoo.autoregressive.masked_conv import MaskedConv2D, causal_mask
 
 SIZE = 7  # image height and width
 

@@ -1,10 +1,10 @@
-"""zoo.stateless: each row is a pure function of (its seed, stream)."""
+"""zoo.common.stateless: each row is a pure function of (its seed, stream)."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from zoo.stateless import per_example_normal, per_example_uniform
+from zoo.common.stateless import per_example_normal, per_example_uniform
 
 SEEDS = tf.constant([3, 141, -7, 2**40, 0], tf.int64)
 

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 import zoo
 from zoo import config as config_lib
-from zoo.pixelcnn import PixelCNN, PixelCNNConfig
+from zoo.autoregressive.pixelcnn import PixelCNN, PixelCNNConfig
 
 NAMES = ["zoo.pixelcnn", "zoo.gated_pixelcnn"]
 SIZE = 7  # image height and width

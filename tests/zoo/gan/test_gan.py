@@ -12,7 +12,8 @@ import tensorflow as tf
 
 import zoo
 from training import checkpoint
-from zoo import config as config_lib, gan_losses
+from zoo import config as config_lib
+from zoo.gan import losses as gan_losses
 from zoo.gan import GAN, GANConfig
 
 GAN_NAMES = ["zoo.gan", "zoo.dcgan", "zoo.wgan_gp", "zoo.wgan", "zoo.cgan", "zoo.infogan", "zoo.ebgan"]
@@ -309,7 +310,7 @@ def test_batch_norm_penalty_and_code_heads_train_under_mirrored_strategy_over_tw
     # Batch norm in D (InfoGAN's D is DCGAN's), the gradient penalty and the InfoGAN heads; the MLP networks,
     # labels and the CLI under mirrored are covered by tests/training/test_gan_fit.py (zoo.cgan).
     names = ["zoo.wgan_gp", "zoo.infogan"]
-    repo = pathlib.Path(__file__).resolve().parents[2]
+    repo = pathlib.Path(__file__).resolve().parents[3]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(repo)}
     result = subprocess.run([sys.executable, "-c", MIRRORED_FITS, *names], cwd=repo, env=env, capture_output=True,
                             text=True, timeout=400)

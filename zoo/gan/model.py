@@ -30,11 +30,13 @@ import math
 import keras
 import tensorflow as tf
 
-from zoo import config as config_lib, distributions, gan_losses, registry, signatures
-from zoo.gan_layers import ConcatLabels, MinibatchDiscrimination
-from zoo.gan_networks import (ClipWeights, build_sequence, decoder_layers, encoder_layers, generator_layers,
+from zoo import config as config_lib, registry
+from zoo.common import distributions, signatures
+from zoo.gan import losses as gan_losses
+from zoo.gan.layers import ConcatLabels, MinibatchDiscrimination
+from zoo.gan.networks import (ClipWeights, build_sequence, decoder_layers, encoder_layers, generator_layers,
                               run_sequence)
-from zoo.stateless import per_example_uniform
+from zoo.common.stateless import per_example_uniform
 
 NOISE_STREAM, CATEGORY_STREAM, CONTINUOUS_STREAM = 0, 1, 2  # stateless streams of one sample's seed
 UNIFORM_ENTROPY = math.log(2.0)  # differential entropy of U[−1, 1], nats per code dimension

@@ -1,9 +1,9 @@
-"""zoo.metrics.ActiveUnits (Burda et al. 2016, Sec. 5.2)."""
+"""zoo.common.metrics.ActiveUnits (Burda et al. 2016, Sec. 5.2)."""
 
 import numpy as np
 import pytest
 
-from zoo.metrics import ACTIVITY_THRESHOLD, ActiveUnits
+from zoo.common.metrics import ACTIVITY_THRESHOLD, ActiveUnits
 
 
 def _posterior_means(num_examples=600, seed=0):

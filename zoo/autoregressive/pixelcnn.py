@@ -43,10 +43,11 @@ import dataclasses
 import keras
 import tensorflow as tf
 
-from zoo import config as config_lib, pixel_likelihood, registry
-from zoo.autoregressive import AutoregressiveImageModel, Sampler
-from zoo.masked_conv import MaskedConv2D
-from zoo.pixelcnn_layers import (GatedLayer, GatedLayerSteps, MaskedConvolutionCache, Pixel, ResidualBlock, affine,
+from zoo import config as config_lib, registry
+from zoo.autoregressive import pixel_likelihood
+from zoo.autoregressive.base import AutoregressiveImageModel, Sampler
+from zoo.autoregressive.masked_conv import MaskedConv2D
+from zoo.autoregressive.pixelcnn_layers import (GatedLayer, GatedLayerSteps, MaskedConvolutionCache, Pixel, ResidualBlock, affine,
                                  pixel_weights, row_write)
 
 

@@ -11,8 +11,8 @@ import tensorflow as tf
 
 import zoo
 from zoo import config as config_lib
-from zoo.pixelrnn import PixelRNN, PixelRNNConfig
-from zoo.pixelrnn_layers import shift_down, skew, unskew
+from zoo.autoregressive.pixelrnn import PixelRNN, PixelRNNConfig
+from zoo.autoregressive.pixelrnn_layers import shift_down, skew, unskew
 
 CELLS = ["row_lstm", "diagonal_bilstm"]
 SIZE = 7  # image height and width

@@ -38,8 +38,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from zoo import config as config_lib, signatures
-from zoo.stateless import per_example_uniform
+from zoo import config as config_lib
+from zoo.common import signatures
+from zoo.common.stateless import per_example_uniform
 
 LABEL_STREAM, PIXEL_STREAM = -1, 0  # the stateless streams of a seed's label and of its pixels' uniforms
 TINY = float(np.finfo(np.float32).tiny)  # smallest uniform draw: keeps log u and logit u finite

@@ -35,10 +35,11 @@ from typing import ClassVar
 
 import keras
 
-from zoo import config as config_lib, pixel_likelihood, registry
-from zoo.autoregressive import AutoregressiveImageModel
-from zoo.masked_conv import MaskedConv2D
-from zoo.pixelrnn_layers import DiagonalBiLSTM, RowLSTM
+from zoo import config as config_lib, registry
+from zoo.autoregressive import pixel_likelihood
+from zoo.autoregressive.base import AutoregressiveImageModel
+from zoo.autoregressive.masked_conv import MaskedConv2D
+from zoo.autoregressive.pixelrnn_layers import DiagonalBiLSTM, RowLSTM
 
 CELLS = ("row_lstm", "diagonal_bilstm")
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import keras
 
-from zoo.gan_layers import Maxout
+from zoo.gan.layers import Maxout
 
 
 def _init():

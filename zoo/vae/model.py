@@ -20,9 +20,10 @@ import math
 import keras
 import tensorflow as tf
 
-from zoo import bounds, config as config_lib, distributions, registry, signatures
-from zoo.metrics import ActiveUnits
-from zoo.stateless import per_example_normal
+from zoo import config as config_lib, registry
+from zoo.common import bounds, distributions, signatures
+from zoo.common.metrics import ActiveUnits
+from zoo.common.stateless import per_example_normal
 
 PAPER_ARCHITECTURES = {  # Burda et al. 2016, Sec. 5
     1: {"hidden_units": (200,), "latent_units": (50,)},

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from zoo.gan_layers import ConcatLabels, Maxout, MinibatchDiscrimination
+from zoo.gan.layers import ConcatLabels, Maxout, MinibatchDiscrimination
 
 BATCH, FEATURES, KERNELS, KERNEL_DIM = 6, 4, 3, 2
 

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 import zoo
 from zoo import config as config_lib
-from zoo.pixelcnn_pp import PixelCNNPP, PixelCNNPPConfig
+from zoo.autoregressive.pixelcnn_pp import PixelCNNPP, PixelCNNPPConfig
 
 SEEDS = tf.constant([3, 141, -7, 2**40, 0, 11], tf.int64)
 LABELS = tf.constant([0, 9, 3, 3, 7, 1], tf.int64)

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from zoo import bounds
+from zoo.common import bounds
 
 tfd = tfp.distributions
 

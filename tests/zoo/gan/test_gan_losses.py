@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from zoo import gan_losses
-from zoo.gan_losses import LOSSES, LossPair, loss_pair
+from zoo.gan import losses as gan_losses
+from zoo.gan.losses import LOSSES, LossPair, loss_pair
 
 MODERATE_LOGITS = np.array([-3.0, -0.5, 0.0, 0.7, 2.5])
 EXTREME_LOGITS = np.array([-1e4, -100.0, 100.0, 1e4], np.float32)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from zoo.masked_conv import MaskedConv2D
+from zoo.autoregressive.masked_conv import MaskedConv2D
 
 
 def skew(inputs):

@@ -10,7 +10,7 @@ Each conditional p(x_i | x_<i) of the chain rule (2016a Eq. 1) is, per sub-pixel
   "a discrete distribution ... a multinomial modelled by a softmax").
 
 `levels` names the two: 1 for the Bernoulli (one logit per sub-pixel), and the number of
-categories otherwise (`distributions.NUM_LEVELS` = 256 for 8-bit data). Pure functions,
+categories otherwise (`NUM_LEVELS` = 256 for 8-bit data). Pure functions,
 shared by every family whose network ends in per-pixel logits.
 """
 
@@ -19,12 +19,13 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from zoo import distributions
-from zoo.masked_conv import MaskedConv2D
+from zoo.autoregressive.logistic_mixture import NUM_LEVELS
+from zoo.common import distributions
+from zoo.autoregressive.masked_conv import MaskedConv2D
 
 tfd = tfp.distributions
 
-LIKELIHOODS = {"bernoulli": 1, "categorical": distributions.NUM_LEVELS}  # name → levels
+LIKELIHOODS = {"bernoulli": 1, "categorical": NUM_LEVELS}  # name → levels
 
 
 def params_size(levels: int, channels: int) -> int:

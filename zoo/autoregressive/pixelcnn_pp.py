@@ -9,7 +9,7 @@ The image is factored pixel by pixel in raster order, p(x | y) = Π_i p(x_i | x_
 in the PixelCNN (`zoo.autoregressive`), with the paper's modifications:
 
 * Sec. 2.1–2.2: each conditional is a mixture of K discretized logistics over the 256 levels of a
-  whole pixel (Eqs. 2–3), `zoo.distributions.DiscretizedLogisticMixture`, its parameters a 1×1
+  whole pixel (Eqs. 2–3), `logistic_mixture.DiscretizedLogisticMixture`, its parameters a 1×1
   layer ("nin") of elu(ul) at the pixel;
 * Fig. 2: two streams replace masked convolutions. With "down" convolutions (k_h × k_w, padded
   k_h − 1 rows above and centred across, so output (i, j) reads rows i − k_h + 1 … i) and
@@ -41,8 +41,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from zoo import config as config_lib, distributions, registry
-from zoo.autoregressive import AutoregressiveImageModel
+from zoo import config as config_lib, registry
+from zoo.autoregressive import logistic_mixture
+from zoo.autoregressive.base import AutoregressiveImageModel
 
 RESOLUTIONS = 3  # Sec. 2.3, Fig. 2: full, 1/2 and 1/4 size, with two downsamplings between
 DOWN_KERNEL, DOWN_RIGHT_KERNEL = (2, 3), (2, 2)  # authors' code: down_shifted_conv2d, down_right_shifted_conv2d
@@ -223,7 +224,7 @@ class PixelCNNPP(AutoregressiveImageModel):
         self.upsample = [[conv(DOWN_KERNEL, "down", strides=2, transposed=True),
                           conv(DOWN_RIGHT_KERNEL, "down_right", strides=2, transposed=True)]
                          for _ in range(RESOLUTIONS - 1)]
-        self.likelihood = distributions.DiscretizedLogisticMixtureLayer(config.num_mixtures, config.image_shape[-1])
+        self.likelihood = logistic_mixture.DiscretizedLogisticMixtureLayer(config.num_mixtures, config.image_shape[-1])
         self.likelihood.projection.kernel_initializer = initializer  # the layer takes no initializer; seed it too
 
     def build(self, input_shape=None):

@@ -1,4 +1,4 @@
-"""zoo.distributions' discretized logistic mixture (PixelCNN++): normalisation, a
+"""zoo.autoregressive.logistic_mixture: the discretized logistic mixture (PixelCNN++): normalisation, a
 high-precision reference of Eqs. 2-3, finiteness at extremes, sampling and config."""
 
 import decimal
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from zoo.distributions import (
+from zoo.autoregressive.logistic_mixture import (
     LOG_SCALE_FLOOR,
     DiscretizedLogisticMixture,
     DiscretizedLogisticMixtureLayer,

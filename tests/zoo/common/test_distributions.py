@@ -1,4 +1,4 @@
-"""zoo.distributions: shapes, hand-computed densities, the scale floor and config round trips."""
+"""zoo.common.distributions: shapes, hand-computed densities, the scale floor and config round trips."""
 
 import math
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tensorflow_probability as tfp
 
-from zoo import distributions
-from zoo.distributions import SCALE_FLOOR, BernoulliLayer, GaussianLayer
+from zoo.common import distributions
+from zoo.common.distributions import SCALE_FLOOR, BernoulliLayer, GaussianLayer
 
 tfd = tfp.distributions
 

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from zoo import bounds, vae
-from zoo.stateless import per_example_normal
+from zoo.vae import model as vae
+from zoo.common import bounds
+from zoo.common.stateless import per_example_normal
 
 LAYERS = [1, 2]
 SEEDS = tf.constant([0, 1, 2, 3, 4, 5], tf.int64)

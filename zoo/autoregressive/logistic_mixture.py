@@ -1,11 +1,4 @@
-"""Keras 3 layers that map features to `tfp.distributions` objects.
-
-`tfp.layers` are Keras 2 only; these are their small Keras 3 counterparts. Each
-layer owns the Dense projection to the distribution's parameters, exposes a
-static `params_size` (TFP's idea: how many features the parameters take), and
-returns a `tfd.Independent` whose event is the whole `event_shape`, so
-`log_prob` sums over it. Distributions stay inside models; public APIs return
-tensors.
+"""The discretized logistic mixture of PixelCNN++, as a `tfd.Distribution` and a Keras 3 layer.
 
 References:
   [1] Salimans, Karpathy, Chen, Kingma. PixelCNN++: Improving the PixelCNN with
@@ -25,12 +18,6 @@ import tensorflow_probability as tfp
 
 tfd = tfp.distributions
 
-SCALE_FLOOR = 1e-4
-"""Smallest standard deviation a Gaussian layer emits: keeps log σ finite and the
-log-density bounded when an input collapses onto a mean."""
-
-SCALE_ACTIVATIONS = ("softplus", "exp")
-
 NUM_LEVELS = 256
 """8-bit pixel values k ∈ {0, …, 255}. Images enter models as k / 255 ∈ [0, 1]; the
 discretized logistic works on bin centres y_k = 2k/255 − 1 ∈ [−1, 1] ([1], Sec. 2.1)."""
@@ -43,130 +30,6 @@ to σ(4.3) − σ(−4.3) ≈ 0.973 of a component's mass."""
 
 _BIN_HALF_WIDTH = 1.0 / (NUM_LEVELS - 1)  # δ: bins [y_k − δ, y_k + δ] tile [−1 − δ, 1 + δ]
 _LOG_2 = math.log(2.0)
-
-
-def _flat_size(event_shape) -> int:
-    return math.prod(event_shape)
-
-
-def _unflatten(values: tf.Tensor, event_shape) -> tf.Tensor:
-    """[..., prod(event_shape)] → [..., *event_shape]."""
-    return tf.reshape(values, tf.concat([tf.shape(values)[:-1], event_shape], axis=0))
-
-
-@keras.saving.register_keras_serializable(package="zoo")
-class GaussianLayer(keras.layers.Layer):
-    """Features → N(μ, diag σ²) over `event_shape`.
-
-    μ = W_μ f + b_μ;  σ = softplus(W_σ f + b_σ) + SCALE_FLOOR (or exp(·) + floor).
-    """
-
-    def __init__(self, event_shape, scale_activation: str = "softplus", **kwargs):
-        super().__init__(**kwargs)
-        if scale_activation not in SCALE_ACTIVATIONS:
-            raise ValueError(
-                f"scale_activation={scale_activation!r}; expected one of {SCALE_ACTIVATIONS}"
-            )
-        self.event_shape = tuple(event_shape)
-        self.scale_activation = scale_activation
-        self.projection = keras.layers.Dense(self.params_size(self.event_shape))
-
-    @staticmethod
-    def params_size(event_shape) -> int:
-        return 2 * _flat_size(event_shape)
-
-    def build(self, input_shape):
-        self.projection.build(input_shape)
-
-    def call(self, features):
-        loc, raw_scale = tf.split(self.projection(features), 2, axis=-1)
-        activation = tf.nn.softplus if self.scale_activation == "softplus" else tf.exp
-        scale = activation(raw_scale) + SCALE_FLOOR
-        return tfd.Independent(
-            tfd.Normal(_unflatten(loc, self.event_shape), _unflatten(scale, self.event_shape)),
-            reinterpreted_batch_ndims=len(self.event_shape),
-        )
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "event_shape": self.event_shape,
-            "scale_activation": self.scale_activation,
-        }
-
-
-@keras.saving.register_keras_serializable(package="zoo")
-class BernoulliLayer(keras.layers.Layer):
-    """Features → Bernoulli(σ(ℓ)) over `event_shape`, parameterised by logits ℓ."""
-
-    def __init__(self, event_shape, **kwargs):
-        super().__init__(**kwargs)
-        self.event_shape = tuple(event_shape)
-        self.projection = keras.layers.Dense(self.params_size(self.event_shape))
-
-    @staticmethod
-    def params_size(event_shape) -> int:
-        return _flat_size(event_shape)
-
-    def build(self, input_shape):
-        self.projection.build(input_shape)
-
-    def call(self, features):
-        logits = _unflatten(self.projection(features), self.event_shape)
-        return tfd.Independent(
-            tfd.Bernoulli(logits=logits, dtype=tf.float32),
-            reinterpreted_batch_ndims=len(self.event_shape),
-        )
-
-    def get_config(self):
-        return {**super().get_config(), "event_shape": self.event_shape}
-
-
-@keras.saving.register_keras_serializable(package="zoo")
-class CategoricalLayer(keras.layers.Layer):
-    """Features → Categorical(softmax(ℓ)) over `num_classes` values, parameterised by logits ℓ.
-
-    `event_shape` gives independent categorical variables (e.g. one per pixel):
-    the result is a `tfd.Independent` over it; with the default `()` it is a
-    single categorical variable.
-    """
-
-    def __init__(self, num_classes: int, event_shape=(), **kwargs):
-        super().__init__(**kwargs)
-        self.num_classes = num_classes
-        self.event_shape = tuple(event_shape)
-        self.projection = keras.layers.Dense(self.params_size(num_classes, self.event_shape))
-
-    @staticmethod
-    def params_size(num_classes: int, event_shape=()) -> int:
-        return num_classes * _flat_size(event_shape)
-
-    def build(self, input_shape):
-        self.projection.build(input_shape)
-
-    def call(self, features):
-        logits = _unflatten(self.projection(features), [*self.event_shape, self.num_classes])
-        return tfd.Independent(tfd.Categorical(logits=logits), reinterpreted_batch_ndims=len(self.event_shape))
-
-    def get_config(self):
-        return {**super().get_config(), "num_classes": self.num_classes, "event_shape": self.event_shape}
-
-
-def standard_normal(event_size: int) -> tfd.Distribution:
-    """The top prior p(h) = N(0, I) over a vector of `event_size` units."""
-    return tfd.Independent(
-        tfd.Normal(tf.zeros([event_size]), tf.ones([event_size])), reinterpreted_batch_ndims=1
-    )
-
-
-def reparameterize(gaussian: tfd.Independent, noise: tf.Tensor) -> tf.Tensor:
-    """h = μ + σ ⊙ ε for ε ~ N(0, I) (Kingma & Welling 2014, Sec. 2.4).
-
-    Drawing the noise outside the distribution lets training use one stateless
-    seed per step while exported samplers use one seed per example.
-    """
-    normal = gaussian.distribution
-    return normal.loc + normal.scale * noise
 
 
 def _log1mexp(x: tf.Tensor) -> tf.Tensor:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from zoo.masked_conv import MaskedConv2D
+from zoo.autoregressive.masked_conv import MaskedConv2D
 
 
 # The caches of the cached sampler. A pixel's values are [batch, C] and a row buffer's

@@ -154,7 +154,7 @@ def main(argv=None) -> int:
         return _fail(error)
 
     if likelihood:
-        model.evaluation_samples = args.k
+        model.use_importance_samples(args.k)
     model.compile(jit_compile=config.jit_compile)
     logs = model.evaluate(dataset, steps=steps, return_dict=True, verbose=args.verbose)
     result = {

@@ -27,6 +27,30 @@ def check(config, checks) -> None:
             raise ConfigError(f"{type(config).__name__}: {message}")
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    """The fields `training/` reads from every model's config, declared once.
+
+    A family's config subclasses this and redeclares a field only to give its paper's
+    default, with the citation; `__post_init__` of a subclass calls this one's.
+    """
+
+    dataset: str = "mnist"        # a TFDS catalog name known to training.data
+    batch_size: int = 64          # the global batch, split over replicas
+    epochs: int = 1               # passes over the training split
+    learning_rate: float = 1e-3
+    seed: int = 0                 # seeds the model's initial weights and training noise
+    jit_compile: bool = False     # explicit: Keras "auto" differs on CPU, GPU and Mirrored
+
+    def __post_init__(self):
+        check(self, [
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}; pass e.g. --batch_size 64"),
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}; pass e.g. --epochs 10"),
+            (self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}; "
+                                     f"pass e.g. --learning_rate 1e-3"),
+        ])
+
+
 def field_names(config_class: type) -> list[str]:
     return [field.name for field in dataclasses.fields(config_class)]
 

@@ -1,21 +1,10 @@
 """The registry: `zoo.<name>` → everything training, export and serving need.
 
 A registry entry is the whole interface between a model family and the rest of
-the project. `training/`, `export/` and `serving/` never branch on the model
-type; they use only:
-
-* `ModelSpec.config_class` and `ModelSpec.make_config(**overrides)`;
-* `ModelSpec.build(config) -> keras.Model`, a built model;
-* `ModelSpec.dataset(config) -> DatasetSpec`, what data it trains on;
-* `ModelSpec.evaluation`, what `training.evaluate` measures: "likelihood"
-  (the model's test metrics with k importance samples), "exact_likelihood"
-  (the model's test metrics, e.g. an autoregressive model's exact NLL) and/or
-  "sample_quality" (FID, classifier score and mode coverage of `model.sample`);
-* `ModelSpec.max_steps_per_execution`, a cap on `training.fit`'s steps per call
-  for models that TensorFlow cannot run several steps of in one call;
-* on the model: `compile_for_training(steps_per_epoch)`, `serving_signatures()`
-  (name → (function, input signature)), `summary_images(images)` for
-  TensorBoard grids, and `sample(seeds)`: one image in [0, 1] per int64 seed.
+the project: `training/`, `export/` and `serving/` never branch on the model type.
+They use the entry (`ModelSpec`: the config class, `build(config)`, the dataset it
+trains on, what `training.evaluate` measures) and the model contract
+(`zoo.contract.ZooModel`), which `register` checks before accepting an entry.
 """
 
 from __future__ import annotations
@@ -23,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Mapping
 
-from zoo import config as config_lib
+from zoo import config as config_lib, contract
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,16 +34,32 @@ class DatasetSpec:
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-    """One entry of the zoo: a family plus a preset of config overrides."""
+    """One entry of the zoo: a family plus a preset of config overrides.
+
+    Attributes:
+      name: "zoo.<short name>".
+      description: one line, with the paper.
+      config_class: the family's frozen config dataclass (a `zoo.config.TrainingConfig`).
+      build: config → a built model satisfying `zoo.contract.ZooModel`; its return
+        annotation names the model class, which `register` checks.
+      dataset: config → the `DatasetSpec` the model trains on.
+      preset: the entry's overrides of the config defaults (the paper's settings).
+      tiny: overrides on top of the preset for a model that builds in a second and trains
+        a step in a few: what the contract suite and smoke runs use.
+      evaluation: what `training.evaluate` measures, keys of `zoo.contract.EVALUATIONS`.
+      max_steps_per_execution: a cap on `training.fit`'s steps per call for models that
+        TensorFlow cannot run several steps of in one call; None: no cap.
+    """
 
     name: str
     description: str
-    config_class: type
-    build: Callable[[Any], Any]
+    config_class: type[config_lib.TrainingConfig]
+    build: Callable[[Any], contract.ZooModel]
     dataset: Callable[[Any], DatasetSpec]
     preset: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    tiny: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     evaluation: tuple[str, ...] = ("likelihood",)
-    max_steps_per_execution: int | None = None  # None: as many as training.fit is asked for
+    max_steps_per_execution: int | None = None
 
     @property
     def short_name(self) -> str:
@@ -64,6 +69,15 @@ class ModelSpec:
     def make_config(self, **overrides: Any):
         """The paper config of this entry, with the preset and then `overrides`."""
         return config_lib.replace(self.config_class(), **{**self.preset, **overrides})
+
+    def make_tiny_config(self, **overrides: Any):
+        """A config of this entry small enough for tests: the preset, `tiny`, then `overrides`."""
+        return self.make_config(**{**self.tiny, **overrides})
+
+    @property
+    def model_class(self) -> type:
+        """The class `build` returns (its return annotation)."""
+        return contract.model_class(self.build)
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -75,10 +89,26 @@ class UnknownModelError(KeyError):
 
 
 def register(spec: ModelSpec) -> ModelSpec:
+    """Adds `spec` to the zoo after checking it against the model contract.
+
+    Raises ValueError for a name registered twice or not of the form zoo.<name>,
+    zoo.contract.ContractError for an entry the contract refuses, and ConfigError for
+    a preset or tiny override that is not a valid config.
+    """
+    if not spec.name.startswith("zoo.") or not spec.short_name.isidentifier():
+        raise ValueError(f"registry names look like zoo.<identifier>, got {spec.name!r}")
     if spec.name in _REGISTRY:
         raise ValueError(f"{spec.name} is registered twice")
+    contract.check_entry(spec.name, spec.config_class, spec.build, spec.evaluation)
+    spec.make_config()
+    spec.make_tiny_config()
     _REGISTRY[spec.name] = spec
     return spec
+
+
+def unregister(name: str) -> None:
+    """Removes an entry (for tests that register a throwaway one)."""
+    del _REGISTRY[name]
 
 
 def names() -> list[str]:

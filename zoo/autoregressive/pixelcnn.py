@@ -53,7 +53,7 @@ from zoo.autoregressive.pixelcnn_layers import (GatedLayer, GatedLayerSteps, Mas
 
 
 @dataclasses.dataclass(frozen=True)
-class PixelCNNConfig:
+class PixelCNNConfig(config_lib.TrainingConfig):
     # Network.
     architecture: str = "pixelcnn"          # "pixelcnn" (2016a Sec. 3.5) or "gated" (2016b Sec. 2.2, Fig. 2)
     filters: int = 16                       # h: blocks map 2h → h → h → 2h (2016a Fig. 5); gated stacks carry h
@@ -74,10 +74,9 @@ class PixelCNNConfig:
     batch_size: int = 64                    # ours (not from the papers)
     epochs: int = 20                        # deviation: a budget; the papers train to convergence
     learning_rate: float = 1e-3             # ours: Adam with Kingma & Ba's defaults (not from the papers)
-    seed: int = 0                           # seeds the initial weights (training itself draws no noise)
-    jit_compile: bool = False               # explicit: Keras "auto" differs on CPU, GPU and Mirrored
 
     def __post_init__(self):
+        super().__post_init__()
         checks = [
             (self.architecture in ("pixelcnn", "gated"), "architecture must be 'pixelcnn' or 'gated'"),
             (self.filters >= 1 and self.layers >= 0, "filters must be >= 1, layers >= 0"),
@@ -259,6 +258,8 @@ def dataset(config: PixelCNNConfig) -> registry.DatasetSpec:
 
 def _register(name: str, description: str, **preset):
     registry.register(registry.ModelSpec(name, description, PixelCNNConfig, build, dataset, preset=preset,
+                                         tiny=dict(image_shape=(5, 5, 1), filters=4, layers=2, output_filters=8,
+                                                   batch_size=8),
                                          evaluation=("exact_likelihood",)))
 
 

@@ -50,7 +50,7 @@ DOWN_KERNEL, DOWN_RIGHT_KERNEL = (2, 3), (2, 2)  # authors' code: down_shifted_c
 
 
 @dataclasses.dataclass(frozen=True)
-class PixelCNNPPConfig:
+class PixelCNNPPConfig(config_lib.TrainingConfig):
     # Network (Sec. 2, Fig. 2).
     filters: int = 8                        # deviation: the authors' code uses 160 (train.py --nr_filters) on
                                             # CIFAR-10; 8 keeps a CPU epoch of MNIST near 20 minutes (16: ~45)
@@ -71,10 +71,9 @@ class PixelCNNPPConfig:
     adam_beta_1: float = 0.95               # authors' code: adam_updates(mom1=0.95)
     adam_beta_2: float = 0.9995             # authors' code: adam_updates(mom2=0.9995)
     adam_epsilon: float = 1e-4              # authors' code adds 1e-8 inside the square root, ≈ 1e-4 outside it
-    seed: int = 0                           # seeds the initial weights and the dropout masks
-    jit_compile: bool = False               # explicit: Keras "auto" differs on CPU, GPU and Mirrored
 
     def __post_init__(self):
+        super().__post_init__()
         checks = [
             (len(self.image_shape) == 3 and min(self.image_shape) >= 1,
              "image_shape must be (height, width, channels)"),
@@ -304,4 +303,5 @@ def dataset(config: PixelCNNPPConfig) -> registry.DatasetSpec:
 
 registry.register(registry.ModelSpec(
     "zoo.pixelcnn_pp", "PixelCNN++ (Salimans et al. 2017): discretized logistic mixture, two streams, "
-    "three resolutions", PixelCNNPPConfig, build, dataset, evaluation=("exact_likelihood",)))
+    "three resolutions", PixelCNNPPConfig, build, dataset, evaluation=("exact_likelihood",),
+    tiny=dict(image_shape=(4, 4, 1), filters=4, resnet_blocks=1, num_mixtures=2, batch_size=8)))

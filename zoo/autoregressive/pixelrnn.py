@@ -45,7 +45,7 @@ CELLS = ("row_lstm", "diagonal_bilstm")
 
 
 @dataclasses.dataclass(frozen=True)
-class PixelRNNConfig:
+class PixelRNNConfig(config_lib.TrainingConfig):
     # Network.
     cell: str = "diagonal_bilstm"           # Table 4: the best MNIST model (79.20 nats); "row_lstm" (Sec. 3.1)
                                             # reaches 80.54
@@ -66,10 +66,9 @@ class PixelRNNConfig:
     epochs: int = 20                        # deviation: a budget (as zoo.pixelcnn); the paper trains to convergence
     learning_rate: float = 1e-3             # deviation: Adam (Kingma & Ba's defaults); Sec. 5.2 uses RMSProp
                                             # with per-dataset schedules it does not give
-    seed: int = 0                           # seeds the initial weights (training itself draws no noise)
-    jit_compile: bool = False               # explicit: Keras "auto" differs on CPU, GPU and Mirrored
 
     def __post_init__(self):
+        super().__post_init__()
         checks = [
             (self.cell in CELLS, "cell must be 'row_lstm' or 'diagonal_bilstm'"),
             (self.filters >= 1, "filters must be >= 1"),
@@ -135,4 +134,6 @@ def dataset(config: PixelRNNConfig) -> registry.DatasetSpec:
 # tensorflow/tensorflow#23780, #37740). A step is seconds, so one per call costs nothing measurable.
 registry.register(registry.ModelSpec("zoo.pixelrnn", "PixelRNN (van den Oord et al. 2016): Row LSTM or Diagonal "
                                      "BiLSTM layers", PixelRNNConfig, build, dataset,
-                                     evaluation=("exact_likelihood",), max_steps_per_execution=1))
+                                     evaluation=("exact_likelihood",), max_steps_per_execution=1,
+                                     tiny=dict(image_shape=(5, 5, 1), filters=4, layers=1, output_filters=8,
+                                               first_kernel_size=3, batch_size=8)))

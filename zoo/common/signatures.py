@@ -27,3 +27,24 @@ def checked_labels(labels: tf.Tensor, classes: int, name: str = "label") -> tf.T
               tf.debugging.assert_less(labels, tf.constant(classes, tf.int64), message=message)]
     with tf.control_dependencies(checks):
         return tf.identity(labels)
+
+
+def seed_signatures(sample) -> dict:
+    """The two signatures of every sampler, given `sample`: int64 seeds [N] → images [N, H, W, C]:
+
+    * serving_default: seed → {"images"};
+    * sample_png: seed → {"images_bytes"}, one PNG per seed.
+    """
+    return {
+        "serving_default": (lambda seed: {"images": sample(seed)}, [SEED]),
+        "sample_png": (lambda seed: {"images_bytes": png_bytes(sample(seed))}, [SEED]),
+    }
+
+
+def class_rows(classes: int, per_class: int = 8) -> tuple[tf.Tensor, tf.Tensor]:
+    """(seeds, classes) for a grid with a row per class: row c holds seeds 0 … per_class − 1 with class c.
+
+    The same seeds in every row show what the class alone changes (Mirza & Osindero 2014, Fig. 2).
+    """
+    return (tf.tile(tf.range(per_class, dtype=tf.int64), [classes]),
+            tf.repeat(tf.range(classes, dtype=tf.int64), per_class))

@@ -43,7 +43,7 @@ UNIFORM_ENTROPY = math.log(2.0)  # differential entropy of U[−1, 1], nats per 
 
 
 @dataclasses.dataclass(frozen=True)
-class GANConfig:
+class GANConfig(config_lib.TrainingConfig):
     # Networks.
     architecture: str = "mlp"               # "mlp" (Goodfellow et al.) or "dcgan" (Radford et al. Sec. 3)
     noise_dim: int = 100                    # Radford et al. Sec. 4: 100-d z ~ U[−1, 1]
@@ -73,7 +73,6 @@ class GANConfig:
                                             # 1 left D reconstructing only the background (docs/results.md)
     pulling_away_weight: float = 0.1        # EBGAN-PT, Zhao Sec. 4.2: λ_PT = 0.1
     # Data and optimisation.
-    dataset: str = "mnist"
     image_shape: tuple[int, ...] = (28, 28, 1)
     batch_size: int = 64                    # per train step: critic_steps minibatches of batch_size / critic_steps
     epochs: int = 25                        # deviation: a budget; the papers stop by inspection
@@ -82,10 +81,9 @@ class GANConfig:
     discriminator_learning_rate: float | None = None  # None: learning_rate; InfoGAN App. C: 2e-4 (G: 1e-3)
     adam_beta_1: float = 0.5                # Radford Sec. 4
     adam_beta_2: float = 0.999              # Kingma & Ba default, kept by Radford
-    seed: int = 0                           # seeds z, codes and penalty interpolates in training
-    jit_compile: bool = False               # explicit: Keras "auto" differs on CPU, GPU and Mirrored
 
     def __post_init__(self):
+        super().__post_init__()
         checks = [
             (self.architecture in ("mlp", "dcgan"), "architecture must be 'mlp' or 'dcgan'"),
             (self.loss in ("gan", "wasserstein", "energy"), "loss must be 'gan', 'wasserstein' or 'energy'"),
@@ -94,7 +92,7 @@ class GANConfig:
             (self.optimizer in ("adam", "rmsprop"), "optimizer must be 'adam' or 'rmsprop'"),
             (self.critic_steps >= 1 and self.batch_size % self.critic_steps == 0,
              "batch_size must be a positive multiple of critic_steps (one minibatch per critic step)"),
-            (self.noise_dim >= 1 and self.epochs >= 1, "noise_dim and epochs must be >= 1"),
+            (self.noise_dim >= 1, "noise_dim must be >= 1"),
             (self.architecture == "mlp" or self.image_shape[0] % 4 == 0 and self.image_shape[1] % 4 == 0,
              "dcgan needs image height and width divisible by 4 (two stride-2 layers)"),
             (not (self.minibatch_discrimination and self.loss == "energy"),
@@ -450,8 +448,13 @@ def dataset(config: GANConfig) -> registry.DatasetSpec:
     return registry.DatasetSpec(config.dataset, binarize=False, labels=config.conditional)
 
 
+TINY = dict(generator_units=16, discriminator_units=8, maxout_pieces=2, filters=4, noise_dim=6, minibatch_kernels=3,
+            minibatch_kernel_dim=2, image_shape=(8, 8, 1), batch_size=8)
+
+
 def _register(name: str, description: str, **preset):
-    registry.register(registry.ModelSpec(name, description, GANConfig, build, dataset, preset=preset,
+    tiny = {**TINY, "critic_steps": 2} if preset.get("critic_steps", 1) > 1 else TINY
+    registry.register(registry.ModelSpec(name, description, GANConfig, build, dataset, preset=preset, tiny=tiny,
                                          evaluation=("sample_quality",)))
 
 

@@ -21,8 +21,9 @@ import keras
 import tensorflow as tf
 
 from zoo import config as config_lib, registry
-from zoo.common import bounds, distributions, signatures
+from zoo.common import bounds, distributions, signatures, steps
 from zoo.common.metrics import ActiveUnits
+from zoo.common.serialization import ConfigSerialization
 from zoo.common.stateless import per_example_normal
 
 PAPER_ARCHITECTURES = {  # Burda et al. 2016, Sec. 5
@@ -32,7 +33,7 @@ PAPER_ARCHITECTURES = {  # Burda et al. 2016, Sec. 5
 
 
 @dataclasses.dataclass(frozen=True)
-class VAEConfig:
+class VAEConfig(config_lib.TrainingConfig):
     # Architecture (Burda et al. 2016, Sec. 5).
     stochastic_layers: int = 1              # Sec. 5: one or two
     hidden_units: tuple[int, ...] | None = None  # per stochastic layer; None: PAPER_ARCHITECTURES
@@ -53,17 +54,15 @@ class VAEConfig:
     adam_beta_1: float = 0.9                # Sec. 5
     adam_beta_2: float = 0.999              # Sec. 5
     adam_epsilon: float = 1e-4              # Sec. 5; Keras default 1e-7 differs
-    seed: int = 0                           # seeds the training noise ε
-    jit_compile: bool = False               # explicit: Keras "auto" differs on CPU, GPU and Mirrored
 
     def __post_init__(self):
+        super().__post_init__()
         checks = [
             (self.objective in ("elbo", "iwae"), "objective must be 'elbo' or 'iwae'"),
             (self.likelihood in ("bernoulli", "gaussian"), "likelihood must be 'bernoulli' or 'gaussian'"),
             (self.scale_activation in distributions.SCALE_ACTIVATIONS, "scale_activation must be 'softplus' or 'exp'"),
             (self.learning_rate_schedule in ("burda", "constant"), "learning_rate_schedule must be 'burda' or 'constant'"),
             (self.k >= 1, "k must be >= 1"),
-            (self.batch_size >= 1 and self.epochs >= 1, "batch_size and epochs must be >= 1"),
             (self.deterministic_layers >= 1, "deterministic_layers must be >= 1"),
         ]
         config_lib.check(self, checks)
@@ -136,13 +135,15 @@ class _ConditionalDistribution(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="zoo")
-class VAE(keras.Model):
+class VAE(ConfigSerialization, keras.Model):
     """A VAE/IWAE with L Gaussian stochastic layers h_1..h_L (Burda et al. 2016, Sec. 5).
 
     Generative model p(x, h) = p(h_L) Π_{i<L} p(h_i | h_{i+1}) p(x | h_1) with
     p(h_L) = N(0, I); inference model q(h | x) = q(h_1 | x) Π_{i>1} q(h_i | h_{i-1}).
     Data contract: batches are dicts with "image", float32 [batch, *image_shape].
     """
+
+    config_class = VAEConfig
 
     def __init__(self, config: VAEConfig, **kwargs):
         super().__init__(**kwargs)
@@ -171,7 +172,7 @@ class VAE(keras.Model):
         self.observation_decoder = _ConditionalDistribution(hidden[0], depth, likelihood, name="p_x")
         self.prior = distributions.standard_normal(latent[-1])
         self.seed_generator = keras.random.SeedGenerator(config.seed)
-        self.evaluation_samples = config.k  # k used by test_step; `training.evaluate --k` sets it
+        self.evaluation_samples = config.k  # k of test_step; see use_importance_samples
         self.trackers = {
             name: keras.metrics.Mean(name=name)
             for name in ("loss", "bound", "elbo", "nll", "reconstruction", "kl")
@@ -229,9 +230,7 @@ class VAE(keras.Model):
 
     def _objective(self, images, k: int):
         """Per-example terms of the training objective with k samples per image."""
-        seed = tf.cast(self.seed_generator.next(), tf.int64)
-        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
-        seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(replica, tf.int64))
+        seed = steps.replica_seed(self.seed_generator)
         batch = tf.shape(images)[0]
         noise = [
             tf.random.stateless_normal(
@@ -253,10 +252,9 @@ class VAE(keras.Model):
 
     def train_step(self, data):
         images = data["image"]
-        global_batch = tf.cast(tf.shape(images)[0], tf.float32) * tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
             terms = self._objective(images, self.config.k)
-            loss = -tf.reduce_sum(terms["bound"]) / global_batch  # ascend L (Eq. 8 / Eq. 3)
+            loss = -tf.reduce_sum(terms["bound"]) / steps.global_batch_size(images)  # ascend L (Eq. 8 / Eq. 3)
         gradients = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
         return self._update_trackers(terms)
@@ -269,10 +267,13 @@ class VAE(keras.Model):
         return {**logs, **{metric.name: metric.result() for metric in self.active_units}}
 
     def _update_trackers(self, terms):
-        terms = {**terms, "loss": -terms["bound"]}
-        for name, tracker in self.trackers.items():
-            tracker.update_state(terms[name])
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
+        return steps.update_trackers(self.trackers, {**terms, "loss": -terms["bound"]})
+
+    def use_importance_samples(self, k: int) -> None:
+        """Evaluates (`test_step`) with k importance samples: `nll` is then −L_k (Burda et al. 2016 use 5000)."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        self.evaluation_samples = k
 
     def compile_for_training(self, steps_per_epoch: int):
         """Adam with the paper's ε and, by default, its staged learning-rate decay."""
@@ -337,10 +338,8 @@ class VAE(keras.Model):
 
     def serving_signatures(self):
         images = tf.TensorSpec([None, *self.config.image_shape], tf.float32, name="images")
-        seed = signatures.SEED
         return {
-            "serving_default": (lambda seed: {"images": self.sample(seed)}, [seed]),
-            "sample_png": (lambda seed: {"images_bytes": signatures.png_bytes(self.sample(seed))}, [seed]),
+            **signatures.seed_signatures(self.sample),
             "reconstruct": (lambda images: {"images": self(images)}, [images]),
             "encode": (self.encode, [images]),
             "decode": (
@@ -349,7 +348,7 @@ class VAE(keras.Model):
             ),
             "log_likelihood": (
                 self._served_log_likelihood,
-                [images, tf.TensorSpec([None], tf.int64, name="num_importance_samples"), seed],
+                [images, tf.TensorSpec([None], tf.int64, name="num_importance_samples"), signatures.SEED],
             ),
         }
 
@@ -373,13 +372,6 @@ class VAE(keras.Model):
             "reconstructions": tf.reshape(pairs, [-1, *self.config.image_shape]),
         }
 
-    def get_config(self):
-        return {**super().get_config(), "config": config_lib.to_dict(self.config)}
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        return cls(config_lib.from_dict(VAEConfig, config.pop("config")), **config)
 
 
 def build(config: VAEConfig) -> VAE:
@@ -392,8 +384,11 @@ def dataset(config: VAEConfig) -> registry.DatasetSpec:
     return registry.DatasetSpec(config.dataset, binarize=config.likelihood == "bernoulli")
 
 
+TINY = {"hidden_units": (16,), "latent_units": (4,), "image_shape": (6, 6, 1), "batch_size": 8}
+
 registry.register(registry.ModelSpec(
-    "zoo.vae", "VAE (Kingma & Welling 2014) on the IWAE architectures", VAEConfig, build, dataset))
+    "zoo.vae", "VAE (Kingma & Welling 2014) on the IWAE architectures", VAEConfig, build, dataset, tiny=TINY))
 registry.register(registry.ModelSpec(
     "zoo.iwae", "IWAE (Burda et al. 2016), k = 50", VAEConfig, build, dataset,
-    preset={"objective": "iwae", "k": 50}))  # Table 1: k = 50 is the headline column
+    preset={"objective": "iwae", "k": 50},  # Table 1: k = 50 is the headline column
+    tiny={**TINY, "k": 2}))

@@ -132,7 +132,7 @@ def test_conditional_model_uses_the_label():
 
 
 def test_dropout_is_active_in_training_only():
-    model = tiny_model(dropout=0.5, learning_rate=0.0)  # a zero rate: train_step leaves the weights as they are
+    model = tiny_model(dropout=0.5)
     redraw_weights(model)  # blocks far from the identity they start near, so dropping their units shows
     model.compile_for_training(steps_per_epoch=1)
     batch = {"image": images_for(model.config, 8)}

@@ -270,7 +270,7 @@ def test_inconsistent_configs_are_errors_naming_the_fix(overrides, message):
 def test_generator_loss_can_be_set_from_the_command_line_syntax():
     values = config_lib.parse_assignments(["generator_loss=minimax", "minibatch_discrimination=true"], GANConfig)
     assert values == {"generator_loss": "minimax", "minibatch_discrimination": True}
-    with pytest.raises(config_lib.ConfigError, match="valid keys: architecture"):
+    with pytest.raises(config_lib.ConfigError, match="valid keys: .*architecture"):
         config_lib.parse_assignments(["generator_los=minimax"], GANConfig)
 
 

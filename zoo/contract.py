@@ -1,0 +1,125 @@
+"""The model contract: everything `training/`, `export/` and `serving/` may ask of a zoo model.
+
+A registry entry (`zoo.registry.ModelSpec`) names a config class and a builder; the
+builder's return annotation names the model class, and `check_entry` holds that class
+to `ZooModel` (plus the capability each declared evaluation needs) when the entry is
+registered, so a broken family fails at import with a message naming what is missing,
+not halfway through a training run.
+
+`docs/adding_a_model.md` walks through a new family against this contract.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import typing
+from typing import Any, Callable, Mapping, Protocol, Sequence
+
+import keras
+import tensorflow as tf
+
+from zoo.config import TrainingConfig
+
+Signatures = Mapping[str, tuple[Callable[..., Mapping[str, tf.Tensor]], Sequence[tf.TensorSpec]]]
+
+
+@typing.runtime_checkable
+class ZooModel(Protocol):
+    """A built `keras.Model` of the zoo.
+
+    Its constructor takes the config dataclass (plain values only), so
+    `get_config`/`from_config` and `.keras` reloads come for free
+    (`zoo.common.serialization.ConfigSerialization`). Data batches are dicts: "image",
+    float32 [batch, H, W, C] in [0, 1], and "label", int64 [batch], when the entry's
+    `DatasetSpec.labels` says so.
+    """
+
+    config: TrainingConfig
+
+    def compile_for_training(self, steps_per_epoch: int) -> None:
+        """Compiles with the optimizers (and schedules) the model derives from its config."""
+
+    def serving_signatures(self) -> Signatures:
+        """name → (function of tensors returning a dict of tensors, its input `tf.TensorSpec`s).
+
+        Every input and output has a batch dimension; randomness is stateless and seeded
+        from the request (an int64 `seed` per example); only core TensorFlow ops.
+        `serving_default` maps seeds to images.
+        """
+
+    def summary_images(self, images: tf.Tensor) -> Mapping[str, tf.Tensor]:
+        """TensorBoard grids: name → images [N, H, W, C] in [0, 1], given a batch of real images."""
+
+    def sample(self, seeds: tf.Tensor) -> tf.Tensor:
+        """One image in [0, 1] per int64 seed, [len(seeds), H, W, C]; a pure function of each seed."""
+
+
+class ImportanceSampledLikelihood(Protocol):
+    """The capability behind `ModelSpec.evaluation` "likelihood": test metrics from a bound
+    on log p(x) with k importance samples (e.g. −L_k, Burda et al. 2016, Eq. 8)."""
+
+    def use_importance_samples(self, k: int) -> None:
+        """Makes the test metrics (`test_step`) use k importance samples per example."""
+
+
+EVALUATIONS: Mapping[str, type | None] = {
+    "likelihood": ImportanceSampledLikelihood,  # the test metrics with k importance samples
+    "exact_likelihood": None,                   # the test metrics as they are (a tractable likelihood)
+    "sample_quality": None,                     # FID and friends of `ZooModel.sample`
+}
+
+
+class ContractError(TypeError):
+    """A registry entry that does not satisfy the model contract, naming what is missing."""
+
+
+def _protocol_methods(protocol: type) -> list[str]:
+    return [name for name, value in vars(protocol).items() if inspect.isfunction(value) and not name.startswith("_")]
+
+
+def model_class(build: Callable[..., Any]) -> type:
+    """The model class a builder returns, from its return annotation."""
+    try:
+        returned = typing.get_type_hints(build).get("return")
+    except NameError as error:
+        raise ContractError(f"the return annotation of {build.__qualname__} does not resolve: {error}") from None
+    if not (inspect.isclass(returned) and issubclass(returned, keras.Model)):
+        raise ContractError(f"{build.__qualname__} must declare the keras.Model subclass it builds as its "
+                            f"return annotation (def build(config) -> MyModel), got {returned!r}")
+    return returned
+
+
+def check_entry(name: str, config_class: type, build: Callable[..., Any], evaluation: Sequence[str]) -> type:
+    """Checks a registry entry against the contract; returns its model class.
+
+    Raises ContractError naming the entry and every missing piece.
+    """
+    problems = []
+    if not (dataclasses.is_dataclass(config_class) and issubclass(config_class, TrainingConfig)
+            and config_class.__dataclass_params__.frozen):
+        problems.append(f"config_class {getattr(config_class, '__name__', config_class)!r} must be a frozen "
+                        f"dataclass subclassing zoo.config.TrainingConfig")
+    try:
+        cls = model_class(build)
+    except ContractError as error:
+        raise ContractError(f"{name}: {error}") from None
+    missing = [method for method in _protocol_methods(ZooModel) if not callable(getattr(cls, method, None))]
+    if missing:
+        problems.append(f"{cls.__name__} lacks {', '.join(missing)} (zoo.contract.ZooModel)")
+    unknown = [kind for kind in evaluation if kind not in EVALUATIONS]
+    if unknown:
+        problems.append(f"unknown evaluation {', '.join(unknown)}; known: {', '.join(EVALUATIONS)}")
+    for kind in evaluation:
+        capability = EVALUATIONS.get(kind)
+        lacking = [method for method in _protocol_methods(capability or object)
+                   if not callable(getattr(cls, method, None))]
+        if lacking:
+            problems.append(f"evaluation {kind!r} needs {cls.__name__}.{', '.join(lacking)} "
+                            f"(zoo.contract.{capability.__name__})")
+    if keras.saving.get_registered_object(keras.saving.get_registered_name(cls)) is not cls:
+        problems.append(f"{cls.__name__} is not registered with @keras.saving.register_keras_serializable, "
+                        f"so a .keras file of it would not reload")
+    if problems:
+        raise ContractError(f"{name} does not satisfy the model contract: " + "; ".join(problems))
+    return cls

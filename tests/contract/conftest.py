@@ -1,0 +1,203 @@
+"""The contract suite's fixtures: every registry entry, and a toy entry registered here, built once
+from its tiny config, exported once by `export.export`, and reloaded in two fresh processes (one
+for all the SavedModels, with TensorFlow only; one for all the .keras files)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import contract_toy
+import export
+import zoo
+from zoo import registry
+
+HERE = pathlib.Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+ENTRIES = [*zoo.names(), contract_toy.ENTRY.name]  # a new registry entry is covered by being registered
+SEEDS = np.array([3, 141, -7, 2**40, 0, 11], np.int64)
+PERMUTATION = np.array([4, 2, 0, 5, 3, 1])
+RELOAD_TIMEOUT_S = 600
+
+
+@pytest.fixture(scope="module", autouse=True)
+def toy_entry_registered():
+    """The toy entry is in the registry while a module of this suite runs, and only then."""
+    registry.register(contract_toy.ENTRY)
+    yield
+    registry.unregister(contract_toy.ENTRY.name)
+
+
+@dataclasses.dataclass
+class Entry:
+    spec: zoo.ModelSpec
+    config: object
+    model: object  # built from the tiny config; tests must not train it
+    image_shape: tuple
+
+    def batch(self, size: int | None = None, seed: int = 0) -> dict:
+        """A batch as the data pipeline would give it: binary or 8-bit images, labels when the entry needs them."""
+        rng = np.random.default_rng(seed)
+        size = size or self.config.batch_size
+        data = self.spec.dataset(self.config)
+        shape = (size, *self.image_shape)
+        images = (rng.random(shape) < 0.5) if data.binarize else rng.integers(0, 256, shape) / 255.0
+        batch = {"image": tf.constant(images, tf.float32)}
+        if data.labels:
+            batch["label"] = tf.constant(rng.integers(0, 2, size), tf.int64)  # 2: every conditional model has >= 2
+        return batch
+
+
+_ENTRIES: dict[str, Entry] = {}
+
+
+def built(name: str) -> Entry:
+    """The entry's tiny model, built once per session."""
+    if name not in _ENTRIES:
+        spec = zoo.get(name)
+        config = spec.make_tiny_config()
+        model = spec.build(config)
+        image_shape = tuple(model.sample(tf.constant([0], tf.int64)).shape[1:])
+        _ENTRIES[name] = Entry(spec, config, model, image_shape)
+    return _ENTRIES[name]
+
+
+@pytest.fixture
+def entry(request) -> Entry:
+    return built(request.param)
+
+
+def pytest_generate_tests(metafunc):
+    if "entry" in metafunc.fixturenames:
+        metafunc.parametrize("entry", ENTRIES, indirect=True, ids=[name.removeprefix("zoo.") for name in ENTRIES])
+
+
+# Fresh processes. The SavedModel one cannot import this project, TFP or the toy: a serving machine has
+# TensorFlow only.
+
+_SAVEDMODELS = textwrap.dedent('''
+    import json, sys
+
+    class Unavailable:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("zoo", "training", "export", "serving", "tensorflow_probability", "contract_toy"):
+                raise ImportError(f"{name} is not installed on a serving machine")
+
+    sys.meta_path.insert(0, Unavailable())
+    import numpy as np
+    import tensorflow as tf
+
+    def op_types(function):
+        graph = function.graph.as_graph_def()
+        types = {node.op for node in graph.node}
+        for library_function in graph.library.function:
+            types |= {node.op for node in library_function.node_def}
+        return sorted(types)
+
+    def shapes(specs):
+        return {key: spec.shape.as_list() for key, spec in specs.items()}
+
+    seeds, permutation = np.load(sys.argv[1])["seeds"], np.load(sys.argv[1])["permutation"]
+    out_dir, report = sys.argv[2], {}
+    for index, model_dir in enumerate(sys.argv[3:]):
+        signatures = tf.saved_model.load(model_dir).signatures
+        sample = signatures["serving_default"]
+        pngs = signatures["sample_png"](seed=tf.constant(seeds))["images_bytes"]
+        np.savez(f"{out_dir}/savedmodel-{index}.npz",
+                 sample=sample(seed=tf.constant(seeds))["images"].numpy(),
+                 sample_permuted=sample(seed=tf.constant(seeds[permutation]))["images"].numpy(),
+                 png_decoded=np.stack([tf.io.decode_png(png).numpy() for png in pngs.numpy()]))
+        report[model_dir] = {
+            "signatures": {name: {"inputs": shapes(function.structured_input_signature[1]),
+                                  "outputs": shapes(function.structured_outputs)}
+                           for name, function in signatures.items()},
+            "op_types": {name: op_types(function) for name, function in signatures.items()},
+        }
+    report["modules"] = sorted({name.split(".")[0] for name in sys.modules})
+    with open(f"{out_dir}/savedmodel.json", "w") as file:
+        json.dump(report, file)
+''')
+
+_KERAS = textwrap.dedent('''
+    import json, sys
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    import zoo  # registers the zoo's serializables
+    import contract_toy  # and the toy's
+
+    seeds, out_dir, classes = np.load(sys.argv[1])["seeds"], sys.argv[2], []
+    for index, path in enumerate(sys.argv[3:]):
+        model = keras.models.load_model(path)
+        classes.append(type(model).__name__)
+        np.savez(f"{out_dir}/keras-{index}.npz", sample=keras.ops.convert_to_numpy(model.sample(tf.constant(seeds))))
+    with open(f"{out_dir}/keras.json", "w") as file:
+        json.dump(classes, file)
+''')
+
+
+@dataclasses.dataclass(frozen=True)
+class Reloaded:
+    sample: np.ndarray  # `sample(SEEDS)` of the model before export, in this process
+    savedmodel: dict  # the SavedModel's outputs in the TensorFlow-only process
+    savedmodel_report: dict  # signature shapes and op types there
+    savedmodel_modules: list  # top-level modules that process imported
+    keras_sample: np.ndarray  # `sample(SEEDS)` of the reloaded .keras model
+    keras_class: str
+    permutation: np.ndarray = dataclasses.field(default_factory=PERMUTATION.copy)  # the order of SEEDS in `savedmodel["sample_permuted"]`
+
+
+def _run_all(directory: pathlib.Path, scripts: dict) -> None:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
+           "PYTHONPATH": os.pathsep.join([str(REPO), str(HERE), os.environ.get("PYTHONPATH", "")])}
+    jobs = {}
+    for kind, (script, artifacts) in scripts.items():
+        path = directory / f"reload_{kind}.py"
+        path.write_text(script)
+        jobs[kind] = subprocess.Popen([sys.executable, path, directory / "inputs.npz", directory, *artifacts],
+                                      cwd=directory, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True)
+    try:
+        for kind, job in jobs.items():
+            _, stderr = job.communicate(timeout=RELOAD_TIMEOUT_S)
+            assert job.returncode == 0, f"{kind} reload failed (exit {job.returncode}):\n{stderr[-4000:]}"
+    finally:
+        for job in jobs.values():
+            if job.poll() is None:
+                job.kill()
+                job.communicate()
+
+
+@pytest.fixture(scope="session")
+def reloads(tmp_path_factory) -> dict[str, Reloaded]:
+    """name → what its export gave after reloading, for every entry (exported and reloaded once)."""
+    directory = tmp_path_factory.mktemp("contract-reloads")
+    exported = {name: export.export(built(name).model, directory / name, built(name).spec.short_name)
+                for name in ENTRIES}
+    samples = {name: built(name).model.sample(tf.constant(SEEDS)).numpy() for name in ENTRIES}
+    np.savez(directory / "inputs.npz", seeds=SEEDS, permutation=PERMUTATION)
+    _run_all(directory, {
+        "savedmodel": (_SAVEDMODELS, [exported[name].savedmodel_dir for name in ENTRIES]),
+        "keras": (_KERAS, [exported[name].keras_path for name in ENTRIES]),
+    })
+    report = json.loads((directory / "savedmodel.json").read_text())
+    keras_classes = json.loads((directory / "keras.json").read_text())
+
+    def arrays(name):
+        with np.load(directory / f"{name}.npz") as loaded:
+            return dict(loaded)
+
+    return {name: Reloaded(sample=samples[name], savedmodel=arrays(f"savedmodel-{index}"),
+                           savedmodel_report=report[exported[name].savedmodel_dir],
+                           savedmodel_modules=report["modules"],
+                           keras_sample=arrays(f"keras-{index}")["sample"], keras_class=keras_classes[index])
+            for index, name in enumerate(ENTRIES)}

@@ -1,0 +1,111 @@
+"""The model contract, checked on every registry entry (and on a toy entry registered by this suite).
+
+A family's own tests check its math; what every entry must do for `training/`, `export/` and
+`serving/` is checked here, so a new entry is covered by being registered.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import zoo
+from zoo import config as config_lib, contract
+
+LEGACY = pathlib.Path(__file__).resolve().parent / "legacy"
+STATEFUL_RANDOM = re.compile(r"^(?!Stateless).*(Random|Rng|Multinomial|TruncatedNormal)")
+PYTHON_OPS = {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
+
+
+def _finite(logs: dict) -> dict:
+    return {name: float(value) for name, value in logs.items() if not np.isfinite(float(value))}
+
+
+def test_entry_builds_a_built_model_that_satisfies_the_contract(entry):
+    assert isinstance(entry.model, contract.ZooModel)
+    assert type(entry.model) is entry.spec.model_class
+    assert entry.model.built and entry.model.count_params() > 0
+    assert entry.model.config == entry.config
+
+
+def test_config_and_model_survive_json_and_get_config_round_trips(entry):
+    values = json.loads(json.dumps(config_lib.to_dict(entry.config)))
+    assert config_lib.from_dict(entry.spec.config_class, values) == entry.config
+    restored = type(entry.model).from_config(json.loads(json.dumps(entry.model.get_config())))
+    restored.build_from_config(entry.model.get_build_config())  # as keras.models.load_model does
+    assert restored.config == entry.config
+    assert [w.shape for w in restored.weights] == [w.shape for w in entry.model.weights]
+
+
+def test_one_train_step_changes_the_weights_and_gives_finite_metrics(entry):
+    model = entry.spec.build(entry.config)  # a fresh copy: the shared one is exported unchanged
+    model.compile_for_training(steps_per_epoch=2)
+    before = [w.numpy() for w in model.trainable_weights]
+    logs = model.train_step(entry.batch())
+    assert logs and not _finite(logs), f"non-finite training metrics: {_finite(logs)}"
+    changed = [not np.array_equal(old, new.numpy()) for old, new in zip(before, model.trainable_weights)]
+    assert any(changed), "a train step left every weight as it was"
+    if "likelihood" in entry.spec.evaluation:
+        model.use_importance_samples(3)
+    model.reset_metrics()
+    logs = model.test_step(entry.batch(seed=1))
+    assert logs and not _finite(logs), f"non-finite test metrics: {_finite(logs)}"
+
+
+def test_samples_and_summary_grids_are_images_in_the_unit_interval(entry):
+    seeds = tf.constant([5, 6, 7], tf.int64)
+    samples = entry.model.sample(seeds).numpy()
+    assert samples.shape == (3, *entry.image_shape)
+    np.testing.assert_array_equal(entry.model.sample(seeds).numpy(), samples)  # a pure function of the seeds
+    grids = entry.model.summary_images(entry.batch(size=4)["image"])
+    assert grids
+    for name, images in grids.items():
+        images = np.asarray(images)
+        assert images.ndim == 4 and images.shape[-1] == entry.image_shape[-1], name
+        assert 0.0 <= images.min() and images.max() <= 1.0, name
+
+
+def test_keras_file_reloads_in_a_fresh_process_with_identical_samples(entry, reloads):
+    reloaded = reloads[entry.spec.name]
+    assert reloaded.keras_class == type(entry.model).__name__
+    np.testing.assert_array_equal(reloaded.keras_sample, reloaded.sample)
+
+
+def test_savedmodel_samples_in_a_tensorflow_only_process_like_the_model(entry, reloads):
+    reloaded = reloads[entry.spec.name]
+    assert not {"zoo", "training", "export", "tensorflow_probability"} & set(reloaded.savedmodel_modules)
+    np.testing.assert_allclose(reloaded.savedmodel["sample"], reloaded.sample, atol=1e-5)
+    expected_png = np.round(np.clip(reloaded.savedmodel["sample"], 0.0, 1.0) * 255.0)
+    np.testing.assert_array_equal(reloaded.savedmodel["png_decoded"], expected_png)
+
+
+def test_savedmodel_samples_do_not_depend_on_batch_order(entry, reloads):
+    reloaded = reloads[entry.spec.name]
+    outputs = reloaded.savedmodel
+    np.testing.assert_array_equal(outputs["sample_permuted"], outputs["sample"][reloaded.permutation])
+
+
+def test_every_signature_has_a_batch_dimension_and_only_stateless_core_ops(entry, reloads):
+    report = reloads[entry.spec.name].savedmodel_report
+    assert {"serving_default", "sample_png"} <= set(report["signatures"])
+    for name, shapes in report["signatures"].items():
+        for tensor, shape in {**shapes["inputs"], **shapes["outputs"]}.items():
+            assert shape and shape[0] is None, f"{name}.{tensor} has no batch dimension: {shape}"
+    for name, ops in report["op_types"].items():
+        assert not [op for op in ops if STATEFUL_RANDOM.match(op)], f"{name} draws stateful randomness"
+        assert not PYTHON_OPS & set(ops), f"{name} calls back into Python"
+
+
+@pytest.mark.parametrize("path", sorted(LEGACY.glob("*.keras")), ids=lambda path: path.stem)
+def test_keras_files_written_before_the_package_move_still_load_with_identical_samples(path):
+    expected = np.load(LEGACY / "samples.npz")
+    model = keras.models.load_model(path)
+    assert type(model) is zoo.get(path.stem).model_class
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(model.sample(tf.constant(expected["seeds"]))),
+                                  expected[path.stem])

@@ -20,6 +20,10 @@ real minibatches, then one generator update. The variants are presets of
 penalty weight, the networks (`architecture`) and the optional class labels,
 InfoGAN codes and minibatch discrimination. Networks work on pixels in [−1, 1]
 (tanh output, Radford et al. Sec. 3); data and samples are in [0, 1].
+
+What `loss` changes (D's head, its score, the loss pair) lives in `zoo.gan.objectives`;
+what G is fed (z, the class y, InfoGAN's codes c and their Q(c | x)) in `zoo.gan.latents`;
+the networks in `zoo.gan.networks`, the objectives' formulas in `zoo.gan.losses`.
 """
 
 from __future__ import annotations
@@ -31,15 +35,14 @@ import keras
 import tensorflow as tf
 
 from zoo import config as config_lib, registry
-from zoo.common import distributions, signatures
-from zoo.gan import losses as gan_losses
-from zoo.gan.layers import ConcatLabels, MinibatchDiscrimination
-from zoo.gan.networks import (ClipWeights, build_sequence, decoder_layers, encoder_layers, generator_layers,
-                              run_sequence)
-from zoo.common.stateless import per_example_uniform
+from zoo.common import signatures, steps
+from zoo.common.serialization import ConfigSerialization
+from zoo.gan import losses as gan_losses, objectives
+from zoo.gan.latents import LatentInputs
+from zoo.gan.layers import ConcatLabels
+from zoo.gan.networks import ClipWeights, build_sequence, encoder_layers, generator_layers, run_sequence
 
-NOISE_STREAM, CATEGORY_STREAM, CONTINUOUS_STREAM = 0, 1, 2  # stateless streams of one sample's seed
-UNIFORM_ENTROPY = math.log(2.0)  # differential entropy of U[−1, 1], nats per code dimension
+PENALTY_STREAM = 3  # ε of the gradient penalty; streams 0-2 of a step seed are the latents' (zoo.gan.latents)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,7 +135,7 @@ def _descend(optimizer, tape, loss, variables) -> None:
 
 
 @keras.saving.register_keras_serializable(package="zoo")
-class GAN(keras.Model):
+class GAN(ConfigSerialization, keras.Model):
     """Generator G(z, c, y) and discriminator D(x, y) trained adversarially (see module docstring).
 
     Data contract: batches are dicts with "image", float32 [batch, *image_shape]
@@ -141,66 +144,49 @@ class GAN(keras.Model):
     loss=wasserstein, and an energy (per-pixel reconstruction MSE) for loss=energy.
     """
 
+    config_class = GANConfig
+
     def __init__(self, config: GANConfig, **kwargs):
         super().__init__(**kwargs)
         self.config = config
+        self.objective = objectives.for_config(config)  # what `loss` changes: D's head, score and losses
+        # Layers are created in this order, which fixes the initial weights of a seed, and kept under
+        # these attribute names, which are their weights' paths in .keras files.
         constraint = ClipWeights(config.weight_clip) if config.weight_clip else None
         self.generator_layers = generator_layers(config)
         self.label_inputs = ConcatLabels(config.num_classes) if config.conditional else None
         self.encoder = encoder_layers(config, constraint)
-        if config.loss == "energy":  # D(x) = ‖Dec(Enc(x)) − x‖² (Zhao et al. Sec. 2.3); Dec mirrors Enc like G
-            self.head = decoder_layers(config)
-        else:
-            self.head = [
-                *([MinibatchDiscrimination(config.minibatch_kernels, config.minibatch_kernel_dim)]
-                  if config.minibatch_discrimination else []),
-                keras.layers.Dense(1, kernel_constraint=constraint, bias_constraint=constraint),
-            ]
-        self.category_posterior = (  # Q(c | x), InfoGAN Sec. 5; shares D's body
-            distributions.CategoricalLayer(config.categorical_code) if config.categorical_code else None)
-        self.continuous_posterior = (
-            distributions.GaussianLayer((config.continuous_codes,)) if config.continuous_codes else None)
+        self.head = self.objective.head(constraint)
+        self.latent_inputs = LatentInputs(config)  # z, y and the InfoGAN codes c, with Q(c | x)
+        self.category_posterior = self.latent_inputs.category_posterior
+        self.continuous_posterior = self.latent_inputs.continuous_posterior
         self.seed_generator = keras.random.SeedGenerator(config.seed)
         tracked = ["loss", "discriminator_loss", "generator_loss", "d_real", "d_fake"]
         tracked += ["gradient_penalty"] * bool(config.gradient_penalty_weight)
-        tracked += ["wasserstein_estimate"] * (config.loss == "wasserstein")
-        tracked += ["pulling_away"] * (config.loss == "energy")
-        tracked += ["mutual_information"] * bool(config.code_size)
+        tracked += [*self.objective.tracked, *self.latent_inputs.tracked]
         self.trackers = {name: keras.metrics.Mean(name=name) for name in tracked}
 
     @property
     def metrics(self):
         return list(self.trackers.values())
 
-    @property
-    def latent_size(self) -> int:
-        return self.config.noise_dim + self.config.code_size + self.config.num_classes * self.config.conditional
-
     def build(self, input_shape=None):
         config = self.config
-        build_sequence(self.generator_layers, (None, self.latent_size))
+        build_sequence(self.generator_layers, (None, self.latent_inputs.size))
         shape = (None, *config.image_shape) if config.architecture == "dcgan" else (None, math.prod(config.image_shape))
         if self.label_inputs is not None:
             shape = build_sequence([self.label_inputs], shape)
         features = build_sequence(self.encoder, shape)
         build_sequence(self.head, features)
-        for posterior in (self.category_posterior, self.continuous_posterior):
-            if posterior is not None:
-                posterior.build(features)
+        for posterior in self.latent_inputs.posteriors:
+            posterior.build(features)
         super().build(input_shape)
 
     # The two networks.
 
-    def generate(self, noise, labels=None, category=None, continuous=None, training=False):
-        """G(z, c, y) in [−1, 1]: z, the InfoGAN codes and the label's one-hot concatenated (Chen Sec. 5)."""
-        inputs = [noise]
-        if self.config.categorical_code:
-            inputs.append(tf.one_hot(category, self.config.categorical_code))
-        if self.config.continuous_codes:
-            inputs.append(continuous)
-        if self.config.conditional:
-            inputs.append(tf.one_hot(labels, self.config.num_classes))
-        return run_sequence(self.generator_layers, tf.concat(inputs, axis=-1), training)
+    def generate(self, latents, training=False):
+        """G(z, c, y) in [−1, 1] for latents {"noise", and "labels" / "category" / "continuous" as configured}."""
+        return run_sequence(self.generator_layers, self.latent_inputs.generator_input(latents), training)
 
     def discriminate(self, images, labels=None, training=False):
         """D(x, y): {"score": [batch], "features": [batch, F]} for images in [−1, 1].
@@ -214,103 +200,44 @@ class GAN(keras.Model):
         if self.label_inputs is not None:
             inputs = self.label_inputs(inputs, labels)
         features = run_sequence(self.encoder, inputs, training)
-        output = run_sequence(self.head, features, training)
-        if self.config.loss == "energy":
-            score = tf.reduce_mean(tf.square(output - images), axis=[1, 2, 3])
-        else:
-            score = output[:, 0]
+        score = self.objective.score(run_sequence(self.head, features, training), images)
         return {"score": score, "features": features}
 
     # The objective: one method per player, shared by train_step and test_step.
-
-    def _draw_latents(self, batch, labels, seed):
-        """z ~ U[−1, 1] (Radford Sec. 4), c_cat ~ Cat(1/K), c_cont ~ U[−1, 1] (Chen Sec. 7.1)."""
-        config = self.config
-        seeds = [_fold(seed, stream) for stream in range(3)]
-        latents = {
-            "noise": tf.random.stateless_uniform([batch, config.noise_dim], seeds[NOISE_STREAM], -1.0, 1.0),
-            "labels": labels,
-        }
-        if config.categorical_code:
-            latents["category"] = tf.random.stateless_uniform(
-                [batch], seeds[CATEGORY_STREAM], 0, config.categorical_code, dtype=tf.int64)
-        if config.continuous_codes:
-            latents["continuous"] = tf.random.stateless_uniform(
-                [batch, config.continuous_codes], seeds[CONTINUOUS_STREAM], -1.0, 1.0)
-        return latents
-
-    def _mutual_information(self, latents, features):
-        """λ-weighted L_I(G, Q) = E[log Q(c | x)] + H(c) per example (Chen et al. Eq. 5)."""
-        config = self.config
-        bound = 0.0
-        if config.categorical_code:
-            log_q = self.category_posterior(features).log_prob(latents["category"])
-            bound += config.categorical_info_weight * gan_losses.mutual_information_bound(
-                log_q, math.log(config.categorical_code))
-        if config.continuous_codes:
-            log_q = self.continuous_posterior(features).log_prob(latents["continuous"])
-            bound += config.continuous_info_weight * gan_losses.mutual_information_bound(
-                log_q, config.continuous_codes * UNIFORM_ENTROPY)
-        return bound
 
     def _discriminator_terms(self, batch, seed, training):
         """Per-example D loss on real x and fake x̃ = G(z): Gulrajani Alg. 1 lines 4-7 (Goodfellow Eq. 1)."""
         config = self.config
         real, labels = batch["image"] * 2.0 - 1.0, batch.get("label")
-        latents = self._draw_latents(tf.shape(real)[0], labels, seed)
-        fake = self.generate(**latents, training=training)
+        latents = self.latent_inputs.draw(tf.shape(real)[0], labels, seed)
+        fake = self.generate(latents, training)
         real_output = self.discriminate(real, labels, training)
         fake_output = self.discriminate(fake, labels, training)
-        losses = gan_losses.loss_pair(self._loss_name, config.energy_margin)
-        terms = {
-            "discriminator_loss": losses.discriminator(real_output["score"], fake_output["score"]),
-            "d_real": self._reported(real_output["score"]),
-            "d_fake": self._reported(fake_output["score"]),
-        }
+        terms = self.objective.discriminator_terms(real_output, fake_output)
         if config.gradient_penalty_weight:
-            epsilon = tf.random.stateless_uniform([tf.shape(real)[0]], _fold(seed, 3))
+            epsilon = tf.random.stateless_uniform([tf.shape(real)[0]], _fold(seed, PENALTY_STREAM))
             terms["gradient_penalty"] = gan_losses.gradient_penalty(
                 lambda images: self.discriminate(images, labels, training)["score"], real, fake, epsilon)
             terms["discriminator_loss"] += config.gradient_penalty_weight * terms["gradient_penalty"]
-        if config.loss == "wasserstein":
-            terms["wasserstein_estimate"] = real_output["score"] - fake_output["score"]
         if config.code_size:
-            terms["mutual_information"] = self._mutual_information(latents, fake_output["features"])
-            terms["discriminator_loss"] -= terms["mutual_information"]  # Q ascends L_I with D (Eq. 5)
+            terms["mutual_information"] = self.latent_inputs.information(latents, fake_output["features"])
+            terms["discriminator_loss"] -= terms["mutual_information"]  # Q ascends L_I with D (Chen Eq. 6)
         return terms
 
     def _generator_terms(self, batch, seed, training):
         """Per-example G loss on fresh fakes, one per example of `batch`: Gulrajani Alg. 1 lines 11-12."""
-        config = self.config
         labels = batch.get("label")
-        latents = self._draw_latents(tf.shape(batch["image"])[0], labels, seed)
-        fake_output = self.discriminate(self.generate(**latents, training=training), labels, training)
-        terms = {"generator_loss": gan_losses.loss_pair(self._loss_name).generator(fake_output["score"])}
-        if config.loss == "energy":  # EBGAN-PT: λ_PT f_PT(S) on the encoder's codes (Zhao Eq. 7)
-            terms["pulling_away"] = gan_losses.pulling_away_term(fake_output["features"])
-            terms["generator_loss"] += config.pulling_away_weight * terms["pulling_away"]
-        if config.code_size:
-            terms["generator_loss"] -= self._mutual_information(latents, fake_output["features"])
+        latents = self.latent_inputs.draw(tf.shape(batch["image"])[0], labels, seed)
+        fake_output = self.discriminate(self.generate(latents, training), labels, training)
+        terms = self.objective.generator_terms(fake_output)
+        if self.config.code_size:  # G ascends L_I too (Chen Eq. 6)
+            terms["generator_loss"] -= self.latent_inputs.information(latents, fake_output["features"])
         return terms
-
-    @property
-    def _loss_name(self) -> str:
-        return self.config.generator_loss if self.config.loss == "gan" else self.config.loss
-
-    def _reported(self, scores):
-        """D(x) as a probability for loss=gan; critic scores and energies as they are."""
-        return tf.sigmoid(scores) if self.config.loss == "gan" else scores
-
-    def _step_seed(self):
-        seed = tf.cast(self.seed_generator.next(), tf.int64)
-        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
-        return _fold(seed, tf.cast(replica, tf.int64))
 
     def train_step(self, data):
         minibatches = _split(data, self.config.critic_steps)  # Alg. 1, line 3: fresh real data per critic step
-        size = tf.shape(minibatches[0]["image"])[0] * tf.distribute.get_strategy().num_replicas_in_sync
-        global_minibatch = tf.cast(size, tf.float32)
-        seed = self._step_seed()
+        global_minibatch = steps.global_batch_size(minibatches[0]["image"])  # m of Alg. 1, over all replicas
+        seed = steps.replica_seed(self.seed_generator)
         for step, minibatch in enumerate(minibatches):  # Gulrajani Alg. 1, lines 2-9
             with tf.GradientTape() as tape:
                 critic_terms = self._discriminator_terms(minibatch, _fold(seed, step), training=True)
@@ -323,16 +250,14 @@ class GAN(keras.Model):
         return self._update_trackers({**critic_terms, **generator_terms})
 
     def test_step(self, data):
-        seed = self._step_seed()
+        seed = steps.replica_seed(self.seed_generator)
         terms = self._discriminator_terms(data, seed, training=False)
         terms.update(self._generator_terms(data, seed, training=False))
         return self._update_trackers(terms)
 
     def _update_trackers(self, terms):
-        terms = {**terms, "loss": terms["discriminator_loss"] + terms["generator_loss"]}
-        for name, tracker in self.trackers.items():
-            tracker.update_state(terms[name])
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
+        return steps.update_trackers(
+            self.trackers, {**terms, "loss": terms["discriminator_loss"] + terms["generator_loss"]})
 
     @property
     def _generator_variables(self):
@@ -364,78 +289,20 @@ class GAN(keras.Model):
 
     def call(self, inputs, training=False):
         """{"noise", and "labels" / "category" / "continuous" as configured} → images in [0, 1]."""
-        return (self.generate(**inputs, training=training) + 1.0) / 2.0
-
-    def _latents_from_seeds(self, seeds):
-        """One sample's z, code and label, each a pure function of its seed (batch-order independent)."""
-        config = self.config
-        latents = {"noise": per_example_uniform(seeds, [config.noise_dim], NOISE_STREAM)}
-        if config.conditional:
-            latents["labels"] = per_example_uniform(seeds, [], CATEGORY_STREAM, 0, config.num_classes, tf.int64)
-        if config.categorical_code:
-            latents["category"] = per_example_uniform(seeds, [], CATEGORY_STREAM, 0, config.categorical_code,
-                                                      tf.int64)
-        if config.continuous_codes:
-            latents["continuous"] = per_example_uniform(seeds, [config.continuous_codes], CONTINUOUS_STREAM)
-        return latents
+        return (self.generate(inputs, training) + 1.0) / 2.0
 
     def sample(self, seeds, **fixed):
         """x = G(z, c, y) in [0, 1], one image per int64 seed; `fixed` overrides drawn labels or codes."""
-        latents = {**self._latents_from_seeds(seeds), **fixed}
-        return (self.generate(**latents) + 1.0) / 2.0
+        latents = {**self.latent_inputs.from_seeds(seeds), **fixed}
+        return (self.generate(latents) + 1.0) / 2.0
 
     def serving_signatures(self):
-        seed = signatures.SEED
-        declared = {
-            "serving_default": (lambda seed: {"images": self.sample(seed)}, [seed]),
-            "sample_png": (lambda seed: {"images_bytes": signatures.png_bytes(self.sample(seed))}, [seed]),
-        }
-        if self.config.conditional:
-            declared["sample_conditional"] = (
-                lambda seed, label: {"images": self.sample(
-                    seed, labels=signatures.checked_labels(label, self.config.num_classes, "label"))},
-                [seed, tf.TensorSpec([None], tf.int64, name="label")],
-            )
-        if self.config.code_size:
-            declared["sample_with_codes"] = (self._sample_with_codes, [
-                seed, tf.TensorSpec([None], tf.int64, name="category"),
-                tf.TensorSpec([None, self.config.continuous_codes], tf.float32, name="continuous")])
-        return declared
-
-    def _sample_with_codes(self, seed, category, continuous):
-        """InfoGAN: G(z(seed), c) with the codes given (category ignored without a categorical code)."""
-        fixed = {"continuous": continuous} if self.config.continuous_codes else {}
-        if self.config.categorical_code:
-            fixed["category"] = signatures.checked_labels(category, self.config.categorical_code, "category")
-        return {"images": self.sample(seed, **fixed)}
+        return {**signatures.seed_signatures(self.sample), **self.latent_inputs.signatures(self.sample)}
 
     def summary_images(self, images):
-        """TensorBoard grids from fixed seeds, so epochs are comparable: samples, per class, code traversals."""
+        """TensorBoard grids from fixed seeds, so epochs are comparable: samples, and per class or code."""
         del images  # G needs no data
-        grids = {"samples": self.sample(tf.range(64, dtype=tf.int64))}
-        if self.config.conditional:  # Mirza & Osindero Fig. 2: a row per class
-            classes = tf.repeat(tf.range(self.config.num_classes, dtype=tf.int64), 8)
-            grids["per_class"] = self.sample(tf.tile(tf.range(8, dtype=tf.int64), [self.config.num_classes]),
-                                             labels=classes)
-        if self.config.categorical_code:  # Chen et al. Fig. 2a: a row per category
-            categories = tf.repeat(tf.range(self.config.categorical_code, dtype=tf.int64), 8)
-            grids["traversal_category"] = self.sample(
-                tf.tile(tf.range(8, dtype=tf.int64), [self.config.categorical_code]), category=categories)
-        rows = tf.repeat(tf.range(8, dtype=tf.int64), 8)  # row r: seed r, its code c_i swept along the row
-        for code in range(self.config.continuous_codes):  # Chen et al. Fig. 2c-d: c_i from −2 to 2
-            continuous = self._latents_from_seeds(rows)["continuous"]
-            continuous = tf.tensor_scatter_nd_update(
-                continuous, tf.stack([tf.range(64), tf.fill([64], code)], axis=1), tf.tile(tf.linspace(-2.0, 2.0, 8), [8]))
-            grids[f"traversal_continuous_{code + 1}"] = self.sample(rows, continuous=continuous)
-        return grids
-
-    def get_config(self):
-        return {**super().get_config(), "config": config_lib.to_dict(self.config)}
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        return cls(config_lib.from_dict(GANConfig, config.pop("config")), **config)
+        return {"samples": self.sample(tf.range(64, dtype=tf.int64)), **self.latent_inputs.grids(self.sample)}
 
 
 def build(config: GANConfig) -> GAN:

@@ -1,4 +1,4 @@
-"""The networks of the GAN family (`zoo/gan.py`), as lists of Keras layers built from a `GANConfig`.
+"""The networks of the GAN family (`zoo.gan.model`), as lists of Keras layers built from a `GANConfig`.
 
 Two architectures for MNIST-sized images:
 

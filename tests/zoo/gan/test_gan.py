@@ -15,22 +15,14 @@ from training import checkpoint
 from zoo import config as config_lib
 from zoo.gan import losses as gan_losses
 from zoo.gan import GAN, GANConfig
+from zoo.gan.latents import LatentInputs
 
 GAN_NAMES = ["zoo.gan", "zoo.dcgan", "zoo.wgan_gp", "zoo.wgan", "zoo.cgan", "zoo.infogan", "zoo.ebgan"]
 SEEDS = tf.constant([3, 141, -7, 2**40, 0, 11], tf.int64)
 
 
-def tiny_gan_config(name: str, **overrides) -> GANConfig:
-    """The entry's preset on 8×8 images with networks that build instantly (big_vision style)."""
-    critic_steps = min(zoo.get(name).make_config().critic_steps, 2)
-    values = dict(generator_units=16, discriminator_units=8, maxout_pieces=2, filters=4, noise_dim=6,
-                  minibatch_kernels=3, minibatch_kernel_dim=2, image_shape=(8, 8, 1),
-                  critic_steps=critic_steps, batch_size=4 * critic_steps)
-    return zoo.get(name).make_config(**{**values, **overrides})
-
-
 def tiny_model(name: str, **overrides) -> GAN:
-    model = zoo.get(name).build(tiny_gan_config(name, **overrides))
+    model = zoo.get(name).build(zoo.get(name).make_tiny_config(**overrides))
     model.compile_for_training(steps_per_epoch=2)
     return model
 
@@ -95,8 +87,8 @@ def test_wgan_gp_critic_loss_is_the_wasserstein_loss_plus_lambda_times_the_penal
     model = tiny_model("zoo.wgan_gp")
     batch, real, labels, seed = batch_and_seed(model)
     terms = model._discriminator_terms(batch, seed, training=True)
-    latents = model._draw_latents(tf.shape(real)[0], labels, seed)
-    fake = model.generate(**latents, training=True)
+    latents = model.latent_inputs.draw(tf.shape(real)[0], labels, seed)
+    fake = model.generate(latents, training=True)
     real_scores = model.discriminate(real, labels, True)["score"]
     fake_scores = model.discriminate(fake, labels, True)["score"]
 
@@ -112,8 +104,8 @@ def test_gan_terms_report_probabilities_and_use_the_configured_generator_loss():
                                       ("minimax", gan_losses.minimax_generator_loss)]:
         model = tiny_model("zoo.dcgan", generator_loss=generator_loss)
         batch, real, labels, seed = batch_and_seed(model)
-        latents = model._draw_latents(4, labels, seed)
-        fake_logits = model.discriminate(model.generate(**latents), labels)["score"]
+        latents = model.latent_inputs.draw(tf.shape(real)[0], labels, seed)
+        fake_logits = model.discriminate(model.generate(latents), labels)["score"]
         np.testing.assert_allclose(model._generator_terms(batch, seed, training=False)["generator_loss"],
                                    reference(fake_logits), rtol=1e-5, atol=1e-6)
         d_real = model._discriminator_terms(batch, seed, training=False)["d_real"]
@@ -130,7 +122,7 @@ def test_ebgan_energy_is_the_autoencoder_reconstruction_error_and_g_adds_the_pul
     np.testing.assert_allclose(output["score"], np.mean((reconstruction - real) ** 2, axis=(1, 2, 3)), rtol=1e-5)
 
     terms = model._generator_terms(batch, seed, training=False)
-    fake = model.generate(**model._draw_latents(4, labels, seed))
+    fake = model.generate(model.latent_inputs.draw(tf.shape(real)[0], labels, seed))
     fake_output = model.discriminate(fake)
     np.testing.assert_allclose(
         terms["generator_loss"],
@@ -140,19 +132,47 @@ def test_ebgan_energy_is_the_autoencoder_reconstruction_error_and_g_adds_the_pul
 def test_infogan_players_both_ascend_the_mutual_information_bound():
     model = tiny_model("zoo.infogan")
     batch, real, labels, seed = batch_and_seed(model)
-    latents = model._draw_latents(4, labels, seed)
-    fake_features = model.discriminate(model.generate(**latents))["features"]
+    latents = model.latent_inputs.draw(tf.shape(real)[0], labels, seed)
+    fake_features = model.discriminate(model.generate(latents))["features"]
     log_q_category = model.category_posterior(fake_features).log_prob(latents["category"])
     log_q_continuous = model.continuous_posterior(fake_features).log_prob(latents["continuous"])
     expected = 1.0 * (log_q_category + np.log(10.0)) + 0.1 * (log_q_continuous + 2 * np.log(2.0))
 
     generator = model._generator_terms(batch, seed, training=False)
-    fake_logits = model.discriminate(model.generate(**latents))["score"]
+    fake_logits = model.discriminate(model.generate(latents))["score"]
     np.testing.assert_allclose(generator["generator_loss"],
                                gan_losses.non_saturating_generator_loss(fake_logits) - expected, rtol=1e-4,
                                atol=1e-5)
     discriminator = model._discriminator_terms(batch, seed, training=False)
     np.testing.assert_allclose(discriminator["mutual_information"], expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name, keys", [("zoo.gan", {"noise"}), ("zoo.cgan", {"noise", "labels"}),
+                                       ("zoo.infogan", {"noise", "category", "continuous"})])
+def test_training_and_sampling_latents_hold_what_the_config_feeds_g_within_their_priors(name, keys):
+    latent_inputs = LatentInputs(zoo.get(name).make_tiny_config())
+    labels = tf.constant([4, 2, 0, 5, 3, 1], tf.int64)
+    training = latent_inputs.draw(6, labels, tf.constant([1, 2], tf.int64))
+    for latents in (training, latent_inputs.from_seeds(SEEDS)):
+        assert set(latents) == keys
+        assert latents["noise"].shape == (6, 6) and np.all(np.abs(latents["noise"]) <= 1.0)
+        if "category" in keys:
+            assert np.all((latents["category"].numpy() >= 0) & (latents["category"].numpy() < 10))
+            assert np.all(np.abs(latents["continuous"]) <= 1.0)
+    if "labels" in keys:
+        np.testing.assert_array_equal(training["labels"], labels)  # y comes from the batch in training
+
+
+def test_generator_input_is_noise_one_hot_category_continuous_codes_then_one_hot_label():
+    latent_inputs = LatentInputs(zoo.get("zoo.infogan").make_tiny_config(conditional=True))
+    latents = {"noise": tf.fill([2, 6], 0.5), "category": tf.constant([3, 0], tf.int64),
+               "continuous": tf.constant([[0.1, -0.2], [0.3, 0.4]]), "labels": tf.constant([9, 1], tf.int64)}
+    inputs = latent_inputs.generator_input(latents).numpy()
+    assert inputs.shape == (2, latent_inputs.size) == (2, 6 + 10 + 2 + 10)
+    np.testing.assert_array_equal(inputs[:, :6], 0.5)
+    np.testing.assert_array_equal(inputs[:, 6:16], np.eye(10)[[3, 0]])
+    np.testing.assert_allclose(inputs[:, 16:18], latents["continuous"])
+    np.testing.assert_array_equal(inputs[:, 18:], np.eye(10)[[9, 1]])
 
 
 @pytest.mark.parametrize("name", ["zoo.dcgan", "zoo.cgan", "zoo.infogan"])
@@ -287,9 +307,7 @@ strategy = distribute.make_strategy("mirrored")
 results = {}
 for name in sys.argv[1:]:
     spec = zoo.get(name)
-    critic_steps = min(spec.make_config().critic_steps, 2)
-    config = spec.make_config(generator_units=16, discriminator_units=8, maxout_pieces=2, filters=4, noise_dim=6,
-                              image_shape=(8, 8, 1), critic_steps=critic_steps, batch_size=8 * critic_steps)
+    config = spec.make_tiny_config()
     with strategy.scope():
         model = spec.build(config)
         model.compile_for_training(2)
@@ -301,7 +319,7 @@ for name in sys.argv[1:]:
     results[name] = {"logs": {key: float(values[-1]) for key, values in history.items()},
                      "generator_steps": int(model.optimizer.iterations.numpy()),
                      "discriminator_steps": int(model.discriminator_optimizer.iterations.numpy()),
-                     "critic_steps": critic_steps, "replicas": strategy.num_replicas_in_sync}
+                     "critic_steps": config.critic_steps, "replicas": strategy.num_replicas_in_sync}
 print(json.dumps(results))
 """
 

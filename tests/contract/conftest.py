@@ -106,16 +106,25 @@ _SAVEDMODELS = textwrap.dedent('''
     def shapes(specs):
         return {key: spec.shape.as_list() for key, spec in specs.items()}
 
-    seeds, permutation = np.load(sys.argv[1])["seeds"], np.load(sys.argv[1])["permutation"]
-    out_dir, report = sys.argv[2], {}
-    for index, model_dir in enumerate(sys.argv[3:]):
+    def numpy(outputs):  # PNG strings decoded, so that every output is a plain array
+        return {key: np.stack([tf.io.decode_png(png).numpy() for png in value.numpy()])
+                if value.dtype == tf.string else value.numpy() for key, value in outputs.items()}
+
+    out_dir, report = sys.argv[1], {}
+    for index, model_dir in enumerate(sys.argv[2:]):
         signatures = tf.saved_model.load(model_dir).signatures
-        sample = signatures["serving_default"]
-        pngs = signatures["sample_png"](seed=tf.constant(seeds))["images_bytes"]
-        np.savez(f"{out_dir}/savedmodel-{index}.npz",
-                 sample=sample(seed=tf.constant(seeds))["images"].numpy(),
-                 sample_permuted=sample(seed=tf.constant(seeds[permutation]))["images"].numpy(),
-                 png_decoded=np.stack([tf.io.decode_png(png).numpy() for png in pngs.numpy()]))
+        with np.load(f"{out_dir}/inputs-{index}.npz") as loaded:
+            inputs = dict(loaded)
+        outputs = {}
+        for name, function in signatures.items():
+            given = {key.split(".", 1)[1]: tf.constant(value) for key, value in inputs.items()
+                     if key.split(".", 1)[0] == name}
+            outputs.update({f"{name}.{key}": value for key, value in numpy(function(**given)).items()})
+        permuted = {key: tf.constant(value[inputs["permutation"]]) for key, value in inputs.items()
+                    if key.startswith("serving_default.")}
+        permuted = {key.split(".", 1)[1]: value for key, value in permuted.items()}
+        outputs["serving_default_permuted.images"] = signatures["serving_default"](**permuted)["images"].numpy()
+        np.savez(f"{out_dir}/savedmodel-{index}.npz", **outputs)
         report[model_dir] = {
             "signatures": {name: {"inputs": shapes(function.structured_input_signature[1]),
                                   "outputs": shapes(function.structured_outputs)}
@@ -135,10 +144,11 @@ _KERAS = textwrap.dedent('''
     import zoo  # registers the zoo's serializables
     import contract_toy  # and the toy's
 
-    seeds, out_dir, classes = np.load(sys.argv[1])["seeds"], sys.argv[2], []
-    for index, path in enumerate(sys.argv[3:]):
+    out_dir, classes = sys.argv[1], []
+    for index, path in enumerate(sys.argv[2:]):
         model = keras.models.load_model(path)
         classes.append(type(model).__name__)
+        seeds = np.load(f"{out_dir}/inputs-{index}.npz")["serving_default.seed"]
         np.savez(f"{out_dir}/keras-{index}.npz", sample=keras.ops.convert_to_numpy(model.sample(tf.constant(seeds))))
     with open(f"{out_dir}/keras.json", "w") as file:
         json.dump(classes, file)
@@ -147,13 +157,45 @@ _KERAS = textwrap.dedent('''
 
 @dataclasses.dataclass(frozen=True)
 class Reloaded:
-    sample: np.ndarray  # `sample(SEEDS)` of the model before export, in this process
-    savedmodel: dict  # the SavedModel's outputs in the TensorFlow-only process
+    inputs: dict  # "<signature>.<input>" → what every declared signature was called with
+    expected: dict  # "<signature>.<output>" → the declared functions' outputs in this process
+    savedmodel: dict  # the same keys → the SavedModel's outputs in the TensorFlow-only process
     savedmodel_report: dict  # signature shapes and op types there
     savedmodel_modules: list  # top-level modules that process imported
-    keras_sample: np.ndarray  # `sample(SEEDS)` of the reloaded .keras model
+    sample: np.ndarray  # `sample(seeds)` of the model, eagerly in this process
+    keras_sample: np.ndarray  # the same of the reloaded .keras model
     keras_class: str
-    permutation: np.ndarray = dataclasses.field(default_factory=PERMUTATION.copy)  # the order of SEEDS in `savedmodel["sample_permuted"]`
+
+
+def signature_inputs(model, seed: int = 0) -> dict:
+    """Inputs for every declared signature, "<signature>.<input>" → array of batch len(SEEDS):
+    SEEDS for seeds, ones for other integers (a valid label, category or sample count for any
+    model), uniform [0, 1) draws for floats (images, latents, codes)."""
+    rng = np.random.default_rng(seed)
+    inputs = {"permutation": PERMUTATION}
+    for name, (_, specs) in model.serving_signatures().items():
+        for spec in specs:
+            shape = [len(SEEDS), *spec.shape[1:]]
+            if spec.name == "seed":
+                value = SEEDS
+            elif spec.dtype.is_integer:
+                value = np.ones(shape, spec.dtype.as_numpy_dtype)
+            else:
+                value = rng.random(shape).astype(spec.dtype.as_numpy_dtype)
+            inputs[f"{name}.{spec.name}"] = value
+    return inputs
+
+
+def declared_outputs(model, inputs: dict) -> dict:
+    """Every declared signature called in this process (as `export` traces it), PNGs decoded."""
+    outputs = {}
+    for name, (function, specs) in model.serving_signatures().items():
+        traced = tf.function(function, input_signature=specs)
+        for key, value in traced(*[tf.constant(inputs[f"{name}.{spec.name}"]) for spec in specs]).items():
+            if value.dtype == tf.string:
+                value = tf.stack([tf.io.decode_png(png) for png in tf.unstack(value)])
+            outputs[f"{name}.{key}"] = value.numpy()
+    return outputs
 
 
 def _run_all(directory: pathlib.Path, scripts: dict) -> None:
@@ -163,7 +205,7 @@ def _run_all(directory: pathlib.Path, scripts: dict) -> None:
     for kind, (script, artifacts) in scripts.items():
         path = directory / f"reload_{kind}.py"
         path.write_text(script)
-        jobs[kind] = subprocess.Popen([sys.executable, path, directory / "inputs.npz", directory, *artifacts],
+        jobs[kind] = subprocess.Popen([sys.executable, path, directory, *artifacts],
                                       cwd=directory, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                       text=True)
     try:
@@ -177,14 +219,16 @@ def _run_all(directory: pathlib.Path, scripts: dict) -> None:
                 job.communicate()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def reloads(tmp_path_factory) -> dict[str, Reloaded]:
-    """name → what its export gave after reloading, for every entry (exported and reloaded once)."""
+    """name → what its export gave after reloading, for every entry (exported and reloaded once; module
+    scope, so that the toy entry is registered when it is built)."""
     directory = tmp_path_factory.mktemp("contract-reloads")
     exported = {name: export.export(built(name).model, directory / name, built(name).spec.short_name)
                 for name in ENTRIES}
-    samples = {name: built(name).model.sample(tf.constant(SEEDS)).numpy() for name in ENTRIES}
-    np.savez(directory / "inputs.npz", seeds=SEEDS, permutation=PERMUTATION)
+    inputs = {name: signature_inputs(built(name).model) for name in ENTRIES}
+    for index, name in enumerate(ENTRIES):
+        np.savez(directory / f"inputs-{index}.npz", **inputs[name])
     _run_all(directory, {
         "savedmodel": (_SAVEDMODELS, [exported[name].savedmodel_dir for name in ENTRIES]),
         "keras": (_KERAS, [exported[name].keras_path for name in ENTRIES]),
@@ -196,8 +240,10 @@ def reloads(tmp_path_factory) -> dict[str, Reloaded]:
         with np.load(directory / f"{name}.npz") as loaded:
             return dict(loaded)
 
-    return {name: Reloaded(sample=samples[name], savedmodel=arrays(f"savedmodel-{index}"),
+    return {name: Reloaded(inputs=inputs[name], expected=declared_outputs(built(name).model, inputs[name]),
+                           savedmodel=arrays(f"savedmodel-{index}"),
                            savedmodel_report=report[exported[name].savedmodel_dir],
                            savedmodel_modules=report["modules"],
+                           sample=built(name).model.sample(tf.constant(SEEDS)).numpy(),
                            keras_sample=arrays(f"keras-{index}")["sample"], keras_class=keras_classes[index])
             for index, name in enumerate(ENTRIES)}

@@ -77,18 +77,26 @@ def test_keras_file_reloads_in_a_fresh_process_with_identical_samples(entry, rel
     np.testing.assert_array_equal(reloaded.keras_sample, reloaded.sample)
 
 
-def test_savedmodel_samples_in_a_tensorflow_only_process_like_the_model(entry, reloads):
+def test_every_savedmodel_signature_in_a_tensorflow_only_process_gives_the_models_outputs(entry, reloads):
     reloaded = reloads[entry.spec.name]
     assert not {"zoo", "training", "export", "tensorflow_probability"} & set(reloaded.savedmodel_modules)
-    np.testing.assert_allclose(reloaded.savedmodel["sample"], reloaded.sample, atol=1e-5)
-    expected_png = np.round(np.clip(reloaded.savedmodel["sample"], 0.0, 1.0) * 255.0)
-    np.testing.assert_array_equal(reloaded.savedmodel["png_decoded"], expected_png)
+    served = {key: value for key, value in reloaded.savedmodel.items() if not key.startswith("serving_default_")}
+    assert set(served) == set(reloaded.expected)
+    for key, expected in reloaded.expected.items():
+        np.testing.assert_allclose(served[key], expected, atol=1e-5, rtol=1e-5, err_msg=key)
+
+
+def test_savedmodel_pngs_are_the_samples_in_8_bits(entry, reloads):
+    served = reloads[entry.spec.name].savedmodel
+    expected = np.round(np.clip(served["serving_default.images"], 0.0, 1.0) * 255.0)
+    np.testing.assert_array_equal(served["sample_png.images_bytes"], expected)
 
 
 def test_savedmodel_samples_do_not_depend_on_batch_order(entry, reloads):
     reloaded = reloads[entry.spec.name]
-    outputs = reloaded.savedmodel
-    np.testing.assert_array_equal(outputs["sample_permuted"], outputs["sample"][reloaded.permutation])
+    served = reloaded.savedmodel
+    np.testing.assert_array_equal(served["serving_default_permuted.images"],
+                                  served["serving_default.images"][reloaded.inputs["permutation"]])
 
 
 def test_every_signature_has_a_batch_dimension_and_only_stateless_core_ops(entry, reloads):

@@ -1,8 +1,8 @@
-"""What every autoregressive image model of the zoo shares: the exact likelihood, its
-training steps, the raster-order sampler and the serving signatures.
+"""What every autoregressive image model of the zoo shares: the exact likelihood as the
+objective, the raster-order sampling loop and the serving signatures.
 
-An image is a sequence of pixels in raster order (rows top to bottom, left to
-right), and the model is the chain rule over it (van den Oord et al. 2016a, Eq. 1):
+An image is a sequence of pixels in raster order (rows top to bottom, left to right),
+and the model is the chain rule over it (van den Oord et al. 2016a, arXiv:1601.06759, Eq. 1):
 
     log p(x | y) = Σ_i log p(x_i | x_1, …, x_{i−1}, y),
 
@@ -10,68 +10,115 @@ each conditional computed by a network that never lets pixel i see pixels ≥ i.
 Training maximises it exactly (no bound) and sampling draws the pixels one at a
 time, each from its conditional given those drawn before it.
 
-A family subclasses `AutoregressiveImageModel` and provides:
+A model of the family is two parts:
 
-* `call(images, labels=None)`: the parameters of every pixel's conditional,
-  [batch, H, W, …], in one pass (teacher forcing);
-* `log_likelihood(images, labels=None, training=False)`: log p(x | y) per image,
-  in nats, from a `tfd` distribution built on those parameters (`training` turns
-  on what only training uses, e.g. dropout);
-* `pixel_noise_size`: how many U(0, 1) draws one pixel's sampler uses, and
-  `draw(parameters, uniforms)`: the values in [0, 1] of one pixel, [batch, C],
-  from that pixel's parameters [batch, …] and its uniforms [batch, pixel_noise_size];
-* optionally `samplers()`, adding faster `Sampler`s beside "naive" (one full
-  forward pass per pixel), e.g. "cached", the activation caches of Ramachandran
-  et al. 2017.
+* its network, `call(images, labels=None)`: the parameters of every pixel's
+  conditional, [batch, H, W, …], in one pass (teacher forcing);
+* its pixel likelihood, the attribute `likelihood`: `log_prob(parameters, images)` → log p(x | y)
+  per image in nats, `noise_size`, the U(0, 1) draws one pixel takes, and
+  `draw(parameters at one pixel, uniforms)` → that pixel's values in [0, 1], [batch, C],
+  by inversion (`pixel_likelihood.PixelLogitsLikelihood`, or PixelCNN++'s
+  `logistic_mixture.DiscretizedLogisticMixtureLayer`).
 
-Its config needs `image_shape`, `conditional`, `num_classes`, `learning_rate` and
-`jit_compile`; the family's class sets `config_class`.
+Sampling is `raster_sample`, a plain function over a sampler object with four
+methods (`initial_state`, `start_row`, `step`, `images`): `NaiveSampler` here, the
+cached samplers of PixelCNN in `cached_sampling`. A model lists its samplers in
+`samplers()`; every sampler of a model draws the same images from the same seeds.
+
+`AutoregressiveImageModel` stays a (thin) base class: the three models of the family
+(PixelCNN, PixelCNN++, PixelRNN) train, sample and serve identically, and the
+alternative, the same seven methods (`train_step`, `test_step`, `metrics`, `sample`,
+`serving_signatures`, `summary_images`, `compile_for_training`) forwarding to functions
+in each model, would be three copies of one family's code. It asks nothing of a subclass
+beyond Keras's `call` and the `likelihood` attribute; PixelCNN adds its cached sampler to
+`samplers()`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from typing import Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from zoo import config as config_lib
-from zoo.common import signatures
+from zoo.common import signatures, steps
+from zoo.common.serialization import ConfigSerialization
 from zoo.common.stateless import per_example_uniform
 
 LABEL_STREAM, PIXEL_STREAM = -1, 0  # the stateless streams of a seed's label and of its pixels' uniforms
 TINY = float(np.finfo(np.float32).tiny)  # smallest uniform draw: keeps log u and logit u finite
 
 
-@dataclasses.dataclass(frozen=True)
-class Sampler:
-    """The raster-order loop of one sampler: its state, and what it does per row and per pixel.
+def raster_sample(sampler, uniforms, labels):
+    """Images drawn pixel by pixel in raster order: rows top to bottom, then the pixels of a row
+    left to right, as two nested `tf.while_loop`s (so exported SavedModels hold the loop).
 
-    Attributes:
-      initial_state: (batch, labels) → the loop's state (any nest of tensors).
-      step: (row, column, state, uniforms [batch, pixel_noise_size], labels) → state with
-        pixel (row, column) drawn.
-      start_row: (row, state, labels) → state, before a row's first pixel.
-      images: state → the images drawn, [batch, H, W, C] in [0, 1].
+    Args:
+      sampler: `initial_state(batch, labels)` → the loop's state (any nest of tensors);
+        `start_row(row, state, labels)` → state, before a row's first pixel;
+        `step(row, column, state, uniforms [batch, noise_size], labels)` → state with that
+        pixel drawn; `images(state)` → the images, [batch, H, W, C] in [0, 1].
+      uniforms: every pixel's U(0, 1) draws, [batch, H, W, noise_size].
+      labels: int64 [batch], or None for an unconditional model.
     """
+    _, height, width, _ = uniforms.shape
+    uniforms = tf.transpose(uniforms, [1, 2, 0, 3])  # [H, W, batch, noise]: one gather per pixel
 
-    initial_state: Callable
-    step: Callable
-    start_row: Callable = lambda row, state, labels: state
-    images: Callable = lambda state: state
+    def next_row(row, state):
+        row_uniforms = tf.gather(uniforms, row)
+
+        def next_pixel(column, state):
+            return column + 1, sampler.step(row, column, state, tf.gather(row_uniforms, column), labels)
+
+        _, state = tf.while_loop(lambda column, _: column < width, next_pixel,
+                                 (tf.constant(0), sampler.start_row(row, state, labels)))
+        return row + 1, state
+
+    _, state = tf.while_loop(lambda row, _: row < height, next_row,
+                             (tf.constant(0), sampler.initial_state(tf.shape(uniforms)[2], labels)))
+    return sampler.images(state)
 
 
-class AutoregressiveImageModel(keras.Model):
+class NaiveSampler:
+    """One full forward pass of the model per pixel, of which only that pixel's parameters are
+    used: the reference the faster samplers match. Its state is the image drawn so far."""
+
+    def __init__(self, model):
+        self.model = model
+        self.image_shape = model.config.image_shape
+
+    def initial_state(self, batch, labels):
+        return tf.zeros([batch, *self.image_shape])
+
+    def start_row(self, row, images, labels):
+        return images
+
+    def step(self, row, column, images, uniforms, labels):
+        height, width, _ = self.image_shape
+        parameters = self.model(images, labels)[:, row, column]
+        at_pixel = tf.reshape(tf.one_hot(row * width + column, height * width), [1, height, width, 1])
+        return images + at_pixel * self.model.likelihood.draw(parameters, uniforms)[:, None, None, :]
+
+    def images(self, images):
+        return images
+
+
+def build_in_order(layers, image_shape) -> None:
+    """Builds `layers`, each on the output shape of the one before, the first on images of `image_shape`."""
+    shape = (None, *image_shape)
+    for layer in layers:
+        layer.build(shape)
+        shape = layer.compute_output_shape(shape)
+
+
+class AutoregressiveImageModel(ConfigSerialization, keras.Model):
     """p(x | y) = Π_i p(x_i | x_<i, y) over the pixels in raster order (see module docstring).
 
     Data contract: batches are dicts with "image", float32 [batch, *image_shape] in
-    [0, 1], and "label", int64 [batch], when `config.conditional`.
+    [0, 1], and "label", int64 [batch], when `config.conditional`. The config also
+    needs `num_classes` and the fields of `zoo.config.TrainingConfig`.
     """
-
-    config_class: type = None  # the family's config dataclass, for from_config
 
     def __init__(self, config, **kwargs):
         super().__init__(**kwargs)
@@ -82,11 +129,6 @@ class AutoregressiveImageModel(keras.Model):
     def metrics(self):
         return list(self.trackers.values())
 
-    @property
-    def dimensions(self) -> int:
-        """H·W·C, the denominator of bits per dimension."""
-        return math.prod(self.config.image_shape)
-
     def one_hot_labels(self, labels):
         """The labels of a conditional model, one-hot [batch, classes]; None otherwise."""
         if not self.config.conditional:
@@ -95,30 +137,30 @@ class AutoregressiveImageModel(keras.Model):
             raise ValueError(f"a conditional {type(self).__name__} needs labels")
         return tf.one_hot(labels, self.config.num_classes)
 
+    def log_likelihood(self, images, labels=None, training=False):
+        """log p(x | y) = Σ_i log p(x_i | x_<i, y) per image, exact, in nats: [batch] (2016a Eq. 1).
+
+        `training` turns on what only training uses (PixelCNN++'s dropout)."""
+        return self.likelihood.log_prob(self(images, labels, training=training), images)
+
     # The objective: maximum likelihood, shared by train_step and test_step.
 
     def _objective(self, data, training=False):
         """Per-example −log p(x | y) in nats and in bits per dimension."""
         nll = -self.log_likelihood(data["image"], data.get("label"), training=training)
-        return {"loss": nll, "nll": nll, "bits_per_dim": nll / (self.dimensions * math.log(2.0))}
+        dimensions = math.prod(self.config.image_shape)
+        return {"loss": nll, "nll": nll, "bits_per_dim": nll / (dimensions * math.log(2.0))}
 
     def train_step(self, data):
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        global_batch = tf.cast(tf.shape(data["image"])[0], tf.float32) * replicas
         with tf.GradientTape() as tape:
             terms = self._objective(data, training=True)
-            loss = tf.reduce_sum(terms["nll"]) / global_batch
+            loss = tf.reduce_sum(terms["nll"]) / steps.global_batch_size(data["image"])
         gradients = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
-        return self._update_trackers(terms)
+        return steps.update_trackers(self.trackers, terms)
 
     def test_step(self, data):
-        return self._update_trackers(self._objective(data))
-
-    def _update_trackers(self, terms):
-        for name, tracker in self.trackers.items():
-            tracker.update_state(terms[name])
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
+        return steps.update_trackers(self.trackers, self._objective(data))
 
     def compile_for_training(self, steps_per_epoch: int):
         """Adam at a constant learning rate."""
@@ -129,9 +171,8 @@ class AutoregressiveImageModel(keras.Model):
     # Sampling, pixel by pixel in raster order; this backs the serving signatures.
 
     def samplers(self) -> dict:
-        """name → a function returning the `Sampler` of that name; every sampler of a model
-        draws the same images from the same seeds."""
-        return {"naive": self._naive_sampler}
+        """name → sampler class, built on the model inside the sampling graph."""
+        return {"naive": NaiveSampler}
 
     @property
     def default_sampler(self) -> str:
@@ -141,9 +182,9 @@ class AutoregressiveImageModel(keras.Model):
     def sample(self, seeds, labels=None, sampler: str | None = None, jit_compile: bool = False):
         """x ~ p(x | y), one image in [0, 1] per int64 seed; y drawn from the seed unless given.
 
-        Every uniform a sample uses, H·W·pixel_noise_size of them and its label's, is
-        drawn up front from its own seed alone (a stateless stream per seed), so a
-        sample depends only on its seed (and label), whatever else is in the batch.
+        Every uniform a sample uses, H·W·noise_size of them and its label's, is drawn
+        up front from its own seed alone (a stateless stream per seed), so a sample
+        depends only on its seed (and label), whatever else is in the batch.
 
         `jit_compile=True` runs the raster loop compiled by XLA: at batch 1 on CPU 10–30×
         faster than the graph executor, whose fixed cost per small op dominates a cached
@@ -164,61 +205,29 @@ class AutoregressiveImageModel(keras.Model):
 
     @tf.function(reduce_retracing=True)
     def _pixel_uniforms(self, seeds):
-        """Every pixel's uniforms, [batch, H, W, pixel_noise_size], each example's from its seed (in a
+        """Every pixel's uniforms, [batch, H, W, noise_size], each example's from its seed (in a
         graph: eagerly, the per-seed map would run op by op)."""
         height, width, _ = self.config.image_shape
-        return per_example_uniform(seeds, [height, width, self.pixel_noise_size], PIXEL_STREAM, TINY, 1.0)
+        return per_example_uniform(seeds, [height, width, self.likelihood.noise_size], PIXEL_STREAM, TINY, 1.0)
 
-    def _raster_loop(self, uniforms, labels, sampler):
-        """Rows top to bottom, then pixels left to right, as two nested `tf.while_loop`s;
-        uniforms [batch, H, W, pixel_noise_size]."""
-        height, width, _ = self.config.image_shape
-        batch = tf.shape(uniforms)[0]
-        uniforms = tf.transpose(uniforms, [1, 2, 0, 3])  # [H, W, batch, noise]: one gather per pixel
-        loop = self.samplers()[sampler]()
-
-        def next_row(row, state):
-            row_uniforms = tf.gather(uniforms, row)
-
-            def next_pixel(column, state):
-                return column + 1, loop.step(row, column, state, tf.gather(row_uniforms, column), labels)
-
-            _, state = tf.while_loop(lambda column, _: column < width, next_pixel,
-                                     (tf.constant(0), loop.start_row(row, state, labels)))
-            return row + 1, state
-
-        _, state = tf.while_loop(lambda row, _: row < height, next_row,
-                                 (tf.constant(0), loop.initial_state(batch, labels)))
-        return loop.images(state)
+    def _raster_loop(self, uniforms, labels, sampler: str):
+        # The sampler is built here, in the graph, so that it reads the weights as they are when called.
+        return raster_sample(self.samplers()[sampler](self), uniforms, labels)
 
     _sample_loop = tf.function(_raster_loop, reduce_retracing=True)
     _compiled_sample_loop = tf.function(_raster_loop, reduce_retracing=True, jit_compile=True)
 
-    def _naive_sampler(self) -> Sampler:
-        """One full forward pass per pixel, of which that pixel's parameters are used."""
-        height, width, _ = self.config.image_shape
-
-        def step(row, column, images, uniforms, labels):
-            parameters = self(images, labels)[:, row, column]
-            at_pixel = tf.reshape(tf.one_hot(row * width + column, height * width), [1, height, width, 1])
-            return images + at_pixel * self.draw(parameters, uniforms)[:, None, None, :]
-
-        return Sampler(initial_state=lambda batch, labels: tf.zeros([batch, *self.config.image_shape]), step=step)
-
     # Serving and TensorBoard.
 
     def serving_signatures(self):
-        seed, label = signatures.SEED, tf.TensorSpec([None], tf.int64, name="label")
+        label = tf.TensorSpec([None], tf.int64, name="label")
         images = tf.TensorSpec([None, *self.config.image_shape], tf.float32, name="images")
-        declared = {
-            "serving_default": (lambda seed: {"images": self.sample(seed)}, [seed]),
-            "sample_png": (lambda seed: {"images_bytes": signatures.png_bytes(self.sample(seed))}, [seed]),
-        }
+        declared = signatures.seed_signatures(self.sample)
         if self.config.conditional:
             classes = self.config.num_classes
             declared["sample_conditional"] = (
                 lambda seed, label: {"images": self.sample(seed, signatures.checked_labels(label, classes))},
-                [seed, label])
+                [signatures.SEED, label])
             declared["log_likelihood"] = (
                 lambda images, label: {
                     "log_likelihood": self.log_likelihood(images, signatures.checked_labels(label, classes))},
@@ -242,15 +251,5 @@ class AutoregressiveImageModel(keras.Model):
         del images  # samples need no data
         grids = {"samples": self.sample(tf.range(16, dtype=tf.int64), jit_compile=True)}
         if self.config.conditional:
-            classes = self.config.num_classes
-            grids["per_class"] = self.sample(tf.tile(tf.range(8, dtype=tf.int64), [classes]),
-                                             tf.repeat(tf.range(classes, dtype=tf.int64), 8), jit_compile=True)
+            grids["per_class"] = self.sample(*signatures.class_rows(self.config.num_classes), jit_compile=True)
         return grids
-
-    def get_config(self):
-        return {**super().get_config(), "config": config_lib.to_dict(self.config)}
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        return cls(config_lib.from_dict(cls.config_class, config.pop("config")), **config)

@@ -325,5 +325,22 @@ class DiscretizedLogisticMixtureLayer(keras.layers.Layer):
         )
         return tfd.Independent(mixture, reinterpreted_batch_ndims=2)
 
+    # As the `likelihood` of an autoregressive model (`zoo.autoregressive.base`).
+
+    @property
+    def noise_size(self) -> int:
+        """The U(0, 1) draws of one pixel in `draw`: the component, then one per channel."""
+        return 1 + self.channels
+
+    def log_prob(self, features, images):
+        """log p(images) per example, [batch], in nats, from features [batch, H, W, F] (Eqs. 2–3)."""
+        return self(features).log_prob(images)
+
+    def draw(self, features, uniforms):
+        """One pixel's values in [0, 1], [batch, C], from its features [batch, F] and its uniforms
+        [batch, 1 + C] by inverse CDFs (`DiscretizedLogisticMixture.sample_from_uniforms`)."""
+        mixture = self(features[:, None, None, :]).distribution
+        return mixture.sample_from_uniforms(uniforms[:, None, None, :])[:, 0, 0]
+
     def get_config(self):
         return {**super().get_config(), "num_mixtures": self.num_mixtures, "channels": self.channels}

@@ -10,8 +10,9 @@ Each conditional p(x_i | x_<i) of the chain rule (2016a Eq. 1) is, per sub-pixel
   "a discrete distribution ... a multinomial modelled by a softmax").
 
 `levels` names the two: 1 for the Bernoulli (one logit per sub-pixel), and the number of
-categories otherwise (`NUM_LEVELS` = 256 for 8-bit data). Pure functions,
-shared by every family whose network ends in per-pixel logits.
+categories otherwise (`NUM_LEVELS` = 256 for 8-bit data). Pure functions, the output head
+of 2016a Table 1, and `PixelLogitsLikelihood`, the `likelihood` (`zoo.autoregressive.base`)
+of every model whose network ends in per-pixel logits.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from zoo.autoregressive.logistic_mixture import NUM_LEVELS
-from zoo.common import distributions
 from zoo.autoregressive.masked_conv import MaskedConv2D
+from zoo.common import distributions
 
 tfd = tfp.distributions
 
@@ -91,49 +92,42 @@ def draw_pixel(logits, uniforms, levels: int):
 
 
 class PixelLogitsLikelihood:
-    """The output head, the likelihood and the pixel draw of an `AutoregressiveImageModel`
-    whose `call` returns per-pixel logits (PixelCNN, PixelRNN).
+    """The `likelihood` of a model whose network ends in per-pixel logits (PixelCNN, PixelRNN):
+    a Bernoulli (`levels` = 1) or a `levels`-way Categorical per sub-pixel.
 
-    The family's `__init__` builds `self.network` (layers built on the image shape) and
-    calls `_make_head`; `call` ends with `_head_logits(features)`.
+    A plain object, no weights: the logits come from the model's `output_head`.
     """
 
-    def _make_head(self, initializer):
-        """`levels` (1 for Bernoulli, 256 for the 8-bit softmax) and the head of 2016a Table 1:
-        ReLU, 1×1 conv (mask B) to `output_filters` maps, ReLU, 1×1 conv to the logits."""
-        config = self.config
-        self.levels = LIKELIHOODS[config.likelihood]
-        self.head = [
-            MaskedConv2D(config.output_filters, 1, "B", kernel_initializer=initializer, name="output_hidden"),
-            MaskedConv2D(params_size(self.levels, config.image_shape[-1]), 1, "B", kernel_initializer=initializer,
-                         name="output_logits"),
-        ]
+    def __init__(self, likelihood: str, channels: int):
+        self.levels = LIKELIHOODS[likelihood]
+        self.channels = channels
+        self.params_size = params_size(self.levels, channels)
+        self.noise_size = channels  # one uniform per sub-pixel
 
-    def build(self, input_shape=None):
-        shape = (None, *self.config.image_shape)
-        for layer in [*self.network, *self.head]:
-            layer.build(shape)
-            shape = layer.compute_output_shape(shape)
-        super().build(input_shape)
+    def logits(self, outputs):
+        """The network's outputs [..., C·levels] as logits (`pixel_logits`)."""
+        return pixel_logits(outputs, self.channels, self.levels)
 
-    def _head_logits(self, features):
-        """The head on the network's features [batch, H, W, F] → logits (`pixel_logits`)."""
-        for layer in self.head:
-            features = layer(tf.nn.relu(features))
-        return self._logits(features)
-
-    def _logits(self, outputs):
-        return pixel_logits(outputs, self.config.image_shape[-1], self.levels)
-
-    def log_likelihood(self, images, labels=None, training=False):
-        """log p(x | y) = Σ_i log p(x_i | x_<i, y) per image, exact, in nats: [batch] (2016a Eq. 1)."""
-        del training  # these networks have no dropout or batch statistics
-        return log_likelihood(self(images, labels), images, self.levels)
-
-    @property
-    def pixel_noise_size(self) -> int:
-        return self.config.image_shape[-1]  # one uniform per sub-pixel
+    def log_prob(self, logits, images):
+        """log p(x) = Σ_i log p(x_i | x_<i) per image, exact, in nats: [batch] (2016a Eq. 1)."""
+        return log_likelihood(logits, images, self.levels)
 
     def draw(self, logits, uniforms):
         """A pixel's values in [0, 1] by inversion of its conditional (`draw_pixel`)."""
         return draw_pixel(logits, uniforms, self.levels)
+
+
+def output_head(output_filters: int, likelihood: PixelLogitsLikelihood, initializer) -> list:
+    """The head of 2016a Table 1, as two layers: ReLU, 1×1 conv (mask B) to `output_filters` maps,
+    ReLU, 1×1 conv to the logits; `apply_head` runs it."""
+    return [
+        MaskedConv2D(output_filters, 1, "B", kernel_initializer=initializer, name="output_hidden"),
+        MaskedConv2D(likelihood.params_size, 1, "B", kernel_initializer=initializer, name="output_logits"),
+    ]
+
+
+def apply_head(head, features):
+    """The head on the network's features [batch, H, W, F] → outputs [batch, H, W, C·levels]."""
+    for layer in head:
+        features = layer(tf.nn.relu(features))
+    return features

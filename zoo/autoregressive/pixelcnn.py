@@ -29,11 +29,11 @@ Channels of a pixel are conditionally independent given the earlier pixels (whol
 conditioning, as in PixelCNN++ Sec. 2.2), not R → G → B as in 2016a Sec. 3.4; the
 zoo's data are grey, where the two coincide.
 
-Sampling runs in raster order inside a `tf.while_loop` (`zoo.autoregressive`), so
+Sampling runs in raster order inside a `tf.while_loop` (`base.raster_sample`), so
 exported SavedModels hold it. Two samplers draw the same images from the same
 seeds: "naive", one full forward pass per pixel, and "cached" (Ramachandran et
 al. 2017, arXiv:1704.06001), which keeps each layer's recent inputs and computes
-only the new pixel (`zoo.pixelcnn_layers`); serving uses the cached one.
+only the new pixel (`cached_sampling`); serving uses the cached one.
 """
 
 from __future__ import annotations
@@ -41,15 +41,13 @@ from __future__ import annotations
 import dataclasses
 
 import keras
-import tensorflow as tf
 
 from zoo import config as config_lib, registry
 from zoo.autoregressive import pixel_likelihood
-from zoo.autoregressive.base import AutoregressiveImageModel, Sampler
+from zoo.autoregressive.base import AutoregressiveImageModel, build_in_order
+from zoo.autoregressive.cached_sampling import CachedGatedSampler, CachedResidualSampler
 from zoo.autoregressive.masked_conv import MaskedConv2D
-from zoo.autoregressive.pixelcnn_layers import (GatedLayer, GatedLayerSteps, MaskedConvolutionCache, Pixel, ResidualBlock, affine,
-                                 pixel_weights, row_write)
-
+from zoo.autoregressive.pixelcnn_layers import GatedLayer, ResidualBlock
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +90,7 @@ class PixelCNNConfig(config_lib.TrainingConfig):
 
 
 @keras.saving.register_keras_serializable(package="zoo")
-class PixelCNN(pixel_likelihood.PixelLogitsLikelihood, AutoregressiveImageModel):
+class PixelCNN(AutoregressiveImageModel):
     """p(x) = Π_i p(x_i | x_<i) with a masked convolutional network (see module docstring).
 
     `model(images, labels)` returns the per-pixel logits; batches follow
@@ -117,9 +115,12 @@ class PixelCNN(pixel_likelihood.PixelLogitsLikelihood, AutoregressiveImageModel)
                 *[ResidualBlock(config.filters, config.kernel_size, initializer, name=f"residual_{index + 1}")
                   for index in range(config.layers)],
             ]
-        self._make_head(initializer)
+        self.likelihood = pixel_likelihood.PixelLogitsLikelihood(config.likelihood, config.image_shape[-1])
+        self.head = pixel_likelihood.output_head(config.output_filters, self.likelihood, initializer)
 
-    # The network and the likelihood.
+    def build(self, input_shape=None):
+        build_in_order([*self.network, *self.head], self.config.image_shape)
+        super().build(input_shape)
 
     def call(self, images, labels=None):
         """Logits of p(x_i | x_<i, y) at every pixel: [batch, H, W, C], or [batch, H, W, C, 256] (categorical)."""
@@ -132,118 +133,12 @@ class PixelCNN(pixel_likelihood.PixelLogitsLikelihood, AutoregressiveImageModel)
         else:
             for layer in self.network:
                 features = layer(features)
-        return self._head_logits(features)
-
-    # Sampling (the head, the likelihood and the pixel draw are PixelLogitsLikelihood's).
+        return self.likelihood.logits(pixel_likelihood.apply_head(self.head, features))
 
     def samplers(self):
         """"naive" and "cached" (Ramachandran et al. 2017): the same images, the second H·W times less work."""
-        cached = self._gated_sampler if self.config.architecture == "gated" else self._residual_sampler
+        cached = CachedGatedSampler if self.config.architecture == "gated" else CachedResidualSampler
         return {**super().samplers(), "cached": cached}
-
-    def _pixel_logits(self, head_weights, features):
-        """The head at one pixel: features [batch, F] → logits [batch, C] or [batch, C, levels]."""
-        for weights in head_weights:
-            features = affine(weights, tf.nn.relu(features))
-        return self._logits(features)
-
-    def _cached_sampler(self, initial_caches, next_row_caches, pixel_step, write_drawn) -> Sampler:
-        """The loop both cached samplers share: the image so far, one row buffer of raw values
-        and the layers' caches, which move to the next row at each row's start.
-
-        initial_caches(batch, one_hot) → caches; next_row_caches(caches, finished row
-        [batch, W, C], one_hot) → caches; pixel_step(caches, pixel) → (logits, caches)
-        at a `Pixel` of the current row, before it is drawn; write_drawn(caches, pixel,
-        centred values [batch, C]) → caches once it is.
-        """
-        height, width, channels = self.config.image_shape
-
-        def with_row(state, row):  # images [H, batch, W, C] receive a finished row once
-            return tf.tensor_scatter_nd_update(state["images"], [[row]], state["row"][None])
-
-        def initial_state(batch, labels):
-            return {"images": tf.zeros([height, batch, width, channels]), "row": tf.zeros([batch, width, channels]),
-                    "caches": initial_caches(batch, self.one_hot_labels(labels))}
-
-        def start_row(row, state, labels):
-            def next_row():
-                finished = 2.0 * state["row"] - 1.0  # centred, as `call` sees it
-                return {**state, "images": with_row(state, row - 1),
-                        "caches": next_row_caches(state["caches"], finished, self.one_hot_labels(labels))}
-
-            return tf.cond(row > 0, next_row, lambda: state)
-
-        def step(row, column, state, uniforms, labels):
-            pixel = Pixel(column, tf.shape(uniforms)[0])
-            logits, caches = pixel_step(state["caches"], pixel)
-            values = self.draw(logits, uniforms)
-            return {"images": state["images"], "caches": write_drawn(caches, pixel, 2.0 * values - 1.0),
-                    "row": row_write(state["row"], pixel, 0, values)}
-
-        def images(state):
-            return tf.transpose(with_row(state, height - 1), [1, 0, 2, 3])
-
-        return Sampler(initial_state, step, start_row, images)
-
-    def _residual_sampler(self) -> Sampler:
-        """Every layer at the new pixel alone, from caches of its input's recent rows (pixelcnn_layers)."""
-        width = self.config.image_shape[1]
-        first, *blocks = self.network
-        first = MaskedConvolutionCache(first)
-        blocks = [block.pixel_step() for block in blocks]  # (empty, next_row, step) each
-        head_weights = [pixel_weights(layer) for layer in self.head]
-
-        def initial_caches(batch, one_hot):
-            del one_hot  # the residual network is unconditional
-            return [first.empty(width, batch), *[empty(width, batch) for empty, _, _ in blocks]]
-
-        def next_row_caches(caches, finished, one_hot):
-            del finished, one_hot  # every layer wrote its row pixel by pixel
-            image_cache, *block_caches = caches
-            return [first.next_row(image_cache), *[next_row(cache) for (_, next_row, _), cache
-                                                   in zip(blocks, block_caches)]]
-
-        def pixel_step(caches, pixel):
-            image_cache, *block_caches = caches
-            features = first.output(image_cache, pixel)
-            for index, (_, _, step) in enumerate(blocks):
-                features, block_caches[index] = step(features, block_caches[index], pixel)
-            return self._pixel_logits(head_weights, features), [image_cache, *block_caches]
-
-        def write_drawn(caches, pixel, centred):
-            return [first.write(caches[0], pixel, centred), *caches[1:]]
-
-        return self._cached_sampler(initial_caches, next_row_caches, pixel_step, write_drawn)
-
-    def _gated_sampler(self) -> Sampler:
-        """Per row, the vertical stacks on the row just finished; per pixel, the horizontal stacks
-        at the new pixel alone (GatedLayerSteps)."""
-        width, channels = self.config.image_shape[1:]
-        layers = [GatedLayerSteps(layer) for layer in self.network]
-        head_weights = [pixel_weights(layer) for layer in self.head]
-
-        def initial_caches(batch, one_hot):
-            return [layer.empty(width, self.config.filters if index else channels, batch, one_hot)
-                    for index, layer in enumerate(layers)]
-
-        def next_row_caches(caches, inputs, one_hot):
-            updated = []
-            for layer, cache in zip(layers, caches):
-                inputs, cache = layer.next_row(cache, inputs, one_hot)
-                updated.append(cache)
-            return updated
-
-        def pixel_step(caches, pixel):
-            features, updated = None, []
-            for layer, cache in zip(layers, caches):
-                features, cache = layer.step(cache, pixel, features)
-                updated.append(cache)
-            return self._pixel_logits(head_weights, features), updated
-
-        def write_drawn(caches, pixel, centred):
-            return [layers[0].write_input(caches[0], pixel, centred), *caches[1:]]
-
-        return self._cached_sampler(initial_caches, next_row_caches, pixel_step, write_drawn)
 
 
 def build(config: PixelCNNConfig) -> PixelCNN:

@@ -6,7 +6,7 @@ Salimans, Karpathy, Chen, Kingma. PixelCNN++: Improving the PixelCNN with Discre
   Authors' code: github.com/openai/pixel-cnn ("authors' code").
 
 The image is factored pixel by pixel in raster order, p(x | y) = Π_i p(x_i | x_<i, y), exactly as
-in the PixelCNN (`zoo.autoregressive`), with the paper's modifications:
+in the PixelCNN (`zoo.autoregressive.base`), with the paper's modifications:
 
 * Sec. 2.1–2.2: each conditional is a mixture of K discretized logistics over the 256 levels of a
   whole pixel (Eqs. 2–3), `logistic_mixture.DiscretizedLogisticMixture`, its parameters a 1×1
@@ -28,9 +28,10 @@ A gated ResNet block (authors' code, nn.gated_resnet), concat_elu(x) = elu([x, �
     x ← x + p ⊙ σ(q),
 
 a the short-cut input (u for the ul stream on the way up; the upward pass's outputs on the way
-down) and h the one-hot label when `conditional`. Sampling is the naive raster-order loop of
-`zoo.autoregressive` (one forward pass per pixel), each pixel drawn by inverting the mixture's
-CDFs at that pixel's 1 + C stateless uniforms (`DiscretizedLogisticMixture.sample_from_uniforms`).
+down) and h the one-hot label when `conditional`. The model's `likelihood` is the mixture layer;
+sampling is the family's naive raster-order loop (`base.raster_sample` with `base.NaiveSampler`:
+one forward pass per pixel), each pixel drawn by inverting the mixture's CDFs at that pixel's
+1 + C stateless uniforms (`DiscretizedLogisticMixtureLayer.draw`).
 """
 
 from __future__ import annotations
@@ -186,8 +187,8 @@ class GatedResnet(keras.layers.Layer):
 class PixelCNNPP(AutoregressiveImageModel):
     """p(x | y) = Π_i p(x_i | x_<i, y), each a discretized logistic mixture (see module docstring).
 
-    `model(images, labels, training)` returns elu(ul), [batch, H, W, filters], the features the
-    likelihood's 1×1 layer maps to each pixel's mixture parameters; batches follow
+    `model(images, labels, training)` returns elu(ul), [batch, H, W, filters], the features that
+    `likelihood`'s 1×1 layer maps to each pixel's mixture parameters; batches follow
     `AutoregressiveImageModel`'s data contract.
     """
 
@@ -232,8 +233,6 @@ class PixelCNNPP(AutoregressiveImageModel):
         self.likelihood.build((None, *self.config.image_shape[:2], self.config.filters))
         super().build(input_shape)
 
-    # The network and the likelihood.
-
     def call(self, images, labels=None, training=False):
         """elu(ul) at every pixel, seeing only the pixels before it (Fig. 2): [batch, H, W, filters]."""
         one_hot = self.one_hot_labels(labels)
@@ -265,10 +264,6 @@ class PixelCNNPP(AutoregressiveImageModel):
                 ul = ul_block(ul, tf.concat([u, ul_shortcut], axis=-1), labels=one_hot, training=training)
         return tf.nn.elu(ul)
 
-    def log_likelihood(self, images, labels=None, training=False):
-        """log p(x | y) = Σ_i log p(x_i | x_<i, y) per image, exact, in nats: [batch] (Sec. 2.1–2.2)."""
-        return self.likelihood(self(images, labels, training=training)).log_prob(images)
-
     def compile_for_training(self, steps_per_epoch: int):
         """Adam with the authors' moments and ε, its rate decayed by `learning_rate_decay` every step."""
         del steps_per_epoch  # the decay is per step
@@ -278,17 +273,6 @@ class PixelCNNPP(AutoregressiveImageModel):
                                           epsilon=config.adam_epsilon)
         self.compile(optimizer=optimizer, jit_compile=config.jit_compile)
         optimizer.build(self.trainable_variables)  # slots now, so train_step is traced once
-
-    # Sampling.
-
-    @property
-    def pixel_noise_size(self) -> int:
-        return 1 + self.config.image_shape[-1]  # the component, then one per channel
-
-    def draw(self, features, uniforms):
-        """A pixel's values in [0, 1] from its features [batch, filters] by inverse CDFs (Eqs. 2–3)."""
-        mixture = self.likelihood(features[:, None, None, :]).distribution
-        return mixture.sample_from_uniforms(uniforms[:, None, None, :])[:, 0, 0]
 
 
 def build(config: PixelCNNPPConfig) -> PixelCNNPP:

@@ -8,10 +8,10 @@ The image is a sequence of pixels in raster order and the likelihood is exact (E
     p(x) = Π_i p(x_i | x_1, …, x_{i−1}),
 
 each conditional a Bernoulli (binarized MNIST, Table 1: sigmoid) or a 256-way softmax
-over the 8-bit levels round(255 x) (Sec. 2.2), from `zoo.pixel_likelihood`. The network
+over the 8-bit levels round(255 x) (Sec. 2.2), from `pixel_likelihood`. The network
 (Table 1): a 7×7 convolution with mask A (Sec. 3.4), then `layers` residual LSTM layers
 of h units (Sec. 3.3, Fig. 5: 2h maps in and out), then ReLU, 1×1 convolution (mask B),
-ReLU, 1×1 convolution to the logits. The LSTM layer is one of (`zoo.pixelrnn_layers`):
+ReLU, 1×1 convolution to the logits. The LSTM layer is one of (`pixelrnn_layers`):
 
 * `cell=row_lstm` (Sec. 3.1): rows top to bottom; input-to-state a 1×k convolution along
   the row, mask B; state-to-state a 1×k convolution of the row above; gates of Eq. 3.
@@ -24,8 +24,9 @@ ReLU, 1×1 convolution to the logits. The LSTM layer is one of (`zoo.pixelrnn_la
 
 Channels of a pixel are conditionally independent given the earlier pixels (whole-pixel
 conditioning), not R → G → B as in Sec. 3.4; the zoo's data are grey, where the two
-coincide. Sampling is `zoo.autoregressive`'s naive raster-order loop (one full forward
-pass per pixel), inside a `tf.while_loop`, so exported SavedModels hold it.
+coincide. Sampling is the family's naive raster-order loop (`base.raster_sample` with
+`base.NaiveSampler`: one full forward pass per pixel), inside a `tf.while_loop`, so
+exported SavedModels hold it.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import keras
 
 from zoo import config as config_lib, registry
 from zoo.autoregressive import pixel_likelihood
-from zoo.autoregressive.base import AutoregressiveImageModel
+from zoo.autoregressive.base import AutoregressiveImageModel, build_in_order
 from zoo.autoregressive.masked_conv import MaskedConv2D
 from zoo.autoregressive.pixelrnn_layers import DiagonalBiLSTM, RowLSTM
 
@@ -83,7 +84,7 @@ class PixelRNNConfig(config_lib.TrainingConfig):
 
 
 @keras.saving.register_keras_serializable(package="zoo")
-class PixelRNN(pixel_likelihood.PixelLogitsLikelihood, AutoregressiveImageModel):
+class PixelRNN(AutoregressiveImageModel):
     """p(x) = Π_i p(x_i | x_<i) with a stack of Row LSTM or Diagonal BiLSTM layers (see module docstring).
 
     `model(images)` returns the per-pixel logits; batches follow `AutoregressiveImageModel`'s
@@ -106,7 +107,12 @@ class PixelRNN(pixel_likelihood.PixelLogitsLikelihood, AutoregressiveImageModel)
                          name="input_conv"),
             *blocks,
         ]
-        self._make_head(initializer)
+        self.likelihood = pixel_likelihood.PixelLogitsLikelihood(config.likelihood, config.image_shape[-1])
+        self.head = pixel_likelihood.output_head(config.output_filters, self.likelihood, initializer)
+
+    def build(self, input_shape=None):
+        build_in_order([*self.network, *self.head], self.config.image_shape)
+        super().build(input_shape)
 
     def call(self, images, labels=None):
         """Logits of p(x_i | x_<i) at every pixel: [batch, H, W, C], or [batch, H, W, C, 256] (categorical)."""
@@ -114,7 +120,7 @@ class PixelRNN(pixel_likelihood.PixelLogitsLikelihood, AutoregressiveImageModel)
         features = 2.0 * images - 1.0  # Sec. 5.2: scaled and centred, so zero padding reads as mid-grey
         for layer in self.network:
             features = layer(features)
-        return self._head_logits(features)
+        return self.likelihood.logits(pixel_likelihood.apply_head(self.head, features))
 
 
 def build(config: PixelRNNConfig) -> PixelRNN:

@@ -29,11 +29,11 @@ ONE_OF_EACH = ["pixelcnn-bernoulli", "gated-categorical", "gated-conditional"]  
 
 
 def tiny_config(name: str, **overrides) -> PixelCNNConfig:
-    """The entry's preset on 7×7 images with a few maps per layer (big_vision style)."""
-    values = dict(image_shape=(SIZE, SIZE, 1), filters=4, layers=2, output_filters=8, batch_size=8)
+    """The entry's tiny config (a few maps per layer) on 7×7 images."""
+    values = dict(image_shape=(SIZE, SIZE, 1))
     if overrides.get("likelihood") == "categorical" or overrides.get("conditional"):
         values["dataset"] = "mnist"  # 8-bit levels and labels
-    return zoo.get(name).make_config(**{**values, **overrides})
+    return zoo.get(name).make_tiny_config(**{**values, **overrides})
 
 
 def tiny_model(variant: str, **overrides) -> PixelCNN:

@@ -18,9 +18,10 @@ LABELS = tf.constant([0, 9, 3, 3, 7, 1], tf.int64)
 
 
 def tiny_config(**overrides) -> PixelCNNPPConfig:
-    """3×5 images (odd sizes: 3×5 → 2×3 → 1×2), 4 maps, one block per resolution (big_vision style)."""
-    values = dict(image_shape=(3, 5, 1), filters=4, resnet_blocks=1, num_mixtures=3, batch_size=8)
-    return zoo.get("zoo.pixelcnn_pp").make_config(**{**values, **overrides})
+    """The entry's tiny config (4 maps, one block per resolution) on 3×5 images (odd sizes: 3×5 → 2×3
+    → 1×2), with 3 mixture components."""
+    values = dict(image_shape=(3, 5, 1), num_mixtures=3)
+    return zoo.get("zoo.pixelcnn_pp").make_tiny_config(**{**values, **overrides})
 
 
 def tiny_model(**overrides) -> PixelCNNPP:

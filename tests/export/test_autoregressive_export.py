@@ -1,5 +1,6 @@
-"""Exports of the autoregressive families: `.keras` and the TF Serving SavedModel of one tiny model per
-network (PixelCNN, conditional Gated PixelCNN, PixelRNN, PixelCNN++), reloaded in fresh processes.
+"""Exports of the autoregressive family beyond the contract suite's: the conditional, categorical Gated
+PixelCNN (a `--set` variant, not a registry entry), whose `sample_conditional` and labelled
+`log_likelihood` only it has; and that every sampler graph holds the raster-order loop.
 
 One process without this project or TFP calls the SavedModel signatures (the raster-order loop
 runs inside the SavedModel); one reopens model.keras with `keras.models.load_model`. Both must
@@ -18,13 +19,10 @@ import zoo
 SEEDS = tf.constant([3, 141, -7, 2**40, 0, 11], tf.int64)
 LABELS = tf.constant([0, 9, 3, 3, 7, 1], tf.int64)
 RANDOM_OP = "Random|Rng|Multinomial|TruncatedNormal"
-TINY = {  # variant → (registry name, overrides): small images, a few maps per layer
-    "pixelcnn-bernoulli": ("zoo.pixelcnn", dict(image_shape=(7, 7, 1), filters=4, layers=2, output_filters=8)),
+TINY = {  # variant → (registry name, overrides); the registry entries' own exports are tests/contract's
     "gated-categorical-conditional": ("zoo.gated_pixelcnn", dict(
         image_shape=(7, 7, 1), filters=4, layers=2, output_filters=8, likelihood="categorical", conditional=True,
         dataset="mnist")),
-    "pixelrnn-diagonal-bilstm": ("zoo.pixelrnn", dict(image_shape=(5, 5, 1), filters=4, layers=1, output_filters=8)),
-    "pixelcnn_pp": ("zoo.pixelcnn_pp", dict(image_shape=(4, 4, 1), filters=4, resnet_blocks=1, num_mixtures=2)),
 }
 EXPORTED = list(TINY)
 

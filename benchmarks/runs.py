@@ -19,8 +19,9 @@ def run(command: list[str]) -> str:
 
 def save_grid(workdir: pathlib.Path, grid_name: str, path: pathlib.Path) -> None:
     """One of the model's TensorBoard grids (`summary_images`, from fixed seeds) of the last checkpoint, as a PNG."""
-    from training import images, workdir as workdir_lib
+    from export import runs
+    from serving import images
 
-    _, _, model, _ = workdir_lib.load_trained_model(workdir)
+    _, _, model, _ = runs.load_trained_model(workdir)
     grid = model.summary_images(None)[grid_name].numpy()
     images.save_png(path, images.grid(grid, columns=8))

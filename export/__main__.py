@@ -6,7 +6,7 @@ import argparse
 import sys
 
 import export
-from training import workdir as workdir_lib
+from export import runs
 
 
 def main(argv=None) -> int:
@@ -15,9 +15,9 @@ def main(argv=None) -> int:
     parser.add_argument("--version", type=int, help="TF Serving version number (default: next free)")
     args = parser.parse_args(argv)
     try:
-        spec, _, model, epochs = workdir_lib.load_trained_model(args.workdir)
+        spec, _, model, epochs = runs.load_trained_model(args.workdir)
         exported = export.export(model, args.workdir, spec.short_name, args.version)
-    except (workdir_lib.WorkdirError, export.ExportError) as error:
+    except (runs.WorkdirError, export.ExportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"exported {spec.name} after {epochs} epochs")

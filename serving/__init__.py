@@ -6,6 +6,10 @@
 `server` wires the pieces: `manager` (which versions are loaded), `servable` (one
 loaded version and checked calls), `service` (what both front ends share),
 `grpc_api` and `rest_api` (the wire formats), `batching`, `metrics` and
-`config_files` (TF Serving's text-format configs). `deploy/` runs the same model
-folders under the real `tensorflow_model_server`. See docs/serving.md.
+`config_files` (TF Serving's text-format configs); `client` and `images` (its PNG
+grids) talk to a server. `deploy/` runs the same model folders under the real
+`tensorflow_model_server`. See docs/serving.md.
+
+This package imports nothing of `zoo`, `training` or `export`: the server and client
+run beside a SavedModel alone (tests/test_dependencies.py checks it).
 """

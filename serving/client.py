@@ -29,8 +29,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
 
-from serving import tensors
-from training import images as image_lib
+from serving import images as image_lib, tensors
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # gRPC's 4 MiB default holds only ~1300 float32 28×28 images
 DEFAULT_TIMEOUT_SECONDS = 30.0

@@ -1,16 +1,9 @@
-"""Crash-safe checkpoints of weights, optimizer state and the epoch counter.
+"""Checkpoints during `fit`: one after every epoch, and a clean stop on SIGTERM or Ctrl-C.
 
-Layout under `WORKDIR/checkpoints/`:
-
-    state.json                   {"epoch": completed epochs, "weights": file, "interrupted": bool}
-    epoch-00012.weights.h5       model weights, optimizer slots and iteration count
-
-Each save writes the new weights file under a temporary name, renames it into
-place, and only then replaces state.json (again by rename), so a process killed at
-any instant leaves a state.json that points at a complete file. Older weights
-files are removed after state.json moved on. An interrupted run saves its
-mid-epoch weights with the count of *completed* epochs; resuming re-runs that
-epoch from the saved weights, so no progress is lost.
+The files and their crash-safe layout are `export.runs`'s (`save_checkpoint`,
+`restore_checkpoint`). An interrupted run saves its mid-epoch weights with the
+count of *completed* epochs; resuming re-runs that epoch from the saved weights,
+so no progress is lost.
 
 SIGTERM and Ctrl-C do not tear `fit` down mid-step: `Checkpointer` turns the
 signal into `model.stop_training`, so the current step (and its asynchronous
@@ -21,60 +14,13 @@ A second Ctrl-C stops at once.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import pathlib
 import signal
 import threading
 
 import keras
 
-STATE_FILE = "state.json"
-
-
-def _write_atomically(path: pathlib.Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
-
-
-def latest(directory: str | os.PathLike) -> dict | None:
-    """The last saved state, or None when there is none."""
-    state_path = pathlib.Path(directory) / STATE_FILE
-    if not state_path.exists():
-        return None
-    state = json.loads(state_path.read_text())
-    state["path"] = str(pathlib.Path(directory) / state["weights"])
-    return state
-
-
-def save(model: keras.Model, directory: str | os.PathLike, epoch: int, interrupted: bool = False) -> str:
-    directory = pathlib.Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    name = f"epoch-{epoch:05d}{'-interrupted' if interrupted else ''}.weights.h5"
-    temporary = directory / f"saving-{name}"
-    model.save_weights(temporary)
-    os.replace(temporary, directory / name)
-    _write_atomically(
-        directory / STATE_FILE,
-        json.dumps({"epoch": epoch, "weights": name, "interrupted": interrupted}),
-    )
-    for stale in directory.glob("*.weights.h5"):
-        if stale.name != name:
-            stale.unlink()
-    return str(directory / name)
-
-
-def restore(model: keras.Model, directory: str | os.PathLike) -> int:
-    """Loads the latest checkpoint into `model` (and its optimizer, if built).
-
-    Returns the number of completed epochs, 0 when there is no checkpoint.
-    """
-    state = latest(directory)
-    if state is None:
-        return 0
-    model.load_weights(state["path"])
-    return state["epoch"]
+from export import runs
 
 
 class Checkpointer(keras.callbacks.Callback):
@@ -146,8 +92,8 @@ class Checkpointer(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if not self._epoch_complete():
             if self.enabled:
-                self.saved = save(self.model, self.directory, self.completed_epochs, interrupted=True)
+                self.saved = runs.save_checkpoint(self.model, self.directory, self.completed_epochs, interrupted=True)
             return
         self.completed_epochs = epoch + 1
         if self.enabled:
-            self.saved = save(self.model, self.directory, self.completed_epochs)
+            self.saved = runs.save_checkpoint(self.model, self.directory, self.completed_epochs)

@@ -130,10 +130,11 @@ def main(argv=None) -> int:
 
     import tensorflow as tf
 
-    from training import data, sample_quality, workdir as workdir_lib
+    from export import runs
+    from training import data, sample_quality
 
     try:
-        spec, config, model, epochs = workdir_lib.load_trained_model(args.workdir)
+        spec, config, model, epochs = runs.load_trained_model(args.workdir)
         likelihood = "likelihood" in spec.evaluation
         measure_samples = "sample_quality" in spec.evaluation or args.sample_quality
         given = [f"--{flag}" for flag in SAMPLE_QUALITY_FLAGS if getattr(args, flag) is not None]
@@ -150,7 +151,7 @@ def main(argv=None) -> int:
             return _fail(f"sample quality compares two halves of the real images, so it needs at least 4; "
                          f"the split has {examples}: raise --max_examples")
         extractor = _feature_extractor(args, dataset_spec.name) if measure_samples else None
-    except (workdir_lib.WorkdirError, data.DataError, sample_quality.SampleQualityError) as error:
+    except (runs.WorkdirError, data.DataError, sample_quality.SampleQualityError) as error:
         return _fail(error)
 
     if likelihood:
@@ -177,7 +178,7 @@ def main(argv=None) -> int:
     print(line)
     with open(f"{args.workdir}/evaluation.jsonl", "a") as log:
         log.write(line + "\n")
-    writer = tf.summary.create_file_writer(str(workdir_lib.tensorboard_dir(args.workdir) / "evaluation"))
+    writer = tf.summary.create_file_writer(str(runs.tensorboard_dir(args.workdir) / "evaluation"))
     with writer.as_default():
         for name, value in scalars.items():
             tf.summary.scalar(f"{args.split}/{name}", float(value), step=epochs)

@@ -63,7 +63,8 @@ def main(argv=None, extra_callbacks=()) -> int:
 
     import export
     import zoo
-    from training import callbacks as callbacks_lib, checkpoint, data, workdir as workdir_lib
+    from export import runs
+    from training import callbacks as callbacks_lib, checkpoint, data
 
     try:
         spec = zoo.get(args.model)
@@ -72,12 +73,12 @@ def main(argv=None, extra_callbacks=()) -> int:
         for field in ("epochs", "batch_size", "learning_rate", "dataset"):
             if getattr(args, field) is not None:
                 overrides[field] = getattr(args, field)
-        has_checkpoint = checkpoint.latest(workdir_lib.checkpoint_dir(workdir)) is not None
+        has_checkpoint = runs.latest_checkpoint(runs.checkpoint_dir(workdir)) is not None
         if args.resume:
-            spec, saved = workdir_lib.read_run(workdir)
+            spec, saved = runs.read_run(workdir)
             config = zoo.config.replace(saved, **overrides)
         elif has_checkpoint:
-            raise workdir_lib.WorkdirError(
+            raise runs.WorkdirError(
                 f"{workdir} already holds a run; pass --resume to continue it or choose another --workdir"
             )
         else:
@@ -98,7 +99,7 @@ def main(argv=None, extra_callbacks=()) -> int:
                 f"batch_size={config.batch_size} exceeds the {train_examples} training examples; "
                 f"lower --batch_size or raise --max_examples"
             )
-    except (zoo.UnknownModelError, zoo.ConfigError, workdir_lib.WorkdirError, data.DataError) as error:
+    except (zoo.UnknownModelError, zoo.ConfigError, runs.WorkdirError, data.DataError) as error:
         return _fail(error)
 
     if args.steps_per_epoch:
@@ -112,9 +113,9 @@ def main(argv=None, extra_callbacks=()) -> int:
         model = spec.build(config)
         model.compile_for_training(steps_per_epoch)
         model.steps_per_execution = steps_per_execution
-        initial_epoch = checkpoint.restore(model, workdir_lib.checkpoint_dir(workdir)) if args.resume else 0
+        initial_epoch = runs.restore_checkpoint(model, runs.checkpoint_dir(workdir)) if args.resume else 0
     if chief:
-        workdir_lib.write_run(workdir, spec, config)
+        runs.write_run(workdir, spec, config)
 
     print(f"model: {spec.name} ({type(model).__name__}, {model.count_params():,} parameters)")
     print(f"dataset: {config.dataset} (binarize: {dataset_spec.binarize}), {train_examples} train / "
@@ -123,8 +124,8 @@ def main(argv=None, extra_callbacks=()) -> int:
     print(f"workdir: {workdir}" + (f" (resuming after epoch {initial_epoch})" if initial_epoch else ""))
     print(f"config: {json.dumps(zoo.config.to_dict(config))}")
 
-    log_dir = str(workdir_lib.tensorboard_dir(workdir)) if chief else f"{workdir}/.worker-tensorboard"
-    checkpointer = checkpoint.Checkpointer(workdir_lib.checkpoint_dir(workdir), initial_epoch, enabled=chief)
+    log_dir = str(runs.tensorboard_dir(workdir)) if chief else f"{workdir}/.worker-tensorboard"
+    checkpointer = checkpoint.Checkpointer(runs.checkpoint_dir(workdir), initial_epoch, enabled=chief)
     example_images = next(iter(evaluation.take(1)))["image"][:32]
     callbacks = [
         callbacks_lib.StopOnNonFiniteLoss(),
@@ -141,12 +142,12 @@ def main(argv=None, extra_callbacks=()) -> int:
                 initial_epoch=initial_epoch,
                 steps_per_epoch=steps_per_epoch,
                 validation_data=evaluation,
-                    callbacks=callbacks,
+                callbacks=callbacks,
                 shuffle=False,
                 verbose=args.verbose,
             )
     except callbacks_lib.NonFiniteLossError as error:
-        state = checkpoint.latest(workdir_lib.checkpoint_dir(workdir))
+        state = runs.latest_checkpoint(runs.checkpoint_dir(workdir))
         kept = f"the last good checkpoint ({state['path']}, epoch {state['epoch']}) is intact" if state else \
             "no checkpoint had been saved yet"
         return _fail(f"{error}; training stopped and {kept}. Lower --learning_rate or check the data, "

@@ -27,7 +27,7 @@ import tensorflow as tf
 
 import export
 import zoo
-from training import workdir as workdir_lib
+from export import runs
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 TFDS_DATA_DIR = os.environ.get("TFDS_DATA_DIR") or str(REPO.parent / "shared" / "tensorflow_datasets")
@@ -88,12 +88,12 @@ class TrainedRun:
 @pytest.fixture(scope="session")
 def train(tmp_path_factory):
     """`train(variant) -> TrainedRun`, fitting each variant at most once per session."""
-    runs, failures = {}, {}
+    trained_runs, failures = {}, {}
 
     def trained(variant: str) -> TrainedRun:
         if variant in failures:  # fail fast instead of retraining for every test
             pytest.fail(failures[variant])
-        if variant not in runs:
+        if variant not in trained_runs:
             name, assignments = RUNS[variant]
             workdir = tmp_path_factory.mktemp("runs") / variant
             sets = [flag for assignment in assignments for flag in ("--set", assignment)]
@@ -102,9 +102,9 @@ def train(tmp_path_factory):
             if result.returncode != 0:
                 failures[variant] = f"training.fit {name} failed: {describe(result)}"
                 pytest.fail(failures[variant])
-            spec, _, model, _ = workdir_lib.load_trained_model(workdir)
-            runs[variant] = TrainedRun(variant, workdir, spec, model)
-        return runs[variant]
+            spec, _, model, _ = runs.load_trained_model(workdir)
+            trained_runs[variant] = TrainedRun(variant, workdir, spec, model)
+        return trained_runs[variant]
 
     return trained
 

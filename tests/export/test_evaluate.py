@@ -187,15 +187,15 @@ def test_likelihood_models_report_no_sample_quality_by_default(evaluations):
 def test_models_declaring_sample_quality_report_it_with_their_test_metrics_and_no_k(
         train, run_main, zoo_cache_dir, tmp_path, monkeypatch):
     """As a GAN entry does: evaluation = ("sample_quality",), no --sample_quality flag needed."""
-    from training import workdir as workdir_lib
+    from export import runs
 
-    load = workdir_lib.load_trained_model
+    load = runs.load_trained_model
 
     def as_sample_quality_model(workdir):
         spec, *rest = load(workdir)
         return (dataclasses.replace(spec, evaluation=("sample_quality",)), *rest)
 
-    monkeypatch.setattr(workdir_lib, "load_trained_model", as_sample_quality_model)
+    monkeypatch.setattr(runs, "load_trained_model", as_sample_quality_model)
     workdir = shutil.copytree(train("vae2").workdir, tmp_path / "vae2")
     result = run_main(evaluate.main, [workdir, "--num_samples", "50", "--max_examples", "50", *TINY_CLASSIFIER,
                                       "--no_download"])

@@ -10,8 +10,7 @@ import pytest
 
 import export
 import zoo
-from export import __main__ as export_cli
-from training import workdir as workdir_lib
+from export import __main__ as export_cli, runs
 
 SEEDS = np.array([0, 1, 2, 3, 2**40, -5], np.int64)
 
@@ -141,7 +140,7 @@ def test_cli_on_a_folder_without_a_trained_run_exits_2_with_the_fix(run_main, tm
     workdir.mkdir()
     if missing == "checkpoint":
         spec = zoo.get("zoo.iwae")
-        workdir_lib.write_run(workdir, spec, spec.make_config())
+        runs.write_run(workdir, spec, spec.make_config())
     result = run_main(export_cli.main, [workdir])
     assert result.returncode == 2
     assert result.stderr.startswith(f"error: {workdir}")

@@ -208,13 +208,13 @@ def restore_checkpoint():
 
     Compiling first makes the optimizer (and its iteration count) part of the restore.
     """
-    from training import checkpoint, workdir as workdir_lib
+    from export import runs
 
     def restore(workdir, steps_per_epoch: int):
-        spec, config = workdir_lib.read_run(workdir)
+        spec, config = runs.read_run(workdir)
         model = spec.build(config)
         model.compile_for_training(steps_per_epoch)
-        epochs = checkpoint.restore(model, workdir_lib.checkpoint_dir(workdir))
+        epochs = runs.restore_checkpoint(model, runs.checkpoint_dir(workdir))
         return model, epochs
 
     return restore

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import zoo
-from training import checkpoint
+from export import runs
 
 # Long enough epochs (30 steps) that a signal sent after epoch 1 lands before the run ends.
 LONG_EPOCHS = ["--epochs", "3", "--max_examples", "600", "--steps_per_epoch", "30"]
@@ -62,26 +62,26 @@ def tiny_model():
 
 def test_save_moves_state_to_the_new_weights_and_removes_older_ones(tmp_path, tiny_model):
     directory = tmp_path / "checkpoints"
-    assert checkpoint.latest(directory) is None and checkpoint.restore(tiny_model, directory) == 0
+    assert runs.latest_checkpoint(directory) is None and runs.restore_checkpoint(tiny_model, directory) == 0
 
-    checkpoint.save(tiny_model, directory, 1)
-    path = checkpoint.save(tiny_model, directory, 2)
+    runs.save_checkpoint(tiny_model, directory, 1)
+    path = runs.save_checkpoint(tiny_model, directory, 2)
 
     assert sorted(p.name for p in directory.iterdir()) == ["epoch-00002.weights.h5", "state.json"]
-    assert checkpoint.latest(directory) == {"epoch": 2, "weights": "epoch-00002.weights.h5", "interrupted": False,
-                                            "path": path}
+    assert runs.latest_checkpoint(directory) == {"epoch": 2, "weights": "epoch-00002.weights.h5",
+                                                 "interrupted": False, "path": path}
 
 
 def test_restore_loads_weights_and_optimizer_iterations(tmp_path, tiny_model):
     tiny_model.optimizer.build(tiny_model.trainable_variables)
     tiny_model.optimizer.iterations.assign(7)
     weights = tiny_model.get_weights()
-    checkpoint.save(tiny_model, tmp_path, 3, interrupted=True)
+    runs.save_checkpoint(tiny_model, tmp_path, 3, interrupted=True)
     spec = zoo.get("zoo.vae")
     fresh = spec.build(tiny_model.config)
     fresh.compile_for_training(steps_per_epoch=10)
 
-    assert checkpoint.restore(fresh, tmp_path) == 3
+    assert runs.restore_checkpoint(fresh, tmp_path) == 3
     assert int(fresh.optimizer.iterations.numpy()) == 7
     for restored, saved in zip(fresh.get_weights(), weights):
         np.testing.assert_array_equal(restored, saved)
@@ -212,6 +212,6 @@ def test_a_signal_stops_after_the_step_in_flight_and_saves_it(signum, batch, exp
     completed = expected_state["epoch"]
     assert f"stopped by {signum.name} after {completed} complete epochs; saved " in result.stderr
     assert read_state(workdir) == expected_state
-    assert checkpoint.restore(tiny_model, workdir / "checkpoints") == completed
+    assert runs.restore_checkpoint(tiny_model, workdir / "checkpoints") == completed
     assert int(tiny_model.optimizer.iterations) == expected_steps
     assert {s: signal.getsignal(s) for s in handlers_before} == handlers_before

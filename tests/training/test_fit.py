@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import zoo
-from training import checkpoint, workdir as workdir_lib
+from export import runs
+from training import checkpoint
 
 @dataclasses.dataclass(frozen=True)
 class CliError:
@@ -22,7 +23,7 @@ CLI_ERRORS = {
     "unknown_model": CliError(("unknown model 'zoo.nosuch'", "known models: zoo.cgan, zoo.dcgan, zoo.ebgan, "
                                "zoo.gan, zoo.gated_pixelcnn, zoo.infogan, zoo.iwae, zoo.pixelcnn, zoo.pixelcnn_pp, "
                                "zoo.pixelrnn, zoo.vae, zoo.wgan, zoo.wgan_gp"), model="zoo.nosuch"),
-    "unknown_config_key": CliError(("unknown config key(s) nosuchkey", "valid keys: stochastic_layers,", " k,"),
+    "unknown_config_key": CliError(("unknown config key(s) nosuchkey", "valid keys: ", " stochastic_layers,", " k,"),
                                    flags=("--set", "nosuchkey=1")),
     "badly_typed_config_value": CliError(("k='abc': expected int",), flags=("--set", "k=abc")),
     "missing_data": CliError(("'mnist'", "TFDS_DATA_DIR={empty}", "drop --no_download"),
@@ -101,7 +102,7 @@ def test_tiny_fit_prints_summary_and_writes_run_and_checkpoint(name, tiny_fits, 
 def test_tiny_fit_writes_scalar_image_and_config_summaries(name, tiny_fits, read_summaries):
     fit = tiny_fits[name]
     assert fit.result.returncode == 0, fit.result.explain()
-    tensorboard = workdir_lib.tensorboard_dir(fit.workdir)
+    tensorboard = runs.tensorboard_dir(fit.workdir)
 
     train = read_summaries(tensorboard / "train")
     for tag in ("epoch_loss", "epoch_bound", "epoch_elbo", "epoch_kl", "epoch_reconstruction", "epoch_learning_rate"):
@@ -148,7 +149,7 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_p
     assert "last good checkpoint" in result.stderr and "epoch-00001.weights.h5, epoch 1) is intact" in result.stderr
     assert read_state(workdir) == {"epoch": 1, "weights": "epoch-00001.weights.h5", "interrupted": False}
     assert not list((workdir / "checkpoints").glob("epoch-00002*"))
-    _, _, model, epochs = workdir_lib.load_trained_model(workdir)
+    _, _, model, epochs = runs.load_trained_model(workdir)
     assert epochs == 1
     assert all(np.isfinite(weight).all() for weight in model.get_weights())
 
@@ -177,7 +178,7 @@ def test_several_steps_per_execution_train_exactly_the_epochs_steps(tmp_path, fi
     assert result.returncode == 0, result.explain()
     assert "6 steps per epoch (3 per execution)" in result.stdout
     assert read_state(workdir)["epoch"] == 2
-    _, _, model, _ = workdir_lib.load_trained_model(workdir)
+    _, _, model, _ = runs.load_trained_model(workdir)
     model.compile_for_training(steps_per_epoch=6)
-    checkpoint.restore(model, workdir / "checkpoints")
+    runs.restore_checkpoint(model, workdir / "checkpoints")
     assert int(model.optimizer.iterations) == 12

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from training import evaluate, workdir as workdir_lib
+from export import runs
+from training import evaluate
 
 TINY_GANS = {  # registry name → --set overrides that make it build and fit in seconds
     # The conditional model: labels flow from the data. Every variant's train_step, summaries and
@@ -61,7 +62,7 @@ def test_conditional_gan_is_fed_labels_from_the_dataset(gan_runs):
 def test_gan_summaries_hold_both_losses_d_outputs_and_fixed_seed_grids_every_epoch(gan_runs, read_summaries):
     workdir, _, _ = gan_runs["zoo.cgan"]
     grids, scalars = ["samples", "per_class"], ["d_real", "d_fake", "discriminator_loss", "generator_loss"]
-    tensorboard = workdir_lib.tensorboard_dir(workdir)
+    tensorboard = runs.tensorboard_dir(workdir)
     train, validation = read_summaries(tensorboard / "train"), read_summaries(tensorboard / "validation")
     for scalar in scalars:
         assert train[f"epoch_{scalar}"] == ("scalars", [0, 1]), scalar

@@ -1,4 +1,4 @@
-"""Image grids for TensorBoard and PNG files."""
+"""Image grids and PNG files: the client's sample grids, and training's TensorBoard grids."""
 
 from __future__ import annotations
 

@@ -59,31 +59,39 @@ def reference(trained_base):
 
 
 def test_a_new_version_replaces_the_old_under_load_without_a_failed_request(start_server, base_copy):
+    """No request fails, and every request sent after version 1 reports END is answered by version 2.
+
+    A request sent before may still be answered by version 1: in-flight calls finish on it.
+    """
     server = start_server("--model_name=vae", f"--model_base_path={base_copy}", POLL)
-    served, failures, stop = set(), [], threading.Event()
+    answers, failures, stop = [], [], threading.Event()  # answers: (monotonic time sent, version)
 
     def hammer():
         while not stop.is_set():
+            sent = time.monotonic()
             try:
-                served.add(predict(server, [1, 2]).model_spec.version.value)
+                answers.append((sent, predict(server, [1, 2]).model_spec.version.value))
             except grpc.RpcError as error:
                 failures.append(f"{error.code().name}: {error.details()}")
+
+    def versions_sent_after(moment: float) -> set[int]:
+        return {version for sent, version in list(answers) if sent > moment}
 
     clients = [threading.Thread(target=hammer) for _ in range(4)]
     for client in clients:
         client.start()
     try:
-        wait_for(lambda: 1 in served, "answers from version 1")
+        wait_for(lambda: 1 in versions_sent_after(float("-inf")), "answers from version 1")
         add_version(base_copy, 1, 2)
         wait_for(lambda: statuses(server).get(1, (None,))[0] == STATE.END, "version 1 to be unloaded")
-        served.clear()
-        wait_for(lambda: served, "answers after the swap")
+        unloaded = time.monotonic()
+        wait_for(lambda: versions_sent_after(unloaded), "answers to requests sent after the swap")
     finally:
         stop.set()
         for client in clients:
             client.join()
     assert not failures, failures[:5]
-    assert served == {2}
+    assert versions_sent_after(unloaded) == {2}
     assert statuses(server)[2][0] == STATE.AVAILABLE
 
 

@@ -8,7 +8,7 @@ import math
 import keras
 import tensorflow as tf
 
-from training import images as image_lib
+from serving import images as image_lib
 
 
 class NonFiniteLossError(RuntimeError):
@@ -67,8 +67,9 @@ class ScalarSummaries(keras.callbacks.Callback):
                 tf.summary.scalar(name, float(value))
 
     def _learning_rate(self) -> float:
-        # A constant rate is a variable, mirrored under MirroredStrategy: float() cannot read that.
-        return float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        # A constant rate is a variable, mirrored under MirroredStrategy: float() cannot read that, and
+        # NumPy 2 warns on np.array(variable) (tf.Variable.__array__ takes no copy=); a tensor reads cleanly.
+        return float(tf.convert_to_tensor(self.model.optimizer.learning_rate))
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_start_step = int(self.model.optimizer.iterations.numpy())

@@ -33,7 +33,7 @@ def one_sgd_step(strategy):
         model = spec.build(config)
         model.set_weights(initial)
         model.compile(optimizer=keras.optimizers.SGD(learning_rate=1.0))
-    loss = model.fit(tf.data.Dataset.from_tensors(batch), verbose=0).history["loss"][0]
+    loss = model.fit(tf.data.Dataset.from_tensors(batch), shuffle=False, verbose=0).history["loss"][0]
     update = np.concatenate([(w - w0).ravel() for w, w0 in zip(model.get_weights(), initial)])
     return {"replicas": strategy.num_replicas_in_sync, "loss": loss, "update": update.tolist()}
 

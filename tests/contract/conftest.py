@@ -82,30 +82,9 @@ def pytest_generate_tests(metafunc):
 
 
 # Fresh processes. The SavedModel one cannot import this project, TFP or the toy: a serving machine has
-# TensorFlow only.
+# TensorFlow only (tests/tensorflow_only_process.py).
 
-_SAVEDMODELS = textwrap.dedent('''
-    import json, sys
-
-    class Unavailable:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("zoo", "training", "export", "serving", "tensorflow_probability", "contract_toy"):
-                raise ImportError(f"{name} is not installed on a serving machine")
-
-    sys.meta_path.insert(0, Unavailable())
-    import numpy as np
-    import tensorflow as tf
-
-    def op_types(function):
-        graph = function.graph.as_graph_def()
-        types = {node.op for node in graph.node}
-        for library_function in graph.library.function:
-            types |= {node.op for node in library_function.node_def}
-        return sorted(types)
-
-    def shapes(specs):
-        return {key: spec.shape.as_list() for key, spec in specs.items()}
-
+_SAVEDMODELS = (HERE.parent / "tensorflow_only_process.py").read_text() + textwrap.dedent('''
     def numpy(outputs):  # PNG strings decoded, so that every output is a plain array
         return {key: np.stack([tf.io.decode_png(png).numpy() for png in value.numpy()])
                 if value.dtype == tf.string else value.numpy() for key, value in outputs.items()}

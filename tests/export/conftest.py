@@ -156,28 +156,7 @@ def run_main():
 
 _INPUT_FILE = "inputs.npz"
 
-_RELOAD_SAVEDMODELS = textwrap.dedent('''
-    import json, sys
-
-    class Unavailable:  # a serving machine has TensorFlow only
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("zoo", "training", "export", "tensorflow_probability"):
-                raise ImportError(f"{name} is not installed on a serving machine")
-
-    sys.meta_path.insert(0, Unavailable())
-    import numpy as np
-    import tensorflow as tf
-
-    def op_types(function):
-        graph = function.graph.as_graph_def()
-        types = {node.op for node in graph.node}
-        for library_function in graph.library.function:
-            types |= {node.op for node in library_function.node_def}
-        return sorted(types)
-
-    def shapes(specs):
-        return {key: spec.shape.as_list() for key, spec in specs.items()}
-''')
+_RELOAD_SAVEDMODELS = (pathlib.Path(__file__).resolve().parents[1] / "tensorflow_only_process.py").read_text()
 
 _RELOAD_SAVEDMODELS_LOOP = textwrap.dedent('''
     inputs, out_dir, model_dirs = dict(np.load(sys.argv[1])), sys.argv[2], sys.argv[3:]

@@ -11,7 +11,7 @@ from training import evaluate
 
 TINY_GANS = {  # registry name → --set overrides that make it build and fit in seconds
     # The conditional model: labels flow from the data. Every variant's train_step, summaries and
-    # samplers are tested in tests/zoo/test_gan.py; the CLI path is the same for all of them.
+    # samplers are tested in tests/zoo/gan/test_gan.py; the CLI path is the same for all of them.
     "zoo.cgan": ["generator_units=16", "discriminator_units=8", "maxout_pieces=2"],
 }
 RUN = ["--max_examples", "200", "--batch_size", "20", "--steps_per_epoch", "2", "--validation_steps", "1",

@@ -5,7 +5,7 @@ This project, TFP and the contract suite's toy are made unimportable before anyt
 `op_types` and `shapes` describe a loaded signature.
 """
 
-import json  # noqa: F401  (for the scripts that follow)
+import json
 import sys
 
 
@@ -31,3 +31,17 @@ def op_types(function):
 
 def shapes(specs):
     return {key: spec.shape.as_list() for key, spec in specs.items()}
+
+
+def describe(signatures):
+    """A loaded SavedModel's signatures: name → input and output shapes, and name → op types."""
+    return {"signatures": {name: {"inputs": shapes(function.structured_input_signature[1]),
+                                  "outputs": shapes(function.structured_outputs)}
+                           for name, function in signatures.items()},
+            "op_types": {name: op_types(function) for name, function in signatures.items()}}
+
+
+def write_report(path, report):
+    """Writes `report` as JSON with "modules": the top-level modules this process imported."""
+    with open(path, "w") as file:
+        json.dump({**report, "modules": sorted({name.split(".")[0] for name in sys.modules})}, file)

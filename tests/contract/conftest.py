@@ -104,15 +104,8 @@ _SAVEDMODELS = (HERE.parent / "tensorflow_only_process.py").read_text() + textwr
         permuted = {key.split(".", 1)[1]: value for key, value in permuted.items()}
         outputs["serving_default_permuted.images"] = signatures["serving_default"](**permuted)["images"].numpy()
         np.savez(f"{out_dir}/savedmodel-{index}.npz", **outputs)
-        report[model_dir] = {
-            "signatures": {name: {"inputs": shapes(function.structured_input_signature[1]),
-                                  "outputs": shapes(function.structured_outputs)}
-                           for name, function in signatures.items()},
-            "op_types": {name: op_types(function) for name, function in signatures.items()},
-        }
-    report["modules"] = sorted({name.split(".")[0] for name in sys.modules})
-    with open(f"{out_dir}/savedmodel.json", "w") as file:
-        json.dump(report, file)
+        report[model_dir] = describe(signatures)
+    write_report(f"{out_dir}/savedmodel.json", report)
 ''')
 
 _KERAS = textwrap.dedent('''

@@ -164,15 +164,8 @@ _RELOAD_SAVEDMODELS_LOOP = textwrap.dedent('''
     for index, model_dir in enumerate(model_dirs):
         signatures = tf.saved_model.load(model_dir).signatures
         np.savez(f"{out_dir}/savedmodel-{index}.npz", **calls(signatures, inputs, index))
-        report[model_dir] = {
-            "signatures": {name: {"inputs": shapes(function.structured_input_signature[1]),
-                                  "outputs": shapes(function.structured_outputs)}
-                           for name, function in signatures.items()},
-            "op_types": {name: op_types(function) for name, function in signatures.items()},
-        }
-    report["modules"] = sorted({name.split(".")[0] for name in sys.modules})
-    with open(f"{out_dir}/savedmodel.json", "w") as file:
-        json.dump(report, file)
+        report[model_dir] = describe(signatures)
+    write_report(f"{out_dir}/savedmodel.json", report)
 ''')
 
 _RELOAD_KERAS = textwrap.dedent('''

@@ -16,8 +16,8 @@ class Unavailable:
 
 
 sys.meta_path.insert(0, Unavailable())
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np  # noqa: E402, F401  (the scripts that follow use np and tf)
+import tensorflow as tf  # noqa: E402, F401
 
 
 def op_types(function):

@@ -23,6 +23,7 @@ import dataclasses
 import logging
 import os
 import pathlib
+import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 
@@ -60,17 +61,34 @@ class Model:
         return sorted(n for n, v in self.versions.items() if v.state == AVAILABLE)
 
 
-def scan(base_path: str) -> dict[int, tuple]:
-    """Integer version folders under base_path → their fingerprint; {} if base_path is missing."""
+VERSION_FOLDER = re.compile(r"[0-9]{1,18}")  # plain base-10, below 10^18 so it fits an int64
+
+
+def scan(base_path: str, logged: set[str]) -> dict[int, tuple]:
+    """Version folders under base_path → their fingerprint; {} if base_path is missing.
+
+    As in TF Serving's file-system source, a version folder's name is a plain base-10
+    integer; anything else ("tmp", "²", "1.5", a 30-digit number) is ignored, and logged
+    once: its path is added to `logged`.
+    """
     try:
         entries = list(os.scandir(base_path))
     except OSError:
         return {}
     found = {}
     for entry in entries:
-        if entry.name.isdigit() and entry.is_dir():
+        try:
+            if not entry.is_dir():
+                continue
+            if not VERSION_FOLDER.fullmatch(entry.name):
+                if entry.path not in logged:
+                    logged.add(entry.path)
+                    log.warning("ignoring %r: version folders are named by base-10 integers", entry.path)
+                continue
             info = entry.stat()
-            found[int(entry.name)] = (info.st_mtime_ns, info.st_ino)
+        except OSError:  # removed or unreadable between scandir and stat: next poll sees it again
+            continue
+        found[int(entry.name)] = (info.st_mtime_ns, info.st_ino)
     return found
 
 
@@ -103,6 +121,7 @@ class ModelManager:
         self._poll_lock = threading.Lock()  # one poll at a time
         self._stopped = threading.Event()
         self._poller: threading.Thread | None = None
+        self._ignored_folders: set[str] = set()  # logged once by `scan`
         self.reload(configs)
 
     # Configuration and polling.
@@ -151,7 +170,7 @@ class ModelManager:
                 self._poll_model(name, model)
 
     def _poll_model(self, name: str, model: Model) -> None:
-        found = scan(model.config.base_path)
+        found = scan(model.config.base_path, self._ignored_folders)
         with self._lock:
             for number, fingerprint in found.items():
                 version = model.versions.get(number)

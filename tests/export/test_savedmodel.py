@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from zoo.common.stateless import per_example_normal
+from zoo.common.stateless import per_example_normal_rows
 
 SIGNATURES = {"serving_default", "sample_png", "reconstruct", "encode", "decode", "log_likelihood"}
 PYTHON_OPS = {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
@@ -109,7 +109,7 @@ def test_log_likelihood_with_one_sample_is_the_log_weight(served, inputs, traine
     """L_1 = log w = log p(x, h) − log q(h | x) for h drawn with the request's seed (Burda et al., Eq. 8)."""
     model = trained_run.model
     count = len(inputs["images"])
-    noise = [per_example_normal(inputs["seeds"][:count], [units], stream=layer)[None]  # [k=1, batch, units]
+    noise = [per_example_normal_rows(inputs["seeds"][:count], 0, 1, units, stream=layer)[:, 0][None]  # [k=1, b, u]
              for layer, units in enumerate(model.latent_units)]
     log_weights = model._importance_terms(tf.constant(inputs["images"]), noise)["log_weights"][0]
     np.testing.assert_allclose(served["log_likelihood_one"], log_weights, rtol=1e-5)

@@ -13,6 +13,7 @@ References:
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import tensorflow as tf
 
@@ -35,33 +36,47 @@ def elbo(log_weights: tf.Tensor, axis: int = 0) -> tf.Tensor:
     return tf.reduce_mean(log_weights, axis=axis)
 
 
-def iwae_bound(
-    log_weights: tf.Tensor, axis: int = 0, num_samples: tf.Tensor | None = None
-) -> tf.Tensor:
+def iwae_bound(log_weights: tf.Tensor, axis: int = 0) -> tf.Tensor:
     """Importance-weighted bound L_k = log (1/k) Σ_j w_j ([2], Eq. 8).
 
     L_1 is the ELBO, L_k ≤ L_{k+1} in expectation, and L_k → log p(x) as k → ∞
     ([2], Theorem 1).
+    """
+    return log_mean_exp(log_weights, axis=axis)
+
+
+def iwae_bound_in_chunks(
+    log_weights_of_samples: Callable[[tf.Tensor, tf.Tensor], tf.Tensor],
+    num_samples: tf.Tensor,
+    samples_per_chunk: tf.Tensor | int,
+) -> tf.Tensor:
+    """L_k per example ([2], Eq. 8), k = num_samples[b], summed over the sample axis in chunks.
+
+    Memory is bounded by one chunk of log-weights (and whatever computing them
+    takes), not by k: chunk results are combined by a running log-sum-exp,
+    log Σ_{j<k} w_j = logsumexp(log Σ_{chunk 1} w_j, log Σ_{chunk 2} w_j, …).
 
     Args:
-      log_weights: log w_j with the k samples on `axis`.
-      axis: the sample axis.
-      num_samples: optional per-example k (shape = log_weights' shape without
-        `axis`): only the first num_samples[b] weights of example b count, so one
-        batch can mix examples asking for different k.
+      log_weights_of_samples: (start, count) → [count, batch] log w_j of samples
+        j = start … start + count − 1 of every example. Sample j must not depend on
+        how the samples are chunked (e.g. noise drawn per sample index, see
+        `zoo.common.stateless.per_example_normal_rows`), so the result does not either,
+        up to float rounding.
+      num_samples: int [batch], k ≥ 1 per example; example b uses only its first
+        num_samples[b] samples, so one batch can mix examples asking for different k.
+      samples_per_chunk: samples of every example per chunk (≥ 1).
     """
-    if num_samples is None:
-        return log_mean_exp(log_weights, axis=axis)
-    log_weights = tf.convert_to_tensor(log_weights)
-    sample_index = tf.range(tf.shape(log_weights)[axis])
-    sample_index = tf.reshape(
-        sample_index,
-        [-1 if dim == axis % log_weights.shape.rank else 1 for dim in range(log_weights.shape.rank)],
-    )
-    count = tf.expand_dims(tf.cast(num_samples, sample_index.dtype), axis)
-    masked = tf.where(
-        sample_index < count, log_weights, tf.constant(-math.inf, log_weights.dtype)
-    )
-    return tf.reduce_logsumexp(masked, axis=axis) - tf.math.log(
-        tf.cast(num_samples, log_weights.dtype)
-    )
+    num_samples = tf.cast(num_samples, tf.int32)
+    largest = tf.reduce_max(num_samples)
+    per_chunk = tf.cast(samples_per_chunk, tf.int32)
+
+    def add_chunk(start, log_total):
+        count = tf.minimum(per_chunk, largest - start)
+        log_weights = log_weights_of_samples(start, count)
+        used = (start + tf.range(count))[:, None] < num_samples[None, :]
+        chunk = tf.reduce_logsumexp(tf.where(used, log_weights, tf.constant(-math.inf, log_weights.dtype)), axis=0)
+        return start + count, tf.reduce_logsumexp(tf.stack([log_total, chunk]), axis=0)
+
+    empty = tf.fill(tf.shape(num_samples), tf.constant(-math.inf, tf.float32))
+    _, log_total = tf.while_loop(lambda start, _: start < largest, add_chunk, [tf.constant(0), empty])
+    return log_total - tf.math.log(tf.cast(num_samples, log_total.dtype))

@@ -47,3 +47,34 @@ def per_example_uniform(seeds: tf.Tensor, shape, stream: int, minval=-1.0, maxva
         return tf.random.stateless_uniform(shape, seed=seed, minval=minval, maxval=maxval, dtype=dtype)
 
     return _per_example(draw, seeds, shape, stream, dtype)
+
+
+ROWS_PER_BLOCK = 64  # rows of `per_example_normal_rows` drawn per seed derivation
+_BLOCK_STRIDE = 1 << 20  # block b of stream s is seeded [seed, s + b * stride]: distinct for s < 2^20
+
+
+def per_example_normal_rows(seeds: tf.Tensor, start, count, units: int, stream: int) -> tf.Tensor:
+    """Rows start … start + count − 1 of an unending [∞, units] standard normal sequence per seed.
+
+    Returns [len(seeds), count, units]. Row j is a pure function of (seeds[b], stream, j):
+    rows come in blocks of ROWS_PER_BLOCK, block i drawn with seed [seeds[b], stream + i·2^20],
+    so a long sequence can be consumed in chunks of any size (e.g. importance samples
+    summed chunk by chunk, `zoo.common.bounds.iwae_bound_in_chunks`) and give the same rows.
+    """
+    start, count = tf.cast(start, tf.int64), tf.cast(count, tf.int64)
+    first_block = start // ROWS_PER_BLOCK
+    blocks = (start + count - 1) // ROWS_PER_BLOCK - first_block + 1
+    offset = start - first_block * ROWS_PER_BLOCK
+
+    def draw(shape, seed):  # seed: [seeds[b], stream]
+        del shape  # [count, units], cut from whole blocks below
+
+        def block(index):
+            block_seed = tf.stack([seed[0], seed[1] + index * _BLOCK_STRIDE])
+            return tf.random.stateless_normal([ROWS_PER_BLOCK, units], seed=block_seed)
+
+        drawn = tf.map_fn(block, first_block + tf.range(blocks),
+                          fn_output_signature=tf.TensorSpec([ROWS_PER_BLOCK, units], tf.float32))
+        return tf.reshape(drawn, [-1, units])[offset:offset + count]
+
+    return _per_example(draw, seeds, [count, units], stream, tf.float32)

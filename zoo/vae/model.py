@@ -24,7 +24,7 @@ from zoo import config as config_lib, registry
 from zoo.common import bounds, distributions, signatures, steps
 from zoo.common.metrics import ActiveUnits
 from zoo.common.serialization import ConfigSerialization
-from zoo.common.stateless import per_example_normal
+from zoo.common.stateless import per_example_normal, per_example_normal_rows
 
 PAPER_ARCHITECTURES = {  # Burda et al. 2016, Sec. 5
     1: {"hidden_units": (200,), "latent_units": (50,)},
@@ -83,9 +83,11 @@ class VAEConfig(config_lib.TrainingConfig):
         return tuple(hidden), tuple(latent)
 
 
-# Images × importance samples one log_likelihood request may ask for: with the paper's
-# 200-unit layers that is ~2.4 GB of float32 activations at most.
-MAX_SERVED_IMPORTANCE_SAMPLES = 1_000_000
+# Images × importance samples one log_likelihood request may ask for. Memory is bounded by
+# the chunk (~140 MB at peak for the paper's one-layer model), so this budget bounds time:
+# 2^20 samples take ~7 s on 2 CPU cores (docs/serving.md, "Limits").
+MAX_SERVED_IMPORTANCE_SAMPLES = 1 << 20
+SAMPLES_PER_CHUNK = 1 << 13  # images × importance samples computed at once by log_likelihood
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -325,25 +327,34 @@ class VAE(ConfigSerialization, keras.Model):
         return self._image_mean(self.observation_decoder(h))
 
     def log_likelihood(self, images, num_importance_samples, seeds):
-        """L_k per image, k = num_importance_samples[b], noise from seeds[b] (Eq. 8)."""
+        """L_k per image, k = num_importance_samples[b], noise from seeds[b] (Eq. 8).
+
+        Sample j of image b is drawn from (seeds[b], j) alone, and the k samples are
+        summed in chunks of about SAMPLES_PER_CHUNK (images × samples), so memory does
+        not grow with k and an image's value does not depend on the rest of the batch.
+        """
         num_importance_samples = tf.cast(num_importance_samples, tf.int32)
         tf.debugging.assert_positive(num_importance_samples, "num_importance_samples must be >= 1")
-        k = tf.reduce_max(num_importance_samples)
-        noise = [
-            tf.transpose(per_example_normal(seeds, [k, units], stream=layer), [1, 0, 2])
-            for layer, units in enumerate(self.latent_units)
-        ]
-        log_weights = self._importance_terms(images, noise)["log_weights"]
-        return bounds.iwae_bound(log_weights, num_samples=num_importance_samples)
+        batch = tf.shape(images)[0]
+
+        def log_weights(start, count):
+            noise = [tf.transpose(per_example_normal_rows(seeds, start, count, units, stream=layer), [1, 0, 2])
+                     for layer, units in enumerate(self.latent_units)]
+            return self._importance_terms(images, noise)["log_weights"]
+
+        samples_per_image = tf.maximum(1, SAMPLES_PER_CHUNK // tf.maximum(batch, 1))
+        return bounds.iwae_bound_in_chunks(log_weights, num_importance_samples, samples_per_image)
 
     def serving_signatures(self):
+        """Samplers from seeds, and the paths from images or latents, which refuse NaN and Inf."""
         images = tf.TensorSpec([None, *self.config.image_shape], tf.float32, name="images")
+        finite = signatures.checked_finite
         return {
             **signatures.seed_signatures(self.sample),
-            "reconstruct": (lambda images: {"images": self(images)}, [images]),
-            "encode": (self.encode, [images]),
+            "reconstruct": (lambda images: {"images": self(finite(images, "images"))}, [images]),
+            "encode": (lambda images: self.encode(finite(images, "images")), [images]),
             "decode": (
-                lambda latent: {"images": self.decode(latent)},
+                lambda latent: {"images": self.decode(finite(latent, "latent"))},
                 [tf.TensorSpec([None, self.latent_units[-1]], tf.float32, name="latent")],
             ),
             "log_likelihood": (
@@ -353,15 +364,23 @@ class VAE(ConfigSerialization, keras.Model):
         }
 
     def _served_log_likelihood(self, images, num_importance_samples, seed):
-        """The log_likelihood signature: refuses requests whose activations would not fit in memory."""
-        samples = tf.cast(tf.shape(images)[0], tf.int64) * tf.reduce_max(num_importance_samples)
-        within_budget = tf.debugging.assert_less_equal(
-            samples, tf.constant(MAX_SERVED_IMPORTANCE_SAMPLES, tf.int64),
-            message=f"images x max(num_importance_samples) must be <= {MAX_SERVED_IMPORTANCE_SAMPLES}; "
-                    f"send fewer images or fewer samples per request",
-        )
-        with tf.control_dependencies([within_budget]):  # check before any sample is drawn
-            num_importance_samples = tf.identity(num_importance_samples)
+        """The log_likelihood signature: refuses requests beyond MAX_SERVED_IMPORTANCE_SAMPLES.
+
+        Both factors are checked on their own first, so the product cannot overflow int64.
+        """
+        most = tf.constant(MAX_SERVED_IMPORTANCE_SAMPLES, tf.int64)
+        largest = tf.reduce_max(num_importance_samples)
+        message = (f"images x max(num_importance_samples) must be <= {MAX_SERVED_IMPORTANCE_SAMPLES}; "
+                   f"send fewer images or fewer samples per request")
+        within_budget = [
+            tf.debugging.assert_less_equal(largest, most, message=message),
+            tf.debugging.assert_less_equal(tf.cast(tf.shape(images)[0], tf.int64), most, message=message),
+        ]
+        with tf.control_dependencies(within_budget):
+            samples = tf.cast(tf.shape(images)[0], tf.int64) * largest  # both factors <= 2^20: no overflow
+        with tf.control_dependencies([tf.debugging.assert_less_equal(samples, most, message=message)]):
+            num_importance_samples = tf.identity(num_importance_samples)  # check before any sample is drawn
+        images = signatures.checked_finite(images, "images")
         return {"log_likelihood": self.log_likelihood(images, num_importance_samples, seed)}
 
     def summary_images(self, images):

@@ -117,36 +117,45 @@ def test_bound_gradients_are_finite_at_extreme_float32_inputs(bound, expected_gr
     )
 
 
-def test_masked_iwae_bound_gradient_is_finite_and_zero_on_masked_weights():
+def _chunked(log_weights: np.ndarray, num_samples, samples_per_chunk: int, calls: list | None = None):
+    """iwae_bound_in_chunks over the rows of a fixed [k, batch] array of log-weights."""
+    table = tf.constant(log_weights)
+
+    def log_weights_of_samples(start, count):
+        if calls is not None:
+            calls.append((int(start), int(count)))
+        return table[start:start + count]
+
+    return bounds.iwae_bound_in_chunks(log_weights_of_samples, tf.constant(num_samples), samples_per_chunk)
+
+
+@pytest.mark.parametrize("samples_per_chunk", [1, 2, 4, 6, 100])
+def test_iwae_bound_in_chunks_equals_the_bound_over_each_examples_first_k_weights(samples_per_chunk):
+    log_weights = np.random.default_rng(3).normal(scale=5.0, size=(6, 4)).astype(np.float32)
+    num_samples = np.array([1, 3, 6, 2])
+    chunked = _chunked(log_weights, num_samples, samples_per_chunk).numpy()
+    expected = [bounds.iwae_bound(log_weights[:n, b]).numpy() for b, n in enumerate(num_samples)]
+    np.testing.assert_allclose(chunked, expected, rtol=1e-6)
+
+
+def test_iwae_bound_in_chunks_asks_for_one_chunk_at_a_time_and_no_sample_beyond_the_largest_k():
+    calls = []
+    _chunked(np.zeros((10, 2), np.float32), [7, 3], samples_per_chunk=3, calls=calls)
+    assert calls == [(0, 3), (3, 3), (6, 1)]
+
+
+def test_iwae_bound_in_chunks_gradient_is_finite_and_zero_on_unused_weights():
     log_weights = tf.constant(_EXTREME_LOG_WEIGHTS)
     num_samples = tf.constant([1, 2, 3, 2, 2])
     with tf.GradientTape() as tape:
         tape.watch(log_weights)
-        total = tf.reduce_sum(bounds.iwae_bound(log_weights, num_samples=num_samples))
+        total = tf.reduce_sum(bounds.iwae_bound_in_chunks(
+            lambda start, count: log_weights[start:start + count], num_samples, samples_per_chunk=2))
     gradient = tape.gradient(total, log_weights).numpy()
     assert np.all(np.isfinite(gradient))
     unused = np.arange(3)[:, None] >= num_samples.numpy()[None, :]
     np.testing.assert_array_equal(gradient[unused], 0.0)
     np.testing.assert_allclose(gradient.sum(axis=0), 1.0, rtol=1e-6)
-
-
-@pytest.mark.parametrize("axis", [0, 1, -1])
-def test_masked_iwae_bound_equals_bound_over_first_num_samples_weights(axis):
-    log_weights = np.random.default_rng(3).normal(scale=5.0, size=(6, 4)).astype(np.float32)
-    num_samples = np.array([1, 3, 6, 2])
-    stacked = log_weights if axis == 0 else log_weights.T  # samples on `axis`
-    masked = bounds.iwae_bound(stacked, axis=axis, num_samples=num_samples).numpy()
-    expected = [bounds.iwae_bound(log_weights[:n, b]).numpy() for b, n in enumerate(num_samples)]
-    np.testing.assert_allclose(masked, expected, rtol=1e-6)
-
-
-def test_masked_iwae_bound_with_full_counts_equals_unmasked_bound():
-    log_weights = tf.random.stateless_normal([5, 3], seed=[4, 5], stddev=10.0)
-    np.testing.assert_allclose(
-        bounds.iwae_bound(log_weights, num_samples=tf.fill([3], 5)),
-        bounds.iwae_bound(log_weights),
-        rtol=1e-6,
-    )
 
 
 def test_log_weights_under_exact_posterior_all_equal_log_px(linear_gaussian):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from zoo.common.stateless import per_example_normal, per_example_uniform
+from zoo.common.stateless import ROWS_PER_BLOCK, per_example_normal, per_example_normal_rows, per_example_uniform
 
 SEEDS = tf.constant([3, 141, -7, 2**40, 0], tf.int64)
 
@@ -70,3 +70,19 @@ def test_integer_uniform_draws_a_label_per_seed_covering_every_class():
     np.testing.assert_array_equal(
         labels[[7, 3]],
         per_example_uniform(tf.constant([7, 3], tf.int64), [], stream=1, minval=0, maxval=10, dtype=tf.int64))
+
+
+def test_normal_rows_do_not_depend_on_how_the_sequence_is_chunked():
+    seeds = tf.constant([7, -2, 2**40], tf.int64)
+    whole = per_example_normal_rows(seeds, 0, 3 * ROWS_PER_BLOCK + 5, units=3, stream=1).numpy()
+    assert whole.shape == (3, 3 * ROWS_PER_BLOCK + 5, 3)
+    cuts = [0, 1, ROWS_PER_BLOCK - 1, ROWS_PER_BLOCK + 2, 3 * ROWS_PER_BLOCK + 5]
+    pieces = [per_example_normal_rows(seeds, start, end - start, units=3, stream=1).numpy()
+              for start, end in zip(cuts, cuts[1:])]
+    np.testing.assert_array_equal(np.concatenate(pieces, axis=1), whole)
+    alone = per_example_normal_rows(seeds[1:2], 10, 100, units=3, stream=1).numpy()
+    np.testing.assert_array_equal(alone[0], whole[1, 10:110])  # a row depends on its own seed only
+    other_stream = per_example_normal_rows(seeds, 0, ROWS_PER_BLOCK, units=3, stream=2).numpy()
+    assert not np.allclose(other_stream, whole[:, :ROWS_PER_BLOCK])
+    assert abs(whole.mean()) < 0.1 and abs(whole.std() - 1) < 0.1
+    assert len({row.tobytes() for row in whole.reshape(-1, 3)}) == whole.shape[0] * whole.shape[1]  # no repeats

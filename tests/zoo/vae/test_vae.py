@@ -8,7 +8,7 @@ import tensorflow as tf
 import zoo
 from zoo.vae import model as vae
 from zoo.common import bounds
-from zoo.common.stateless import per_example_normal
+from zoo.common.stateless import per_example_normal_rows
 
 LAYERS = [1, 2]
 SEEDS = tf.constant([0, 1, 2, 3, 4, 5], tf.int64)
@@ -138,7 +138,7 @@ def test_log_likelihood_with_one_sample_equals_per_example_log_weight(make_model
     seeds = SEEDS[:3]
     result = model.log_likelihood(images, tf.ones([3], tf.int64), seeds)
     noise = [
-        tf.transpose(per_example_normal(seeds, [1, units], stream=layer), [1, 0, 2])
+        tf.transpose(per_example_normal_rows(seeds, 0, 1, units, stream=layer), [1, 0, 2])
         for layer, units in enumerate(model.latent_units)
     ]
     log_weights = model._importance_terms(images, noise)["log_weights"]
@@ -158,6 +158,28 @@ def test_log_likelihood_with_mixed_k_matches_each_example_alone(make_model, laye
         for b in range(4)
     ]
     np.testing.assert_allclose(batched, alone, rtol=1e-5)
+
+
+def test_log_likelihood_summed_in_small_chunks_equals_one_chunk(make_model, monkeypatch):
+    model = make_model(stochastic_layers=2)
+    images = _binary_images(model.config, 3)
+    num_samples = tf.constant([150, 1, 70], tf.int64)
+    whole = model.log_likelihood(images, num_samples, SEEDS[:3]).numpy()  # the default chunk holds all 221
+    monkeypatch.setattr(vae, "SAMPLES_PER_CHUNK", 3 * 8)  # 8 samples per image per chunk: 19 chunks
+    np.testing.assert_allclose(model.log_likelihood(images, num_samples, SEEDS[:3]), whole, rtol=1e-5)
+
+
+@pytest.mark.parametrize("images, samples", [
+    (1, vae.MAX_SERVED_IMPORTANCE_SAMPLES + 1),
+    (2, 2**62 + 600_000),  # images x samples overflows int64 to a small positive number
+    (2**11, 2**10),
+])
+def test_served_log_likelihood_refuses_requests_beyond_its_budget_before_sampling(make_model, images, samples):
+    model = make_model()
+    batch = tf.zeros([images, *model.config.image_shape])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="send fewer images or fewer samples per request"):
+        model._served_log_likelihood(batch, tf.fill([images], tf.constant(samples, tf.int64)),
+                                     tf.range(images, dtype=tf.int64))
 
 
 def test_log_likelihood_rejects_non_positive_sample_counts(make_model):

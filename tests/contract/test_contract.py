@@ -110,6 +110,21 @@ def test_every_signature_has_a_batch_dimension_and_only_stateless_core_ops(entry
         assert not PYTHON_OPS & set(ops), f"{name} calls back into Python"
 
 
+def test_every_float_input_of_every_signature_refuses_nan_and_inf(entry, reloads):
+    """A NaN image, latent or code has no meaning; it must not flow through into an answer."""
+    inputs = reloads[entry.spec.name].inputs  # valid inputs of every signature
+    for name, (function, specs) in entry.model.serving_signatures().items():
+        traced = tf.function(function, input_signature=specs)
+        for spec in specs:
+            if not spec.dtype.is_floating:
+                continue
+            for bad in (np.nan, np.inf):
+                given = {other.name: np.array(inputs[f"{name}.{other.name}"]) for other in specs}
+                given[spec.name].reshape(-1)[-1] = bad
+                with pytest.raises(tf.errors.InvalidArgumentError, match=f"input '{spec.name}' must be finite"):
+                    traced(*[tf.constant(given[other.name]) for other in specs])
+
+
 @pytest.mark.parametrize("path", sorted(LEGACY.glob("*.keras")), ids=lambda path: path.stem)
 def test_keras_files_written_before_the_package_move_still_load_with_identical_samples(path):
     expected = np.load(LEGACY / "samples.npz")

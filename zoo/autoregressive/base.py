@@ -229,11 +229,13 @@ class AutoregressiveImageModel(ConfigSerialization, keras.Model):
                 lambda seed, label: {"images": self.sample(seed, signatures.checked_labels(label, classes))},
                 [signatures.SEED, label])
             declared["log_likelihood"] = (
-                lambda images, label: {
-                    "log_likelihood": self.log_likelihood(images, signatures.checked_labels(label, classes))},
+                lambda images, label: {"log_likelihood": self.log_likelihood(
+                    signatures.checked_finite(images, "images"), signatures.checked_labels(label, classes))},
                 [images, label])
         else:
-            declared["log_likelihood"] = (lambda images: {"log_likelihood": self.log_likelihood(images)}, [images])
+            declared["log_likelihood"] = (
+                lambda images: {"log_likelihood": self.log_likelihood(signatures.checked_finite(images, "images"))},
+                [images])
         return declared
 
     @property

@@ -29,6 +29,15 @@ def checked_labels(labels: tf.Tensor, classes: int, name: str = "label") -> tf.T
         return tf.identity(labels)
 
 
+def checked_finite(values: tf.Tensor, name: str) -> tf.Tensor:
+    """`values` (float), with a check that fails the request (INVALID_ARGUMENT) if any is NaN or ±Inf.
+
+    For inputs where a non-finite value has no meaning (images, latents, codes): without
+    it NaN would flow through the network into the answer. `CheckNumerics` is a core op.
+    """
+    return tf.debugging.assert_all_finite(values, f"input '{name}' must be finite; it holds NaN or Inf")
+
+
 def seed_signatures(sample) -> dict:
     """The two signatures of every sampler, given `sample`: int64 seeds [N] → images [N, H, W, C]:
 

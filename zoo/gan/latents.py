@@ -127,7 +127,8 @@ class LatentInputs:
         if config.code_size:
             def sample_with_codes(seed, category, continuous):
                 """InfoGAN: G(z(seed), c) with the codes given."""
-                fixed = {"continuous": continuous} if config.continuous_codes else {}
+                fixed = {"continuous": signatures.checked_finite(continuous, "continuous")} \
+                    if config.continuous_codes else {}
                 if config.categorical_code:
                     fixed["category"] = signatures.checked_labels(category, config.categorical_code, "category")
                 return {"images": sample(seed, **fixed)}

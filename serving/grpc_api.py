@@ -14,7 +14,6 @@ from collections.abc import Callable
 from concurrent import futures
 
 import grpc
-import numpy as np
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     model_management_pb2,
@@ -45,14 +44,15 @@ def model_request(spec) -> ModelRequest:
     )
 
 
-def to_arrays(protos) -> dict[str, np.ndarray]:
-    arrays = {}
+def declared_inputs(protos) -> dict[str, tensors.DeclaredTensor]:
+    """The request's TensorProtos, not yet decoded: `Service.predict` checks their shapes first."""
+    inputs = {}
     for key, proto in protos.items():
         try:
-            arrays[key] = tensors.to_array(proto)
-        except ValueError as error:  # malformed TensorProto: sizes or dtype that do not add up
+            inputs[key] = tensors.DeclaredTensor(proto)
+        except ValueError as error:  # malformed TensorProto: a negative size, a dtype not served
             raise invalid_argument(f"input '{key}' is not a valid TensorProto: {error}") from None
-    return arrays
+    return inputs
 
 
 def handles_errors(method: Callable) -> Callable:
@@ -84,7 +84,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     @handles_errors
     def Predict(self, request, context):
         model = model_request(request.model_spec)
-        prediction = self.service.predict(model, to_arrays(request.inputs), list(request.output_filter),
+        prediction = self.service.predict(model, declared_inputs(request.inputs), list(request.output_filter),
                                           deadline=_deadline(context), entrypoint="GRPC")
         response = predict_pb2.PredictResponse()
         response.model_spec.name = model.name

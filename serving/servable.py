@@ -18,7 +18,7 @@ import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
-from serving.status import ServingError, invalid_argument
+from serving.status import ServingError, invalid_argument, shown
 
 DEFAULT_SIGNATURE = "serving_default"
 INIT_OP_SIGNATURE = "__saved_model_init_op"  # SavedModel bookkeeping, not a serving signature
@@ -82,12 +82,15 @@ class LoadedVersion:
         if name not in self.signature_defs:
             raise ServingError(
                 grpc.StatusCode.FAILED_PRECONDITION,
-                f'Serving signature key "{name}" not found.',
+                f'Serving signature key "{shown(name)}" not found.',
             )
         return self.signature_defs[name]
 
     def check_inputs(self, signature_name: str, inputs: Mapping[str, np.ndarray], max_examples: int) -> int:
         """Validates `inputs` for the signature; returns their batch size.
+
+        Only the inputs' `dtype`, `ndim` and `shape` are read, so TensorProtos not yet
+        decoded (`tensors.DeclaredTensor`) are checked before anything is allocated.
 
         INVALID_ARGUMENT when the keys differ from the signature's (TF Serving's
         message: sent extra / missing but required), when a dtype or shape does
@@ -95,10 +98,10 @@ class LoadedVersion:
         exceeds `max_examples`.
         """
         signature = self.signature_def(signature_name)
-        expected, sent = set(signature.inputs), set(inputs)
-        if expected != sent:
+        expected, sent = set(signature.inputs), {shown(key) for key in inputs}
+        if expected != set(inputs):
             raise invalid_argument(
-                f"input size does not match signature: {len(sent)}!={len(expected)} "
+                f"input size does not match signature: {len(inputs)}!={len(expected)} "
                 f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(expected))}}}). "
                 f"Sent extra: {{{','.join(sorted(sent - expected))}}}. "
                 f"Missing but required: {{{','.join(sorted(expected - sent))}}}."
@@ -139,7 +142,7 @@ class LoadedVersion:
         for key in output_filter:
             if key not in outputs:
                 raise invalid_argument(
-                    f"output tensor alias not found in signature: {key} Outputs expected to be in the set "
+                    f"output tensor alias not found in signature: {shown(key)} Outputs expected to be in the set "
                     f"{{{','.join(sorted(outputs))}}}."
                 )
         return list(output_filter) or sorted(outputs)

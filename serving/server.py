@@ -3,9 +3,9 @@
     python -m serving.server --model_name vae --model_base_path runs/vae/serving/vae
     python -m serving.server --model_config_file serving/deploy/models.config --enable_batching
 
-Flags are `tensorflow_model_server`'s own (plus --host and --max_request_examples),
-so the same command lines and config files run unchanged under the real server.
-The server answers until SIGTERM or Ctrl-C, then stops accepting requests, lets
+Flags are `tensorflow_model_server`'s own (plus --host, --max_request_examples
+and --max_request_bytes), so the same command lines and config files run
+unchanged under the real server. The server answers until SIGTERM or Ctrl-C, then stops accepting requests, lets
 in-flight ones finish and exits 0.
 """
 
@@ -60,6 +60,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     add("--grpc_max_threads", type=int, default=os.cpu_count() * 4, help="gRPC request threads")
     add("--max_request_examples", type=int, default=None,
         help="cap on the batch size of one request (default 4096); larger requests get INVALID_ARGUMENT")
+    add("--max_request_bytes", type=int, default=None,
+        help="cap on the size one request's inputs decode to (default 64 MiB), checked on the declared "
+             "shapes before decoding; larger requests get INVALID_ARGUMENT")
     add("--grpc_max_message_bytes", type=int, default=64 << 20, help="largest gRPC message in or out")
     return parser.parse_args(argv)
 
@@ -94,8 +97,9 @@ def _checked(args: argparse.Namespace):
     for flag in ("rest_api_timeout_in_ms", "rest_api_num_threads", "grpc_max_threads", "grpc_max_message_bytes"):
         if getattr(args, flag) < 1:
             raise ValueError(f"--{flag} must be at least 1")
-    if args.max_request_examples is not None and args.max_request_examples < 1:
-        raise ValueError("--max_request_examples must be at least 1")
+    for flag in ("max_request_examples", "max_request_bytes"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise ValueError(f"--{flag} must be at least 1")
     return configs, batching, monitoring
 
 
@@ -110,7 +114,7 @@ def main(argv=None) -> int:
 
     from serving import config_files, grpc_api, rest_api
     from serving.manager import ModelManager
-    from serving.service import DEFAULT_MAX_REQUEST_EXAMPLES, Service
+    from serving.service import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_REQUEST_EXAMPLES, Service
 
     try:
         manager = ModelManager(configs,
@@ -118,7 +122,8 @@ def main(argv=None) -> int:
     except ServingError as error:
         print(f"error: {error.message}", file=sys.stderr)
         return 2
-    service = Service(manager, args.max_request_examples or DEFAULT_MAX_REQUEST_EXAMPLES, batching)
+    service = Service(manager, args.max_request_examples or DEFAULT_MAX_REQUEST_EXAMPLES, batching,
+                      max_request_bytes=args.max_request_bytes or DEFAULT_MAX_REQUEST_BYTES)
     try:
         grpc_server, grpc_port = grpc_api.make_server(
             service, manager, config_files.check_model_server_config, f"{args.host}:{args.port}",

@@ -42,6 +42,7 @@ def test_typed_value_fields_and_the_one_value_shorthand_are_read():
 
 @pytest.mark.parametrize("dtype, values, shape, phrase", [
     (types_pb2.DT_INT64, [1, 2], [3], "2 values do not fill shape [3]"),
+    (types_pb2.DT_INT64, [], [3], "0 values do not fill shape [3]"),
     (types_pb2.DT_RESOURCE, [], [1], "DT_RESOURCE is not served"),
     (types_pb2.DT_INT64, [1], [-1], "negative size"),
 ])
@@ -50,4 +51,29 @@ def test_malformed_protos_raise_value_error(dtype, values, shape, phrase):
     for size in shape:
         proto.tensor_shape.dim.add(size=size)
     with pytest.raises(ValueError, match=phrase.replace("[", r"\[").replace("]", r"\]")):
+        tensors.to_array(proto)
+
+
+def _declaring(shape, dtype=types_pb2.DT_INT64, **values):
+    proto = tensor_pb2.TensorProto(dtype=dtype, **values)
+    for size in shape:
+        proto.tensor_shape.dim.add(size=size)
+    return proto
+
+
+def test_declared_size_is_known_before_any_value_is_decoded():
+    declared = tensors.DeclaredTensor(_declaring([10**6, 10**6], int64_val=[1]))  # one value, 8 TB declared
+    assert declared.shape == (10**6, 10**6) and declared.ndim == 2 and declared.dtype == np.int64
+    assert declared.nbytes == 8 * 10**12
+    with pytest.raises(ValueError, match="would take 8000000000000 bytes, more than 1024"):
+        tensors.to_array(_declaring([10**6, 10**6], int64_val=[1]), max_bytes=1024)
+    filled = tensors.to_array(_declaring([128], int64_val=[7]), max_bytes=1024)  # the shorthand within the cap
+    np.testing.assert_array_equal(filled, np.full(128, 7))
+
+
+@pytest.mark.parametrize("content_bytes", [8, 127, 129])
+def test_tensor_content_must_hold_exactly_the_declared_shapes_bytes(content_bytes):
+    proto = _declaring([16], tensor_content=bytes(content_bytes))
+    with pytest.raises(ValueError, match=f"tensor_content holds {content_bytes} bytes; shape \\[16\\] of DT_INT64 "
+                                         f"needs 128"):
         tensors.to_array(proto)

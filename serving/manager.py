@@ -31,7 +31,7 @@ import grpc
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving.servable import LoadedVersion
-from serving.status import ServingError, invalid_argument, not_found
+from serving.status import ServingError, invalid_argument, not_found, shown
 
 log = logging.getLogger("serving")
 
@@ -263,15 +263,15 @@ class ModelManager:
         if label:
             labels = model.config.version_labels if model else {}
             if label not in labels:
-                raise invalid_argument(f"Unrecognized servable version label: {label}")
+                raise invalid_argument(f"Unrecognized servable version label: {shown(label)}")
             version = labels[label]
         if version is None:
             available = model.available() if model else []
             if not available:
-                raise not_found(f"Servable not found for request: Latest({name})")
+                raise not_found(f"Servable not found for request: Latest({shown(name)})")
             return model, available[-1]
         if model is None or version not in model.versions or model.versions[version].state != AVAILABLE:
-            raise not_found(f"Servable not found for request: Specific({name}, {version})")
+            raise not_found(f"Servable not found for request: Specific({shown(name)}, {version})")
         return model, version
 
     @contextlib.contextmanager
@@ -295,16 +295,21 @@ class ModelManager:
         with self._lock:
             model = self._models.get(name)
             if model is None:
-                raise not_found(f"Could not find any versions of model {name}")
+                raise not_found(f"Could not find any versions of model {shown(name)}")
             if label:
                 if label not in model.config.version_labels:
-                    raise invalid_argument(f"Unrecognized servable version label: {label}")
+                    raise invalid_argument(f"Unrecognized servable version label: {shown(label)}")
                 version = model.config.version_labels[label]
             versions = [v for n, v in model.versions.items() if version is None or n == version]
             if not versions:
-                raise not_found(f"Could not find any versions of model {name}" if version is None
-                                else f"Could not find version {version} of model {name}")
+                raise not_found(f"Could not find any versions of model {shown(name)}" if version is None
+                                else f"Could not find version {version} of model {shown(name)}")
             return [dataclasses.replace(v, loaded=None) for v in sorted(versions, key=lambda v: -v.number)]
+
+    def serves(self, name: str) -> bool:
+        """Whether `name` is a configured model (whatever the state of its versions)."""
+        with self._lock:
+            return name in self._models
 
     def model_names(self) -> list[str]:
         with self._lock:

@@ -9,7 +9,9 @@ the names its Prometheus exporter gives them ("/" becomes ":"), so dashboards bu
                                                     buckets 10 * 1.8**i for i < 33 (up to about 20 minutes)
 
 The extra request_count labels keep TF Serving's selectors and `sum by (model_name, status)` queries
-valid while also telling REST from gRPC and one version from another.
+valid while also telling REST from gRPC and one version from another. Label values name only served
+models and versions (requests for others count under model_name="(unknown)", version=""), so the
+number of series is bounded by the configuration, not by what clients send.
 
 `render()` writes the Prometheus text exposition format, version 0.0.4.
 """
@@ -23,6 +25,7 @@ import re
 import threading
 from typing import Mapping, Sequence
 
+UNKNOWN_MODEL = "(unknown)"  # the model_name of requests naming a model that is not served
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 

@@ -23,10 +23,24 @@ HTTP_STATUS = {
 }
 
 
+MAX_MESSAGE_CHARS = 2000  # gRPC sends the message in a header; clients refuse headers over 8 KiB
+MAX_ECHO_CHARS = 100  # of a name or key the client sent, repeated in a message
+
+
+def shown(text: str, limit: int = MAX_ECHO_CHARS) -> str:
+    """`text` from a request, cut to `limit` characters for a message: a 100 kB model name is not sent back."""
+    return text if len(text) <= limit else f"{text[:limit]}…({len(text)} characters)"
+
+
 class ServingError(Exception):
-    """A request that fails with `code` (a `grpc.StatusCode`) and a message for the caller."""
+    """A request that fails with `code` (a `grpc.StatusCode`) and a message for the caller.
+
+    Messages longer than MAX_MESSAGE_CHARS are cut (`shown`), so an error always reaches
+    the client as its code and text, never as a failure to receive an oversized status.
+    """
 
     def __init__(self, code: grpc.StatusCode, message: str):
+        message = shown(message, MAX_MESSAGE_CHARS)
         super().__init__(message)
         self.code = code
         self.message = message

@@ -1,4 +1,4 @@
-"""TF Serving's REST API (https://www.tensorflow.org/tfx/serving/api_rest) over http.server.
+"""TF Serving's REST API (https://www.tensorflow.org/tfx/serving/api_rest) over serving/http_server.py.
 
     GET  /v1/models/NAME[/versions/N | /labels/L]             model status
     GET  /v1/models/NAME[/versions/N | /labels/L]/metadata    signature defs
@@ -7,21 +7,20 @@
 JSON values become arrays of the dtype the signature declares. String tensors
 are sent as {"b64": "..."} (or plain text); string outputs whose name ends in
 `_bytes` come back as {"b64": "..."}, as TF Serving does. Errors are
-`{"error": "..."}` with TF Serving's HTTP status for the code. Requests run on a
+`{"error": "..."}` with TF Serving's HTTP status for the code. The HTTP limits
+(deadlines, connections, sizes) are http_server's; complete requests run on its
 bounded pool of threads.
 """
 
 from __future__ import annotations
 
 import base64
-import http.server
 import json
 import logging
 import re
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping
-from concurrent import futures
+from collections.abc import Mapping
 
 import grpc
 import numpy as np
@@ -29,6 +28,7 @@ import tensorflow as tf
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2
 
+from serving.http_server import HttpServer
 from serving.manager import ModelManager
 from serving.servable import DEFAULT_SIGNATURE
 from serving.service import ModelRequest, Service, status_response
@@ -41,7 +41,6 @@ MODEL_URL = re.compile(
     r"(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
     r"(?:(?P<metadata>/metadata)|:(?P<verb>[a-z]+))?$"
 )
-DEFAULT_MAX_BODY_BYTES = 64 << 20
 
 
 def _json_value_to_array(value, dtype: tf.DType, key: str) -> np.ndarray:
@@ -144,8 +143,8 @@ class RestApi:
         self.timeout_seconds = timeout_seconds
         self.metrics_path = metrics_path
 
-    def handle(self, method: str, path: str, read_body: Callable[[], bytes]) -> tuple[int, str, str]:
-        """(status, content type, body text); never raises."""
+    def handle(self, method: str, path: str, body: bytes = b"") -> tuple[int, str, str]:
+        """(status, content type, body text) of a request; never raises."""
         try:
             path = urllib.parse.urlsplit(path).path
             if self.metrics_path and method == "GET" and path == self.metrics_path:
@@ -168,14 +167,14 @@ class RestApi:
                 raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
                                    f"{match['verb']} is not served here; use :predict")
             if match["verb"] == "predict":
-                body = self._predict(request, read_body())
+                answer = self._predict(request, body)
             elif match["metadata"]:
-                body = self._metadata(request)
+                answer = self._metadata(request)
             else:
-                body = json_format.MessageToDict(
+                answer = json_format.MessageToDict(
                     status_response(self.manager.status(request.name, request.version, request.label)),
                     preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
-            return 200, "application/json", json.dumps(body)
+            return 200, "application/json", json.dumps(answer)
         except ServingError as error:
             return error.http_status, "application/json", json.dumps({"error": error.message})
         except Exception as error:  # the server outlives any request
@@ -210,63 +209,6 @@ class RestApi:
         }
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    server_version = "genzoo-serving"
-    api: RestApi  # set on the subclass `make_server` creates
-    max_body_bytes: int
-
-    def _respond(self, method: str) -> None:
-        def read_body() -> bytes:
-            header = self.headers.get("Content-Length") or "0"
-            if not header.isdigit():
-                raise invalid_argument(f"Content-Length {header!r} is not a byte count")
-            length = int(header)
-            if length > self.max_body_bytes:
-                raise invalid_argument(f"request body of {length} bytes exceeds the {self.max_body_bytes}-byte limit")
-            return self.rfile.read(length)
-
-        status, content_type, text = self.api.handle(method, self.path, read_body)
-        payload = text.encode()
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def do_GET(self):  # noqa: N802 (http.server's naming)
-        self._respond("GET")
-
-    def do_POST(self):  # noqa: N802
-        self._respond("POST")
-
-    def log_message(self, format, *args):  # access logs at debug level, not on stderr
-        log.debug("REST %s - %s", self.address_string(), format % args)
-
-
-class PooledHTTPServer(http.server.HTTPServer):
-    """An HTTPServer whose connections are handled on a fixed-size thread pool."""
-
-    def __init__(self, address, handler, max_workers: int):
-        super().__init__(address, handler)
-        self.pool = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rest")
-
-    def process_request(self, request, client_address):
-        self.pool.submit(self._process, request, client_address)
-
-    def _process(self, request, client_address):
-        try:
-            self.finish_request(request, client_address)
-        except Exception:
-            self.handle_error(request, client_address)
-        finally:
-            self.shutdown_request(request)
-
-    def server_close(self):
-        super().server_close()
-        self.pool.shutdown(wait=True)
-
-
-def make_server(api: RestApi, host: str, port: int, max_workers: int,
-                max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> PooledHTTPServer:
-    handler = type("Handler", (_Handler,), {"api": api, "max_body_bytes": max_body_bytes})
-    return PooledHTTPServer((host, port), handler, max_workers)
+def make_server(api: RestApi, host: str, port: int, max_workers: int, **limits) -> HttpServer:
+    """The REST API on (host, port), bound now; `limits` are HttpServer's (timeouts, connections, sizes)."""
+    return HttpServer(api.handle, host, port, max_workers, **limits)

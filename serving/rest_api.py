@@ -7,9 +7,12 @@
 JSON values become arrays of the dtype the signature declares. String tensors
 are sent as {"b64": "..."} (or plain text); string outputs whose name ends in
 `_bytes` come back as {"b64": "..."}, as TF Serving does. Errors are
-`{"error": "..."}` with TF Serving's HTTP status for the code. The HTTP limits
-(deadlines, connections, sizes) are http_server's; complete requests run on its
-bounded pool of threads.
+`{"error": "..."}` with TF Serving's HTTP status for the code: 400 for anything
+wrong in the request (a value of the wrong type or beyond the dtype's range,
+`true` as a number, null, ragged rows, JSON nested too deep, a version that is not
+a base-10 int64), 404 for unknown paths and methods, and 500 only for a bug here.
+The HTTP limits (deadlines, connections, sizes) are http_server's; complete
+requests run on its bounded pool of threads.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import logging
 import re
 import time
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import grpc
 import numpy as np
@@ -41,37 +44,72 @@ MODEL_URL = re.compile(
     r"(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
     r"(?:(?P<metadata>/metadata)|:(?P<verb>[a-z]+))?$"
 )
+MAX_INPUT_RANK = 32  # deeper JSON lists than any signature takes; numpy stops at 32 dimensions here
+
+
+def _describe(item) -> str:
+    """A JSON value as a client would name it, for error messages."""
+    if item is None or isinstance(item, bool):
+        return json.dumps(item)
+    if isinstance(item, dict):
+        return 'a {"b64": ...} object' if "b64" in item else "an object"
+    if isinstance(item, str):
+        return f"the string {item!r:.40}"
+    return f"{item!r:.40}"
+
+
+def _accepts(dtype: np.dtype) -> Callable[[object], bool]:
+    """Whether a JSON scalar is a value of `dtype`: no booleans as numbers, integers only within range."""
+    if dtype.kind == "b":
+        return lambda item: type(item) is bool
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return lambda item: type(item) is int and info.min <= item <= info.max
+    return lambda item: type(item) in (int, float)
+
+
+def _string_leaf(item, key: str) -> bytes:
+    if isinstance(item, str):
+        return item.encode()
+    if isinstance(item, dict) and set(item) == {"b64"} and isinstance(item["b64"], str):
+        try:
+            return base64.b64decode(item["b64"], validate=True)
+        except ValueError:
+            raise invalid_argument(f"input '{key}': invalid base64 in {{\"b64\": ...}}") from None
+    if isinstance(item, list):
+        raise invalid_argument(f"input '{key}' is ragged; every row needs the same shape")
+    raise invalid_argument(f"input '{key}' expects strings or {{\"b64\": ...}} objects, got {_describe(item)}")
 
 
 def _json_value_to_array(value, dtype: tf.DType, key: str) -> np.ndarray:
     """A JSON value (nested lists) as an array of the signature's dtype, or INVALID_ARGUMENT."""
+    rank, first = 0, value
+    while isinstance(first, list) and first:
+        rank, first = rank + 1, first[0]
+    if rank > MAX_INPUT_RANK:
+        raise invalid_argument(f"input '{key}' is nested {rank} lists deep; at most {MAX_INPUT_RANK} are served")
+    items = np.array(value, dtype=object)  # the rows of a ragged value stay lists, refused below
     if dtype == tf.string:
-        def to_bytes(item):
-            if isinstance(item, list):
-                return [to_bytes(element) for element in item]
-            if isinstance(item, dict) and set(item) == {"b64"}:
-                try:
-                    return base64.b64decode(item["b64"], validate=True)
-                except (ValueError, TypeError):
-                    raise invalid_argument(f"input '{key}': invalid base64 in {{\"b64\": ...}}") from None
-            if isinstance(item, str):
-                return item.encode()
-            raise invalid_argument(f"input '{key}' expects strings or {{\"b64\": ...}} objects, got {item!r:.60}")
-        try:
-            return np.array(to_bytes(value), dtype=object)
-        except ValueError:
-            raise invalid_argument(f"input '{key}' is ragged; every row needs the same shape") from None
+        return np.array([_string_leaf(item, key) for item in items.flat], dtype=object).reshape(items.shape)
+    numpy_dtype = np.dtype(dtype.as_numpy_dtype)
+    accepts = _accepts(numpy_dtype)
+    wrong = next((item for item in items.flat if not accepts(item)), accepts)
+    if isinstance(wrong, list):
+        raise invalid_argument(f"input '{key}' is ragged; every row needs the same shape")
+    if wrong is not accepts:
+        if type(wrong) is int and numpy_dtype.kind in "iu":
+            raise invalid_argument(f"input '{key}': {str(wrong):.40} is outside the {dtype.name} range")
+        raise invalid_argument(f"input '{key}' expects {dtype.name} values; got {_describe(wrong)}")
+    floating = numpy_dtype.kind in "fc"
     try:
-        array = np.asarray(value)
-    except ValueError:
-        raise invalid_argument(f"input '{key}' is ragged; every row needs the same shape") from None
-    accepted = {"b": "b", "i": "biu", "u": "biu", "f": "biuf", "c": "biufc"}[np.dtype(dtype.as_numpy_dtype).kind]
-    if array.size and array.dtype.kind not in accepted:
-        raise invalid_argument(
-            f"input '{key}' expects {dtype.name} values; got {array.dtype.kind!r}-kind JSON values "
-            f"like {array.reshape(-1)[0].tolist()!r:.40}"
-        )
-    return array.astype(dtype.as_numpy_dtype)
+        wide = items.astype(np.float64 if floating else numpy_dtype)
+    except OverflowError:  # an integer beyond float64
+        wide = None
+    with np.errstate(over="ignore"):  # refused below
+        array = None if wide is None else wide.astype(numpy_dtype, copy=False)
+    if array is None or (floating and (np.isinf(array) & ~np.isinf(wide)).any()):
+        raise invalid_argument(f"input '{key}' holds a value outside the {dtype.name} range")
+    return array
 
 
 def _array_to_json(key: str, array: np.ndarray):
@@ -94,10 +132,11 @@ def parse_predict_body(body: Mapping, input_dtypes: Mapping[str, tf.DType]) -> t
             raise invalid_argument("'instances' must be a list, one entry per example")
         keys = sorted(input_dtypes)
         if all(isinstance(row, dict) and "b64" not in row for row in instances) and instances:
-            columns = {key: [row.get(key) for row in instances] for key in set().union(*instances)}
-            missing = [key for key, values in columns.items() if any(value is None for value in values)]
+            names = set().union(*instances)
+            missing = [key for key in names if any(key not in row for row in instances)]
             if missing:
                 raise invalid_argument(f"every instance needs the same keys; some lack {', '.join(sorted(missing))}")
+            columns = {key: [row[key] for row in instances] for key in names}
         elif len(keys) == 1:
             columns = {keys[0]: instances}
         else:
@@ -134,6 +173,13 @@ def predict_body(outputs: Mapping[str, np.ndarray], row_format: bool) -> dict:
     return {"predictions": [{key: value[row] for key, value in values.items()} for row in range(rows)]}
 
 
+def _version_number(text: str) -> int:
+    """A version path segment as an int64 (ASCII digits only: '²'.isdigit() is true), in TF Serving's words."""
+    if not re.fullmatch(r"[0-9]{1,19}", text) or int(text) >= 1 << 63:
+        raise invalid_argument(f"Failed to convert version: {text:.40} to numeric.")
+    return int(text)
+
+
 class RestApi:
     """Routes a request (method, path, body) to the service; returns (HTTP status, JSON or text)."""
 
@@ -143,10 +189,14 @@ class RestApi:
         self.timeout_seconds = timeout_seconds
         self.metrics_path = metrics_path
 
-    def handle(self, method: str, path: str, body: bytes = b"") -> tuple[int, str, str]:
-        """(status, content type, body text) of a request; never raises."""
+    def handle(self, method: str, target: str, body: bytes = b"") -> tuple[int, str, str]:
+        """(status, content type, body text) of a request; never raises. 500 means a bug here, not in the request."""
+        path = target
         try:
-            path = urllib.parse.urlsplit(path).path
+            try:
+                path = urllib.parse.urlsplit(target).path
+            except ValueError:
+                raise invalid_argument(f"malformed request target {target!r:.200}") from None
             if self.metrics_path and method == "GET" and path == self.metrics_path:
                 return 200, "text/plain; version=0.0.4", self.service.metrics.render()
             match = MODEL_URL.match(path)
@@ -154,13 +204,10 @@ class RestApi:
                 ("GET", None, None), ("GET", None, "/metadata"), ("POST", "predict", None),
                 ("POST", "classify", None), ("POST", "regress", None),
             }:
-                raise ServingError(grpc.StatusCode.NOT_FOUND, f"Malformed request: {method} {path}")
-            version = match["version"]
-            if version is not None and not version.isdigit():
-                raise invalid_argument(f"Failed to convert version: {version} to numeric.")
+                raise ServingError(grpc.StatusCode.NOT_FOUND, f"Malformed request: {method:.20} {path:.200}")
             request = ModelRequest(
                 name=urllib.parse.unquote(match["name"]),
-                version=int(version) if version is not None else None,
+                version=_version_number(match["version"]) if match["version"] is not None else None,
                 label=urllib.parse.unquote(match["label"]) if match["label"] else None,
             )
             if match["verb"] in ("classify", "regress"):
@@ -184,8 +231,10 @@ class RestApi:
     def _predict(self, request: ModelRequest, raw: bytes) -> dict:
         try:
             body = json.loads(raw or b"null")
-        except (ValueError, UnicodeDecodeError) as error:
+        except ValueError as error:  # UnicodeDecodeError and the int() digit limit too
             raise invalid_argument(f"JSON Parse error: {error}") from None
+        except RecursionError:
+            raise invalid_argument("JSON Parse error: nested too deep") from None
         if not isinstance(body, dict):
             raise invalid_argument("the request body must be a JSON object with 'instances' or 'inputs'")
         signature_name = body.get("signature_name", "")

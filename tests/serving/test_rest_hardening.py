@@ -1,8 +1,8 @@
-"""REST against hostile and careless clients (issue 12, item 3): malformed HTTP gets a JSON error,
-and idle, slow or too many connections do not stop other requests.
+"""REST against hostile and careless clients (issue 12, items 3 and 5): no 500 for anything a client
+sends, and idle, slow or too many connections do not stop other requests.
 
-The requests go over a loopback socket to `serving.http_server` in this process, serving the tiny
-VAE, with deadlines shortened to fractions of a second.
+The JSON cases call `RestApi.handle` on the tiny served VAE; the HTTP cases go over a loopback
+socket to `serving.http_server` in this process, with deadlines shortened to fractions of a second.
 """
 
 from __future__ import annotations
@@ -18,11 +18,13 @@ import urllib.request
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from serving import rest_api
 from serving.http_server import HttpServer
 from serving.manager import ModelManager, single_model_config
 from serving.service import Service
+from serving.status import ServingError
 
 PREDICT = "/v1/models/vae:predict"
 GOOD_ANSWER_S = 5.0  # a generous bound on a good request's answer while others misbehave
@@ -90,6 +92,105 @@ def good_predict(port: int, seeds=(1, 2)) -> dict:
         return json.loads(response.read())
 
 
+def nested(depth: int) -> bytes:
+    return b"[" * depth + b"0" + b"]" * depth
+
+
+# JSON a client sends: 400 naming the problem, never 500.
+
+@pytest.mark.parametrize("body, phrase", [
+    ({"instances": [None]}, "null"),
+    ({"instances": [1, None]}, "null"),
+    ({"instances": [{"seed": None}]}, "null"),
+    ({"inputs": None}, "null"),
+    ({"instances": [2 ** 63]}, "outside the int64 range"),
+    ({"instances": [-2 ** 63 - 1]}, "outside the int64 range"),
+    ({"inputs": {"seed": [10 ** 30]}}, "outside the int64 range"),
+    ({"instances": [True]}, "true"),
+    ({"instances": [1, False]}, "false"),
+    ({"inputs": {"seed": [[True]]}}, "true"),
+    ({"instances": [{"b64": "AAAA"}]}, '{"b64": ...}'),
+    ({"inputs": {"b64": "AAAA"}}, '{"b64": ...}'),
+    ({"inputs": {"seed": [{"x": 1}]}}, "an object"),
+    ({"instances": ["3"]}, "string"),
+    ({"instances": [1.5]}, "1.5"),
+    ({"instances": [[1, 2], [3]]}, "ragged"),
+    ({"instances": [[1, 2], 3]}, "ragged"),
+    ({"signature_name": "decode", "inputs": {"latent": [[1e39, 0.0, 0.0, 0.0]]}}, "outside the float32 range"),
+    ({"signature_name": "decode", "inputs": {"latent": [[10 ** 400, 0, 0, 0]]}}, "outside the float32 range"),
+    ({"signature_name": "decode", "inputs": {"latent": [[True, 0.0, 0.0, 0.0]]}}, "true"),
+    ({"signature_name": "decode", "instances": [{"latent": [0.0] * 4}, {"latent": None}]}, "ragged"),
+    ({"signature_name": 7, "instances": [1]}, "signature_name"),
+    ([1, 2], "JSON object"),
+], ids=lambda case: json.dumps(case)[:40] if not isinstance(case, str) else None)
+def test_bad_json_values_get_400_naming_the_problem(api, body, phrase):
+    status, content_type, text = api.handle("POST", PREDICT, json.dumps(body).encode())
+    assert (status, content_type) == (400, "application/json"), text
+    assert phrase in json.loads(text)["error"]
+
+
+@pytest.mark.parametrize("raw, phrase", [
+    (b'{"instances": ' + nested(2500) + b"}", "nested too deep"),
+    (b'{"inputs": {"seed": ' + nested(40) + b"}}", "nested 40 lists deep"),
+    (b'{"instances": [' + b"9" * 5000 + b"]}", "JSON Parse error"),
+    (b'{"instances": [1]', "JSON Parse error"),
+    (b"\xff\xfe{", "JSON Parse error"),
+    (b"", "JSON object"),
+], ids=["deep_json", "deep_lists", "5000_digits", "truncated", "not_utf8", "empty"])
+def test_malformed_json_bodies_get_400(api, raw, phrase):
+    status, _, text = api.handle("POST", PREDICT, raw)
+    assert status == 400, text
+    assert phrase in json.loads(text)["error"]
+
+
+@pytest.mark.parametrize("method, target, status, phrase", [
+    ("GET", "/v1/models/vae/versions/²", 400, "Failed to convert version"),
+    ("GET", "/v1/models/vae/versions/-1", 400, "Failed to convert version"),
+    ("GET", "/v1/models/vae/versions/1.0", 400, "Failed to convert version"),
+    ("POST", "/v1/models/vae/versions/99999999999999999999:predict", 400, "Failed to convert version"),
+    ("GET", "//[/v1/models/vae", 400, "malformed request target"),
+    ("PUT", "/v1/models/vae", 404, "Malformed request: PUT"),
+    ("DELETE", "/v1/models/vae/versions/1", 404, "Malformed request: DELETE"),
+    ("BREW", PREDICT, 404, "Malformed request: BREW"),
+    ("GET", "/v1/models", 404, "Malformed request"),
+])
+def test_bad_paths_and_methods_get_json_errors(api, method, target, status, phrase):
+    got_status, content_type, text = api.handle(method, target, b"")
+    assert (got_status, content_type) == (status, "application/json"), text
+    assert phrase in json.loads(text)["error"]
+
+
+@pytest.mark.parametrize("value, phrase", [
+    ([None], "null"),
+    ([1], "got 1"),
+    (["a", ["b"]], "ragged"),
+    ([{"b64": "not base64!"}], "invalid base64"),
+    ([{"b64": 7}], '{"b64": ...}'),
+    ([{"b64": "QQ==", "x": 1}], '{"b64": ...}'),
+])
+def test_bad_string_values_get_400(value, phrase):
+    with pytest.raises(ServingError) as raised:
+        rest_api.parse_predict_body({"instances": value}, {"text": tf.string})
+    assert raised.value.http_status == 400 and phrase in raised.value.message
+
+
+def test_good_values_keep_their_meaning():
+    arrays, row_format = rest_api.parse_predict_body(
+        {"inputs": {"x": [[1, 2.5]], "n": [2 ** 63 - 1, -2 ** 63], "flag": [True], "text": ["a", {"b64": "QQ=="}]}},
+        {"x": tf.float32, "n": tf.int64, "flag": tf.bool, "text": tf.string})
+    assert not row_format
+    np.testing.assert_array_equal(arrays["x"], np.array([[1, 2.5]], np.float32))
+    assert arrays["x"].dtype == np.float32
+    np.testing.assert_array_equal(arrays["n"], np.array([2 ** 63 - 1, -2 ** 63], np.int64))
+    assert arrays["flag"].dtype == np.bool_ and arrays["flag"].tolist() == [True]
+    assert arrays["text"].tolist() == [b"a", b"A"]
+
+
+def test_version_numbers_up_to_int64_are_looked_up(api):
+    status, _, text = api.handle("GET", f"/v1/models/vae/versions/{2 ** 63 - 1}", b"")
+    assert status == 404 and "vae" in json.loads(text)["error"]
+
+
 # Malformed HTTP over a real socket: JSON errors, and the server stays up.
 
 @pytest.mark.parametrize("data, status, phrase", [
@@ -117,10 +218,15 @@ def good_predict(port: int, seeds=(1, 2)) -> dict:
     (b"GET /v1/models/vae HTTP/1.1\r\nX: a\x00b\r\n\r\n", 400, "header"),
     (b"GET /v1/models/vae HTTP/1.1\r\n" + b"X-Many: 1\r\n" * 101 + b"\r\n", 431, "header fields"),
     (b"GET /v1/models/vae HTTP/1.1\r\nX-Big: " + b"a" * (70 << 10) + b"\r\n\r\n", 431, "exceed"),
+    (post(PREDICT, b'{"instances": ' + nested(2500) + b"}"), 400, "nested too deep"),
+    (post(PREDICT, b'{"instances": [null]}'), 400, "null"),
+    (post(PREDICT, b'{"instances": [true]}'), 400, "true"),
+    (post(PREDICT, b'{"instances": [18446744073709551616]}'), 400, "int64 range"),
 ], ids=["cl_word", "cl_negative", "cl_fullwidth_digit", "cl_latin1_superscript", "cl_twice", "cl_huge",
         "chunked", "version_latin1", "version_utf8", "version_percent_encoded", "put", "delete",
         "garbage_method", "no_http_version", "tls_hello", "http2", "bad_version", "header_no_colon",
-        "header_folded", "header_nul", "too_many_headers", "huge_header"])
+        "header_folded", "header_nul", "too_many_headers", "huge_header", "deep_json", "null", "true",
+        "beyond_uint64"])
 def test_malformed_http_gets_a_json_error_and_the_server_stays_up(api, data, status, phrase):
     with serving(rest_server(api)) as port:
         got_status, body = raw_request(port, data)

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import email.utils
 import http
 import json
 import logging
@@ -94,8 +95,9 @@ def response_bytes(status: int, content_type: str, text: str, keep_alive: bool, 
         reason = http.HTTPStatus(status).phrase
     except ValueError:
         reason = "Unknown"
-    head = (f"HTTP/1.1 {status} {reason}\r\nServer: genzoo-serving\r\nContent-Type: {content_type}\r\n"
-            f"Content-Length: {len(payload)}\r\nConnection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n")
+    head = (f"HTTP/1.1 {status} {reason}\r\nServer: genzoo-serving\r\nDate: {email.utils.formatdate(usegmt=True)}\r\n"
+            f"Content-Type: {content_type}\r\nContent-Length: {len(payload)}\r\n"
+            f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n")
     return head.encode("latin-1") + (b"" if head_only else payload)
 
 

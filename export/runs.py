@@ -2,7 +2,7 @@
 
     WORKDIR/
       run.json          {"model": "zoo.iwae", "config": {...}}: rebuilds the model
-      checkpoints/      state.json and the latest weights file, below
+      checkpoints/      state.json and the last two weights files, below
       tensorboard/      train/, validation/ (Keras scalars), images/, evaluation/
       evaluation.jsonl  one JSON line per `training.evaluate` run
       model.keras       written by export
@@ -13,13 +13,22 @@ checkpoints; export and evaluation read it back with `load_trained_model`.
 
 Checkpoint layout under `WORKDIR/checkpoints/`:
 
-    state.json                   {"epoch": completed epochs, "weights": file, "interrupted": bool}
+    state.json                   the newest checkpoint and the one before it, to fall back to:
+                                 {"epoch": completed epochs, "weights": file, "interrupted": bool,
+                                  "previous": {"epoch": ..., "weights": ..., "interrupted": ...} or null}
     epoch-00012.weights.h5       model weights, optimizer slots and iteration count
+    epoch-00011.weights.h5       the previous checkpoint
 
 Each save writes the new weights file under a temporary name, renames it into
 place, and only then replaces state.json (again by rename), so a process killed at
-any instant leaves a state.json that points at a complete file. Older weights
-files are removed after state.json moved on.
+any instant leaves a state.json whose files are complete. Weights files state.json
+no longer names are removed after it moved on.
+
+Restoring verifies a checkpoint by loading it: a weights file that is missing or
+does not load (truncated, or without the optimizer state the model has) is
+reported and the previous one is loaded instead, overwriting whatever the failed
+attempt had set. A state.json that cannot be read is reported and the weights
+files in the folder are tried, newest first.
 """
 
 from __future__ import annotations
@@ -27,6 +36,9 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
+import sys
+import warnings
 
 import keras
 
@@ -35,6 +47,7 @@ from zoo import config as config_lib
 
 RUN_FILE = "run.json"
 STATE_FILE = "state.json"
+WEIGHTS_FILE = re.compile(r"epoch-(\d+)(-interrupted)?\.weights\.h5")
 
 
 class WorkdirError(RuntimeError):
@@ -53,7 +66,7 @@ def write_run(workdir, spec: zoo.ModelSpec, config) -> None:
     path = pathlib.Path(workdir)
     path.mkdir(parents=True, exist_ok=True)
     payload = {"model": spec.name, "config": config_lib.to_dict(config)}
-    (path / RUN_FILE).write_text(json.dumps(payload, indent=2) + "\n")
+    _write_atomically(path / RUN_FILE, json.dumps(payload, indent=2) + "\n")
 
 
 def read_run(workdir):
@@ -64,22 +77,27 @@ def read_run(workdir):
             f"{workdir} is not a training workdir ({RUN_FILE} is missing); pass the --workdir "
             f"of a `python -m training.fit` run"
         )
-    payload = json.loads(path.read_text())
-    spec = zoo.get(payload["model"])
-    return spec, config_lib.from_dict(spec.config_class, payload["config"])
+    try:
+        payload = json.loads(path.read_text())
+        name, values = payload["model"], payload["config"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise WorkdirError(f"{path} is unreadable ({_reason(error)}); it records the run's model and config, "
+                           f"so the run cannot be rebuilt without it") from None
+    spec = zoo.get(name)
+    return spec, config_lib.from_dict(spec.config_class, values)
 
 
 def load_trained_model(workdir):
-    """Rebuilds the run's model and loads its latest checkpoint: (spec, config, model, epochs)."""
+    """Rebuilds the run's model and loads its latest readable checkpoint: (spec, config, model, epochs)."""
     spec, config = read_run(workdir)
-    if latest_checkpoint(checkpoint_dir(workdir)) is None:
+    model = spec.build(config)
+    restored = load_checkpoint(model, checkpoint_dir(workdir))
+    if restored is None:
         raise WorkdirError(
             f"{workdir} has no checkpoint yet; train at least one epoch "
             f"(python -m training.fit {spec.name} --workdir {workdir})"
         )
-    model = spec.build(config)
-    epochs = restore_checkpoint(model, checkpoint_dir(workdir))
-    return spec, config, model, epochs
+    return spec, config, model, restored["epoch"]
 
 
 def _write_atomically(path: pathlib.Path, text: str) -> None:
@@ -88,41 +106,130 @@ def _write_atomically(path: pathlib.Path, text: str) -> None:
     os.replace(temporary, path)
 
 
-def latest_checkpoint(directory: str | os.PathLike) -> dict | None:
-    """The last saved state, or None when there is none."""
-    state_path = pathlib.Path(directory) / STATE_FILE
+def _reason(error: BaseException, limit: int = 300) -> str:
+    """An error's message on one line (Keras puts the telling part on its third), cut at `limit` characters."""
+    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _checkpoint(directory: pathlib.Path, epoch: int, weights: str, interrupted: bool) -> dict:
+    return {"epoch": epoch, "weights": weights, "interrupted": interrupted, "path": str(directory / weights)}
+
+
+def _parse_state(directory: pathlib.Path, text: str) -> list[dict]:
+    """The checkpoints a state.json names, newest first; ValueError if it is not one we wrote."""
+    state = json.loads(text)
+    recorded = [state, *([state["previous"]] if state.get("previous") else [])]
+    for entry in recorded:
+        if not (isinstance(entry["epoch"], int) and isinstance(entry["interrupted"], bool)
+                and isinstance(entry["weights"], str) and WEIGHTS_FILE.fullmatch(entry["weights"])):
+            raise ValueError(f"not a checkpoint record: {json.dumps(entry)[:200]}")
+    return [_checkpoint(directory, entry["epoch"], entry["weights"], entry["interrupted"]) for entry in recorded]
+
+
+def _weights_files(directory: pathlib.Path) -> list[dict]:
+    """The checkpoints whose weights files are in `directory`, newest first (by their names)."""
+    found = [(WEIGHTS_FILE.fullmatch(path.name), path.name) for path in directory.glob("*.weights.h5")]
+    checkpoints = [_checkpoint(directory, int(match[1]), name, bool(match[2])) for match, name in found if match]
+    # An interrupted checkpoint after N epochs holds part of epoch N + 1: newer than epoch N's.
+    return sorted(checkpoints, key=lambda checkpoint: (checkpoint["epoch"], checkpoint["interrupted"]), reverse=True)
+
+
+def _recorded_checkpoints(directory) -> tuple[list[dict], str | None]:
+    """(checkpoints newest first, each with its "path", unverified; why state.json is unreadable, or None).
+
+    They are the ones state.json names or, when it cannot be read, the weights files in the folder.
+    """
+    directory = pathlib.Path(directory)
+    state_path = directory / STATE_FILE
     if not state_path.exists():
-        return None
-    state = json.loads(state_path.read_text())
-    state["path"] = str(pathlib.Path(directory) / state["weights"])
-    return state
+        return [], None
+    try:
+        return _parse_state(directory, state_path.read_text()), None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        return _weights_files(directory), f"{state_path} is unreadable ({_reason(error)})"
 
 
-def save_checkpoint(model: keras.Model, directory: str | os.PathLike, epoch: int, interrupted: bool = False) -> str:
-    """Saves `model`'s weights and optimizer state as the checkpoint after `epoch` completed epochs."""
+def has_checkpoint(directory: str | os.PathLike) -> bool:
+    """Whether a save has happened in `directory` (state.json exists, readable or not)."""
+    return (pathlib.Path(directory) / STATE_FILE).exists()
+
+
+def latest_checkpoint(directory: str | os.PathLike) -> dict | None:
+    """The newest checkpoint recorded, unverified, or None when there is none."""
+    checkpoints, _ = _recorded_checkpoints(directory)
+    return checkpoints[0] if checkpoints else None
+
+
+def save_checkpoint(model: keras.Model, directory: str | os.PathLike, epoch: int, interrupted: bool = False,
+                    keep: dict | None = None) -> str:
+    """Saves `model`'s weights and optimizer state as the checkpoint after `epoch` completed epochs.
+
+    The checkpoint before it stays on disk as the fallback: `keep` if given (one known
+    to load, such as the checkpoint a run resumed from), else the newest one recorded.
+    Weights files of older checkpoints are removed.
+    """
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     name = f"epoch-{epoch:05d}{'-interrupted' if interrupted else ''}.weights.h5"
+    candidates = [*([keep] if keep else []), *_recorded_checkpoints(directory)[0]]
+    previous = next((checkpoint for checkpoint in candidates
+                     if checkpoint["weights"] != name and (directory / checkpoint["weights"]).is_file()), None)
     temporary = directory / f"saving-{name}"
     model.save_weights(temporary)
     os.replace(temporary, directory / name)
-    _write_atomically(
-        directory / STATE_FILE,
-        json.dumps({"epoch": epoch, "weights": name, "interrupted": interrupted}),
-    )
+    record = {key: previous[key] for key in ("epoch", "weights", "interrupted")} if previous else None
+    _write_atomically(directory / STATE_FILE,
+                      json.dumps({"epoch": epoch, "weights": name, "interrupted": interrupted, "previous": record}))
     for stale in directory.glob("*.weights.h5"):
-        if stale.name != name:
+        if stale.name not in (name, record and record["weights"]):
             stale.unlink()
     return str(directory / name)
 
 
+def load_checkpoint(model: keras.Model, directory: str | os.PathLike) -> dict | None:
+    """Loads the newest checkpoint that loads into `model` (and its optimizer, if built); returns it.
+
+    A checkpoint that does not load is reported on stderr with the one used instead.
+    Returns None when `directory` holds no checkpoint; raises WorkdirError, naming the
+    files and what to do, when none loads.
+    """
+    checkpoints, problem = _recorded_checkpoints(directory)
+    if not checkpoints and problem is None:
+        return None
+    failures = [problem] if problem else []
+    for checkpoint in checkpoints:
+        try:
+            _load_weights(model, checkpoint["path"])
+        except Exception as error:  # whatever the reason, this file cannot be resumed from
+            failures.append(f"{checkpoint['path']} is unreadable ({_reason(error)})")
+            continue
+        for failure in failures:
+            print(f"warning: {failure}; using the checkpoint of epoch {checkpoint['epoch']} "
+                  f"({checkpoint['path']}) instead", file=sys.stderr)
+        return checkpoint
+    if not checkpoints:
+        failures.append("no weights files are left")
+    raise WorkdirError(f"no readable checkpoint in {directory}: {'; '.join(failures)}. Restore these files "
+                       f"from a backup, or train afresh: another --workdir, or remove {directory} and rerun "
+                       f"without --resume")
+
+
 def restore_checkpoint(model: keras.Model, directory: str | os.PathLike) -> int:
-    """Loads the latest checkpoint into `model` (and its optimizer, if built).
+    """Loads the newest readable checkpoint into `model` (see `load_checkpoint`).
 
     Returns the number of completed epochs, 0 when there is no checkpoint.
     """
-    state = latest_checkpoint(directory)
-    if state is None:
-        return 0
-    model.load_weights(state["path"])
-    return state["epoch"]
+    checkpoint = load_checkpoint(model, directory)
+    return checkpoint["epoch"] if checkpoint else 0
+
+
+def _load_weights(model: keras.Model, path: str) -> None:
+    if not os.path.isfile(path):
+        raise FileNotFoundError("the file is missing")
+    with warnings.catch_warnings():
+        # Keras only warns when a file lacks the optimizer state the model has: resuming
+        # from it would silently restart the optimizer's moments and step count.
+        warnings.filterwarnings("error", message="Skipping variable loading for optimizer")
+        model.load_weights(path)
+

@@ -1,9 +1,9 @@
 """Checkpoints during `fit`: one after every epoch, and a clean stop on SIGTERM or Ctrl-C.
 
 The files and their crash-safe layout are `export.runs`'s (`save_checkpoint`,
-`restore_checkpoint`). An interrupted run saves its mid-epoch weights with the
-count of *completed* epochs; resuming re-runs that epoch from the saved weights,
-so no progress is lost.
+`load_checkpoint`): the last two checkpoints stay on disk. An interrupted run
+saves its mid-epoch weights with the count of *completed* epochs; resuming re-runs
+that epoch from the saved weights, so no progress is lost.
 
 SIGTERM and Ctrl-C do not tear `fit` down mid-step: `Checkpointer` turns the
 signal into `model.stop_training`, so the current step (and its asynchronous
@@ -38,11 +38,13 @@ class Checkpointer(keras.callbacks.Callback):
 
     STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-    def __init__(self, directory: str | os.PathLike, initial_epoch: int = 0, enabled: bool = True):
+    def __init__(self, directory: str | os.PathLike, restored: dict | None = None, enabled: bool = True):
+        """`restored` is the checkpoint the run resumed from."""
         super().__init__()
         self.directory = directory
-        self.completed_epochs = initial_epoch
+        self.completed_epochs = restored["epoch"] if restored else 0
         self.enabled = enabled
+        self._keep = restored  # the fallback for the first save; later ones keep the save before
         self.stopped_by: signal.Signals | None = None
         self.saved: str | None = None
         self._trained_before_validation: bool | None = None  # None: no validation this epoch (yet)
@@ -90,10 +92,13 @@ class Checkpointer(keras.callbacks.Callback):
         return self._trained_before_validation
 
     def on_epoch_end(self, epoch, logs=None):
-        if not self._epoch_complete():
-            if self.enabled:
-                self.saved = runs.save_checkpoint(self.model, self.directory, self.completed_epochs, interrupted=True)
-            return
-        self.completed_epochs = epoch + 1
+        interrupted = not self._epoch_complete()
+        if not interrupted:
+            self.completed_epochs = epoch + 1
         if self.enabled:
-            self.saved = runs.save_checkpoint(self.model, self.directory, self.completed_epochs)
+            self._save(interrupted)
+
+    def _save(self, interrupted: bool) -> None:
+        self.saved = runs.save_checkpoint(self.model, self.directory, self.completed_epochs,
+                                          interrupted=interrupted, keep=self._keep)
+        self._keep = None

@@ -73,11 +73,10 @@ def main(argv=None, extra_callbacks=()) -> int:
         for field in ("epochs", "batch_size", "learning_rate", "dataset"):
             if getattr(args, field) is not None:
                 overrides[field] = getattr(args, field)
-        has_checkpoint = runs.latest_checkpoint(runs.checkpoint_dir(workdir)) is not None
         if args.resume:
             spec, saved = runs.read_run(workdir)
             config = zoo.config.replace(saved, **overrides)
-        elif has_checkpoint:
+        elif runs.has_checkpoint(runs.checkpoint_dir(workdir)):
             raise runs.WorkdirError(
                 f"{workdir} already holds a run; pass --resume to continue it or choose another --workdir"
             )
@@ -113,7 +112,11 @@ def main(argv=None, extra_callbacks=()) -> int:
         model = spec.build(config)
         model.compile_for_training(steps_per_epoch)
         model.steps_per_execution = steps_per_execution
-        initial_epoch = runs.restore_checkpoint(model, runs.checkpoint_dir(workdir)) if args.resume else 0
+        try:
+            restored = runs.load_checkpoint(model, runs.checkpoint_dir(workdir)) if args.resume else None
+        except runs.WorkdirError as error:
+            return _fail(error)
+    initial_epoch = restored["epoch"] if restored else 0
     if chief:
         runs.write_run(workdir, spec, config)
 
@@ -125,7 +128,7 @@ def main(argv=None, extra_callbacks=()) -> int:
     print(f"config: {json.dumps(zoo.config.to_dict(config))}")
 
     log_dir = str(runs.tensorboard_dir(workdir)) if chief else f"{workdir}/.worker-tensorboard"
-    checkpointer = checkpoint.Checkpointer(runs.checkpoint_dir(workdir), initial_epoch, enabled=chief)
+    checkpointer = checkpoint.Checkpointer(runs.checkpoint_dir(workdir), restored, enabled=chief)
     example_images = next(iter(evaluation.take(1)))["image"][:32]
     callbacks = [
         callbacks_lib.StopOnNonFiniteLoss(),

@@ -202,6 +202,22 @@ def read_state():
     return read
 
 
+def _checkpoint_record(name: str) -> dict:
+    return {"epoch": int(name.split("-")[1]), "weights": f"{name}.weights.h5",
+            "interrupted": name.endswith("-interrupted")}
+
+
+@pytest.fixture(scope="session")
+def expected_state():
+    """`expected_state(newest, previous=None) -> dict`: the state.json that names these checkpoints,
+    e.g. `expected_state("epoch-00001-interrupted", "epoch-00001")`."""
+
+    def expected(newest: str, previous: str | None = None) -> dict:
+        return {**_checkpoint_record(newest), "previous": _checkpoint_record(previous) if previous else None}
+
+    return expected
+
+
 @pytest.fixture(scope="session")
 def restore_checkpoint():
     """`restore_checkpoint(workdir, steps_per_epoch) -> (model, epochs)`: rebuilt, compiled, restored.

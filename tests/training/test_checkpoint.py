@@ -1,4 +1,5 @@
-"""Checkpoints and --resume: in one go or resumed, killed (-9) or stopped (SIGTERM), a run ends alike."""
+"""Checkpoints and --resume: in one go or resumed, killed (-9) or stopped (SIGTERM), a run ends alike;
+a damaged checkpoint falls back to the one before it."""
 
 import dataclasses
 import json
@@ -7,6 +8,7 @@ import pathlib
 import signal
 import time
 
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -20,13 +22,14 @@ POLL_TIMEOUT_S = 180
 
 
 def _checked_state(workdir, read_state):
-    """state.json, asserting that it parses and names a weights file that exists.
+    """state.json, asserting that it parses and that both weights files it names exist.
 
-    A save may remove the named file right after state.json moved on, so a missing
+    A save may remove a named file right after state.json moved on, so a missing
     file is only an error if state.json still names it.
     """
     state = read_state(workdir)
-    if state is not None and not (pathlib.Path(workdir) / "checkpoints" / state["weights"]).is_file():
+    named = [state["weights"], *([state["previous"]["weights"]] if state["previous"] else [])] if state else []
+    if not all((pathlib.Path(workdir) / "checkpoints" / name).is_file() for name in named):
         newer = read_state(workdir)
         assert newer != state, f"state.json names a missing file: {state}"
         state = newer
@@ -52,23 +55,31 @@ def _signal_after_first_epoch(processes, workdirs, read_state):
     assert not pending, f"no checkpoint of epoch 1 within {POLL_TIMEOUT_S} s"
 
 
-@pytest.fixture
-def tiny_model():
+def _tiny_vae(**overrides):
     spec = zoo.get("zoo.vae")
-    model = spec.build(spec.make_config(hidden_units=(16,), latent_units=(4,), k=2))
+    model = spec.build(spec.make_config(hidden_units=(16,), latent_units=(4,), k=2, **overrides))
     model.compile_for_training(steps_per_epoch=10)
     return model
 
 
-def test_save_moves_state_to_the_new_weights_and_removes_older_ones(tmp_path, tiny_model):
+@pytest.fixture
+def tiny_model():
+    return _tiny_vae()
+
+
+def test_save_keeps_the_newest_two_checkpoints_and_state_names_both(tmp_path, tiny_model, expected_state):
     directory = tmp_path / "checkpoints"
     assert runs.latest_checkpoint(directory) is None and runs.restore_checkpoint(tiny_model, directory) == 0
 
     runs.save_checkpoint(tiny_model, directory, 1)
-    path = runs.save_checkpoint(tiny_model, directory, 2)
+    assert json.loads((directory / "state.json").read_text()) == expected_state("epoch-00001")
+    runs.save_checkpoint(tiny_model, directory, 2)
+    path = runs.save_checkpoint(tiny_model, directory, 3)
 
-    assert sorted(p.name for p in directory.iterdir()) == ["epoch-00002.weights.h5", "state.json"]
-    assert runs.latest_checkpoint(directory) == {"epoch": 2, "weights": "epoch-00002.weights.h5",
+    assert sorted(p.name for p in directory.iterdir()) == [
+        "epoch-00002.weights.h5", "epoch-00003.weights.h5", "state.json"]
+    assert json.loads((directory / "state.json").read_text()) == expected_state("epoch-00003", "epoch-00002")
+    assert runs.latest_checkpoint(directory) == {"epoch": 3, "weights": "epoch-00003.weights.h5",
                                                  "interrupted": False, "path": path}
 
 
@@ -88,8 +99,187 @@ def test_restore_loads_weights_and_optimizer_iterations(tmp_path, tiny_model):
     assert json.loads((tmp_path / "state.json").read_text())["weights"] == "epoch-00003-interrupted.weights.h5"
 
 
+DAMAGES = {  # how a weights file gets damaged → what the report says
+    "truncated": "truncated file",  # a full disk, a copy cut short
+    "missing": "the file is missing",
+    "without_a_layer": "could not be loaded",  # opens, and loads the rest of the model before failing
+    "without_optimizer_state": "Skipping variable loading for optimizer",  # Keras alone would only warn
+}
+
+
+def _damage(path: pathlib.Path, how: str) -> None:
+    if how == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif how == "missing":
+        path.unlink()
+    else:
+        with h5py.File(path, "r+") as weights:
+            del weights["layers" if how == "without_a_layer" else "optimizer"]
+
+
+@pytest.fixture
+def two_checkpoints(tmp_path, tiny_model):
+    """A folder holding the checkpoints of epoch 1 and, with other weights and step count, of epoch 2:
+    (folder, epoch 1's weights)."""
+    directory = tmp_path / "checkpoints"
+    tiny_model.optimizer.iterations.assign(10)
+    runs.save_checkpoint(tiny_model, directory, 1)
+    first = tiny_model.get_weights()
+    for variable in tiny_model.trainable_variables:
+        variable.assign(variable + 1.0)
+    tiny_model.optimizer.iterations.assign(20)
+    runs.save_checkpoint(tiny_model, directory, 2)
+    return directory, first
+
+
+@pytest.mark.parametrize("how", DAMAGES)
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one_entirely(how, two_checkpoints, capsys):
+    directory, first = two_checkpoints
+    _damage(directory / "epoch-00002.weights.h5", how)
+    model = _tiny_vae()
+
+    assert runs.restore_checkpoint(model, directory) == 1
+
+    assert int(model.optimizer.iterations) == 10  # not the damaged file's 20, even where it half loaded
+    for restored, saved in zip(model.get_weights(), first, strict=True):
+        np.testing.assert_array_equal(restored, saved)
+    (report,) = capsys.readouterr().err.splitlines()
+    assert report.startswith(f"warning: {directory / 'epoch-00002.weights.h5'} is unreadable ("), report
+    assert DAMAGES[how] in report
+    assert report.endswith(f"; using the checkpoint of epoch 1 ({directory / 'epoch-00001.weights.h5'}) instead")
+
+
+@pytest.mark.parametrize("newest_damaged", [False, True], ids=["weights_intact", "newest_weights_truncated"])
+def test_an_unreadable_state_json_falls_back_to_the_weights_files_newest_first(newest_damaged, two_checkpoints,
+                                                                                capsys):
+    directory, _ = two_checkpoints
+    state = directory / "state.json"
+    state.write_text(state.read_text()[:20])
+    if newest_damaged:
+        _damage(directory / "epoch-00002.weights.h5", "truncated")
+
+    assert runs.restore_checkpoint(_tiny_vae(), directory) == (1 if newest_damaged else 2)
+
+    report = capsys.readouterr().err
+    assert f"warning: {state} is unreadable (" in report, report
+    assert f"using the checkpoint of epoch {1 if newest_damaged else 2} (" in report
+    assert (f"{directory / 'epoch-00002.weights.h5'} is unreadable (" in report) == newest_damaged
+
+
+def test_no_readable_checkpoint_is_one_error_naming_the_files_and_the_fix(two_checkpoints):
+    directory, _ = two_checkpoints
+    _damage(directory / "epoch-00002.weights.h5", "missing")
+    _damage(directory / "epoch-00001.weights.h5", "truncated")
+
+    with pytest.raises(runs.WorkdirError) as raised:
+        runs.restore_checkpoint(_tiny_vae(), directory)
+
+    message = str(raised.value)
+    assert message.startswith(f"no readable checkpoint in {directory}: ") and "\n" not in message
+    assert f"{directory / 'epoch-00002.weights.h5'} is unreadable (the file is missing)" in message
+    assert f"{directory / 'epoch-00001.weights.h5'} is unreadable (Unable to synchronously open file (truncated" \
+        in message
+    assert f"remove {directory} and rerun without --resume" in message
+
+
+def test_the_first_save_after_a_fallback_keeps_the_checkpoint_that_loaded(tmp_path, tiny_model, expected_state):
+    runs.save_checkpoint(tiny_model, tmp_path, 2)
+    runs.save_checkpoint(tiny_model, tmp_path, 2, interrupted=True)
+    _damage(tmp_path / "epoch-00002-interrupted.weights.h5", "truncated")
+    restored = runs.load_checkpoint(_tiny_vae(), tmp_path)
+    assert restored["weights"] == "epoch-00002.weights.h5"
+
+    runs.save_checkpoint(tiny_model, tmp_path, 3, keep=restored)  # what Checkpointer does after a fallback
+
+    assert json.loads((tmp_path / "state.json").read_text()) == expected_state("epoch-00003", "epoch-00002")
+    assert sorted(path.name for path in tmp_path.glob("*.h5")) == ["epoch-00002.weights.h5", "epoch-00003.weights.h5"]
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL at one step of a save."""
+
+
+def _kill_at(monkeypatch, model, step: str) -> None:
+    """Makes the next save die at `step`: mid-write of the weights, or just before a rename or a removal."""
+    if step == "writing_weights":
+        def write_half(path):
+            pathlib.Path(path).write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(1000))
+            raise Killed
+        monkeypatch.setattr(model, "save_weights", write_half)
+    elif step in ("renaming_weights", "replacing_state"):
+        renames, replace = [], os.replace
+
+        def rename(source, target):
+            renames.append(target)
+            if len(renames) == ("renaming_weights", "replacing_state").index(step) + 1:
+                raise Killed
+            replace(source, target)
+        monkeypatch.setattr(runs.os, "replace", rename)
+    else:
+        def remove(path, missing_ok=False):
+            raise Killed
+        monkeypatch.setattr(pathlib.Path, "unlink", remove)
+
+
+@pytest.mark.parametrize("step, newest", [("writing_weights", 2), ("renaming_weights", 2), ("replacing_state", 2),
+                                          ("removing_the_oldest", 3)])
+def test_a_save_killed_at_any_step_leaves_the_checkpoints_loadable(step, newest, two_checkpoints, tiny_model,
+                                                                   monkeypatch, capsys, read_state, expected_state):
+    directory, _ = two_checkpoints
+    with monkeypatch.context() as patched:
+        _kill_at(patched, tiny_model, step)
+        with pytest.raises(Killed):
+            runs.save_checkpoint(tiny_model, directory, 3)
+
+    state = json.loads((directory / "state.json").read_text())
+    assert state == expected_state(f"epoch-{newest:05d}", f"epoch-{newest - 1:05d}")
+    assert runs.restore_checkpoint(_tiny_vae(), directory) == newest and "warning" not in capsys.readouterr().err
+    runs.save_checkpoint(tiny_model, directory, 4)  # the next save clears what the killed one left
+    assert sorted(path.name for path in directory.glob("*.h5")) == [
+        f"epoch-{newest:05d}.weights.h5", "epoch-00004.weights.h5"]
+
+
+def test_resume_and_load_trained_model_fall_back_from_a_truncated_newest_checkpoint(
+        tmp_path, fit_argv, fit_in_process, read_state, restore_checkpoint, expected_state, capsys):
+    workdir = tmp_path / "run"
+    first = fit_in_process(fit_argv("zoo.vae", workdir, "--epochs", "2"))
+    assert first.returncode == 0, first.explain()
+    newest = workdir / "checkpoints" / "epoch-00002.weights.h5"
+    _damage(newest, "truncated")
+
+    _, _, _, epochs = runs.load_trained_model(workdir)  # as export and evaluation load it
+    assert epochs == 1 and f"warning: {newest} is unreadable (" in capsys.readouterr().err
+    resumed = fit_in_process(fit_argv("zoo.vae", workdir, "--epochs", "3", "--resume"))
+
+    assert resumed.returncode == 0, resumed.explain()
+    assert f"warning: {newest} is unreadable (" in resumed.stderr, resumed.explain()
+    assert "using the checkpoint of epoch 1 (" in resumed.stderr and "(resuming after epoch 1)" in resumed.stdout
+    assert "Epoch 2/3" in resumed.stdout
+    assert read_state(workdir) == expected_state("epoch-00003", "epoch-00002")
+    model, epochs = restore_checkpoint(workdir, steps_per_epoch=2)
+    assert epochs == 3 and int(model.optimizer.iterations) == 3 * 2
+
+
+def test_resume_without_a_readable_checkpoint_is_one_error_line(tmp_path, fit_argv, fit_in_process):
+    workdir = tmp_path / "run"
+    spec = zoo.get("zoo.vae")
+    config = spec.make_config(hidden_units=(16,), latent_units=(4,), k=2, batch_size=20)
+    model = spec.build(config)
+    model.compile_for_training(steps_per_epoch=2)
+    runs.write_run(workdir, spec, config)
+    _damage(pathlib.Path(runs.save_checkpoint(model, runs.checkpoint_dir(workdir), 1)), "truncated")
+
+    result = fit_in_process(fit_argv("zoo.vae", workdir, "--epochs", "2", "--resume"))
+
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.explain()
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert line.startswith(f"error: no readable checkpoint in {runs.checkpoint_dir(workdir)}: "
+                           f"{runs.checkpoint_dir(workdir) / 'epoch-00001.weights.h5'} is unreadable ("), line
+    assert "rerun without --resume" in line
+
+
 def test_resume_after_two_epochs_ends_like_three_epochs_in_one_go(tmp_path, tiny_fits, fit_argv, fit_in_process,
-                                                                  read_state, restore_checkpoint):
+                                                                  read_state, restore_checkpoint, expected_state):
     one_go = tiny_fits["zoo.vae"]  # 3 epochs of 2 steps
     assert one_go.result.returncode == 0, one_go.result.explain()
     workdir = tmp_path / "run"
@@ -102,8 +292,7 @@ def test_resume_after_two_epochs_ends_like_three_epochs_in_one_go(tmp_path, tiny
     assert resumed.returncode == 0, resumed.explain()
     assert "(resuming after epoch 2)" in resumed.stdout
     assert "Epoch 3/3" in resumed.stdout and "Epoch 2/3" not in resumed.stdout
-    assert read_state(workdir) == read_state(one_go.workdir) == {
-        "epoch": 3, "weights": "epoch-00003.weights.h5", "interrupted": False}
+    assert read_state(workdir) == read_state(one_go.workdir) == expected_state("epoch-00003", "epoch-00002")
     for run in (one_go.workdir, workdir):
         model, epochs = restore_checkpoint(run, steps_per_epoch=2)
         assert epochs == 3 and int(model.optimizer.iterations.numpy()) == 3 * 2, run
@@ -134,7 +323,8 @@ def stopped_runs(tmp_path_factory, fit_argv, start_fit, read_state):
             for signum in signals}
 
 
-def test_sigkill_leaves_a_valid_checkpoint_and_resume_finishes_the_run(stopped_runs, read_state, restore_checkpoint):
+def test_sigkill_leaves_a_valid_checkpoint_and_resume_finishes_the_run(stopped_runs, read_state, restore_checkpoint,
+                                                                       expected_state):
     run = stopped_runs[signal.SIGKILL]
     assert run.stopped.returncode == -signal.SIGKILL, run.stopped.explain()
     killed = run.state_after_stop
@@ -142,15 +332,15 @@ def test_sigkill_leaves_a_valid_checkpoint_and_resume_finishes_the_run(stopped_r
 
     assert run.resumed.returncode == 0, run.resumed.explain()
     assert f"(resuming after epoch {killed['epoch']})" in run.resumed.stdout
-    assert read_state(run.workdir) == {"epoch": 3, "weights": "epoch-00003.weights.h5", "interrupted": False}
+    assert read_state(run.workdir) == expected_state("epoch-00003", "epoch-00002")
     model, epochs = restore_checkpoint(run.workdir, steps_per_epoch=30)
     assert int(model.optimizer.iterations.numpy()) == 3 * 30  # as in one go: the lost partial epoch is redone
     assert all(np.isfinite(weight).all() for weight in model.get_weights())
     assert sorted(path.name for path in (run.workdir / "checkpoints").iterdir()) == [
-        "epoch-00003.weights.h5", "state.json"]
+        "epoch-00002.weights.h5", "epoch-00003.weights.h5", "state.json"]
 
 
-def test_sigterm_saves_a_checkpoint_exits_130_and_resume_continues(stopped_runs, read_state):
+def test_sigterm_saves_a_checkpoint_exits_130_and_resume_continues(stopped_runs, read_state, expected_state):
     run = stopped_runs[signal.SIGTERM]
     assert run.stopped.returncode == 130, run.stopped.explain()
     # Usually the signal lands while epoch 2 trains (an interrupted checkpoint after 1 complete epoch);
@@ -164,7 +354,7 @@ def test_sigterm_saves_a_checkpoint_exits_130_and_resume_continues(stopped_runs,
 
     assert run.resumed.returncode == 0, run.resumed.explain()
     assert f"(resuming after epoch {completed})" in run.resumed.stdout
-    assert read_state(run.workdir) == {"epoch": 3, "weights": "epoch-00003.weights.h5", "interrupted": False}
+    assert read_state(run.workdir) == expected_state("epoch-00003", "epoch-00002")
 
 
 class SignalSelf(keras.callbacks.Callback):
@@ -191,16 +381,15 @@ class SignalSelf(keras.callbacks.Callback):
 STEPS = 5  # per epoch, in the signal tests below
 
 
-@pytest.mark.parametrize("signum, batch, expected_state, expected_steps", [
+@pytest.mark.parametrize("signum, batch, saved, expected_steps", [
     # In epoch 2's third batch: that step finishes, weights are saved as interrupted after 1 complete epoch.
-    (signal.SIGTERM, 2, {"epoch": 1, "weights": "epoch-00001-interrupted.weights.h5", "interrupted": True},
-     STEPS + 3),
+    (signal.SIGTERM, 2, ("epoch-00001-interrupted", "epoch-00001"), STEPS + 3),
     # During epoch 2's validation: epoch 2 is complete and saved as such.
-    (signal.SIGINT, None, {"epoch": 2, "weights": "epoch-00002.weights.h5", "interrupted": False}, 2 * STEPS),
+    (signal.SIGINT, None, ("epoch-00002", "epoch-00001"), 2 * STEPS),
 ], ids=["sigterm_mid_epoch", "ctrl_c_in_validation"])
-def test_a_signal_stops_after_the_step_in_flight_and_saves_it(signum, batch, expected_state, expected_steps,
-                                                               tmp_path, fit_argv, fit_in_process, read_state,
-                                                               tiny_model):
+def test_a_signal_stops_after_the_step_in_flight_and_saves_it(signum, batch, saved, expected_steps, tmp_path,
+                                                               fit_argv, fit_in_process, read_state, tiny_model,
+                                                               expected_state):
     handlers_before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     workdir = tmp_path / "run"
 
@@ -209,9 +398,9 @@ def test_a_signal_stops_after_the_step_in_flight_and_saves_it(signum, batch, exp
                             extra_callbacks=[SignalSelf(signum, epoch=1, batch=batch)])
 
     assert result.returncode == 130, result.explain()
-    completed = expected_state["epoch"]
+    completed = expected_state(*saved)["epoch"]
     assert f"stopped by {signum.name} after {completed} complete epochs; saved " in result.stderr
-    assert read_state(workdir) == expected_state
+    assert read_state(workdir) == expected_state(*saved)
     assert runs.restore_checkpoint(tiny_model, workdir / "checkpoints") == completed
     assert int(tiny_model.optimizer.iterations) == expected_steps
     assert {s: signal.getsignal(s) for s in handlers_before} == handlers_before

@@ -27,37 +27,30 @@ its weights do not change the work a request does. Targets checked at the end:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import os
 import pathlib
 import platform
-import re
-import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
 
 import zoo
 from export import write_savedmodel
+from runs import running_server
 from serving.client import Client, ClientError, ServerError
 
 MODEL = "vae"
-REPO = pathlib.Path(__file__).resolve().parents[1]
 BATCHING_PARAMETERS = """\
 max_batch_size { value: 64 }
 batch_timeout_micros { value: 1000 }
 num_batch_threads { value: 2 }
 max_enqueued_batches { value: 100 }
 """
-READY = re.compile(r"serving gRPC on (\S+:\d+),")
-STOP_SECONDS = 15.0  # the server's own grace period is 5 s
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,39 +115,6 @@ def closed_loop(make_call: Callable[[], Callable[[], None]], clients: int, warmu
     latencies = np.array([finished - started for started, finished in calls if started >= window["start"]])
     answered = sum(window["start"] <= finished <= window["end"] for _, finished in calls)
     return latencies, answered, errors
-
-
-@contextlib.contextmanager
-def running_server(base_path: pathlib.Path, log_path: pathlib.Path, startup_seconds: float,
-                   flags: list[str]) -> Iterator[str]:
-    """Starts `python -m serving.server` on a free port; yields its gRPC target; always stops it."""
-    command = [sys.executable, "-m", "serving.server", "--port", "0", "--rest_api_port", "0",
-               "--model_name", MODEL, "--model_base_path", str(base_path),
-               "--file_system_poll_wait_seconds", "0", *flags]
-    with open(log_path, "w") as log:
-        server = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        yield _wait_until_serving(server, log_path, startup_seconds)
-    finally:
-        if server.poll() is None:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
-
-
-def _wait_until_serving(server: subprocess.Popen, log_path: pathlib.Path, startup_seconds: float) -> str:
-    deadline = time.monotonic() + startup_seconds
-    while time.monotonic() < deadline:
-        match = READY.search(log_path.read_text())
-        if match:
-            return match.group(1)
-        if server.poll() is not None:
-            raise SystemExit(f"serving.server exited with {server.returncode}:\n{log_path.read_text()[-3000:]}")
-        time.sleep(0.1)
-    raise SystemExit(f"serving.server not ready after {startup_seconds:g} s; its log is {log_path}")
 
 
 def in_process_cells(version_path: pathlib.Path, args: argparse.Namespace) -> list[Cell]:
@@ -241,9 +201,9 @@ def main(argv=None) -> int:
         cells = in_process_cells(version_path, args)
         for batching, flags in (("off", []), ("on", ["--enable_batching", "--batching_parameters_file",
                                                      str(batching_file)])):
-            with running_server(base_path, workdir / f"server-batching-{batching}.log", args.startup_seconds,
-                                flags + args.server_flag) as target:
-                cells += grpc_cells(target, batching, args)
+            with running_server(MODEL, base_path, workdir / f"server-batching-{batching}.log", args.startup_seconds,
+                                flags + args.server_flag) as server:
+                cells += grpc_cells(server.grpc_target, batching, args)
 
     def find(path: str, batching: str, samples: int, clients: int) -> Cell | None:
         return next((cell for cell in cells if (cell.path, cell.batching, cell.samples, cell.clients)

@@ -193,17 +193,23 @@ def load_checkpoint(model: keras.Model, directory: str | os.PathLike) -> dict | 
     A checkpoint that does not load is reported on stderr with the one used instead.
     Returns None when `directory` holds no checkpoint; raises WorkdirError, naming the
     files and what to do, when none loads.
+
+    Constant learning rates stay the config's: Keras saves them as optimizer variables,
+    and `--resume --learning_rate X` must train at X.
     """
     checkpoints, problem = _recorded_checkpoints(directory)
     if not checkpoints and problem is None:
         return None
     failures = [problem] if problem else []
+    configured = _constant_learning_rates(model)
     for checkpoint in checkpoints:
         try:
             _load_weights(model, checkpoint["path"])
         except Exception as error:  # whatever the reason, this file cannot be resumed from
             failures.append(f"{checkpoint['path']} is unreadable ({_reason(error)})")
             continue
+        for optimizer, learning_rate in configured:
+            optimizer.learning_rate = learning_rate
         for failure in failures:
             print(f"warning: {failure}; using the checkpoint of epoch {checkpoint['epoch']} "
                   f"({checkpoint['path']}) instead", file=sys.stderr)
@@ -233,3 +239,9 @@ def _load_weights(model: keras.Model, path: str) -> None:
         warnings.filterwarnings("error", message="Skipping variable loading for optimizer")
         model.load_weights(path)
 
+
+def _constant_learning_rates(model: keras.Model) -> list[tuple[keras.optimizers.Optimizer, float]]:
+    """(optimizer, its learning rate) for the model's optimizers whose rate is a variable, not a schedule."""
+    optimizers = [value for value in vars(model).values() if isinstance(value, keras.optimizers.Optimizer)]
+    return [(optimizer, float(optimizer.learning_rate.numpy())) for optimizer in optimizers
+            if isinstance(optimizer.learning_rate, keras.Variable)]

@@ -11,12 +11,24 @@ import tensorflow as tf
 from serving import images as image_lib
 
 
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN or Inf loss."""
+class DivergenceError(RuntimeError):
+    """Training diverged: the loss became NaN or Inf, or exploded past its running range."""
 
 
-class StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """Raises as soon as a batch's loss is NaN or Inf, before any checkpoint of it is saved.
+class StopOnDivergence(keras.callbacks.Callback):
+    """Raises as soon as the training loss is NaN or Inf or explodes, before any checkpoint of it is saved.
+
+    The loss explodes when it exceeds `highest + factor · scale`, where `highest` and
+    `lowest` are the extremes of the loss so far (`starting_loss`, the model's loss
+    before training, then every report) and `scale = max(|highest|, |lowest|)`. The
+    ceiling never comes down, so the usual decrease of early training and the noise
+    between reports stay far below it (with the default factor 10, a positive loss
+    must grow eleven-fold past its largest value), while a divergence passes it by
+    orders of magnitude (a VAE at learning rate 1e9: 544 to about 5e19 in one step).
+    Keras reports the epoch's running mean once per call of `steps_per_execution`
+    steps, so without `starting_loss` the first report sets the scale, and a run that
+    explodes within its first call can only be stopped by NaN or Inf. `factor=None`
+    checks NaN and Inf only: for losses whose scale means nothing, such as a GAN's.
 
     Async-safe: Keras runs it off the training thread and re-raises its error at
     the next step, so the check costs the training loop no device sync.
@@ -24,20 +36,51 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
 
     async_safe = True
 
-    def __init__(self):
+    def __init__(self, factor: float | None, starting_loss: float | None = None):
         super().__init__()
+        self.factor = factor
+        known = starting_loss is not None and math.isfinite(starting_loss)
+        self.extremes = (starting_loss, starting_loss) if known else None
         self.epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
-        loss = float((logs or {}).get("loss", 0.0))
-        if not math.isfinite(loss):
-            # With N steps per execution Keras reports once per N steps, `batch` being the last.
-            first = batch + 2 - self.model.steps_per_execution
-            steps = f"step {batch + 1}" if first == batch + 1 else f"steps {first}-{batch + 1}"
-            raise NonFiniteLossError(f"loss became {loss} at epoch {self.epoch + 1}, {steps}")
+        if "loss" not in (logs or {}):
+            return
+        loss = float(logs["loss"])
+        if math.isfinite(loss) and (self.factor is None or self._within_range(loss)):
+            return
+        # With N steps per execution Keras reports once per N steps, `batch` being the last.
+        first = batch + 2 - self.model.steps_per_execution
+        steps = f"step {batch + 1}" if first == batch + 1 else f"steps {first}-{batch + 1}"
+        message = f"loss became {loss:.4g} at epoch {self.epoch + 1}, {steps}"
+        if math.isfinite(loss):
+            lowest, highest = self.extremes
+            message += (f": more than divergence_factor={self.factor:g} times its scale "
+                        f"({max(abs(lowest), abs(highest)):.4g}) above its largest value so far ({highest:.4g})")
+        raise DivergenceError(message)
+
+    def _within_range(self, loss: float) -> bool:
+        """Whether `loss` is below the ceiling; if so, it joins the extremes."""
+        lowest, highest = self.extremes or (loss, loss)
+        scale = max(abs(lowest), abs(highest))
+        if scale > 0 and loss > highest + self.factor * scale:
+            return False
+        self.extremes = min(lowest, loss), max(highest, loss)
+        return True
+
+
+def starting_loss(model: keras.Model, batches: tf.data.Dataset) -> float | None:
+    """The model's loss on `batches` before training (None if it reports none), leaving no trace:
+    its non-trainable variables, such as the random streams `test_step` draws from, are put back."""
+    variables = model.non_trainable_variables
+    values = [variable.numpy() for variable in variables]
+    loss = model.evaluate(batches, verbose=0, return_dict=True).get("loss")
+    for variable, value in zip(variables, values):
+        variable.assign(value)
+    return None if loss is None else float(loss)
 
 
 class ScalarSummaries(keras.callbacks.Callback):

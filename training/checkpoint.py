@@ -3,7 +3,9 @@
 The files and their crash-safe layout are `export.runs`'s (`save_checkpoint`,
 `load_checkpoint`): the last two checkpoints stay on disk. An interrupted run
 saves its mid-epoch weights with the count of *completed* epochs; resuming re-runs
-that epoch from the saved weights, so no progress is lost.
+that epoch from the saved weights, so no progress is lost. The run's config
+(run.json) is written with the first checkpoint, so it never holds settings no
+checkpoint was trained with (say, a learning rate that diverged at once).
 
 SIGTERM and Ctrl-C do not tear `fit` down mid-step: `Checkpointer` turns the
 signal into `model.stop_training`, so the current step (and its asynchronous
@@ -24,7 +26,7 @@ from export import runs
 
 
 class Checkpointer(keras.callbacks.Callback):
-    """Saves a checkpoint after every epoch, and stops `fit` cleanly on SIGTERM or Ctrl-C.
+    """Saves a checkpoint after every epoch (with the first, run.json), and stops `fit` cleanly on SIGTERM or Ctrl-C.
 
     A signal sets `model.stop_training` (and `stop_evaluating`), so Keras ends the
     epoch after the step in flight. The epoch counts as complete if its training
@@ -38,10 +40,11 @@ class Checkpointer(keras.callbacks.Callback):
 
     STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-    def __init__(self, directory: str | os.PathLike, restored: dict | None = None, enabled: bool = True):
-        """`restored` is the checkpoint the run resumed from."""
+    def __init__(self, workdir: str | os.PathLike, spec, config, restored: dict | None = None, enabled: bool = True):
+        """`spec` and `config` are the run's (for run.json); `restored` the checkpoint it resumed from."""
         super().__init__()
-        self.directory = directory
+        self.workdir = workdir
+        self.run = spec, config
         self.completed_epochs = restored["epoch"] if restored else 0
         self.enabled = enabled
         self._keep = restored  # the fallback for the first save; later ones keep the save before
@@ -99,6 +102,8 @@ class Checkpointer(keras.callbacks.Callback):
             self._save(interrupted)
 
     def _save(self, interrupted: bool) -> None:
-        self.saved = runs.save_checkpoint(self.model, self.directory, self.completed_epochs,
+        if self.saved is None:
+            runs.write_run(self.workdir, *self.run)
+        self.saved = runs.save_checkpoint(self.model, runs.checkpoint_dir(self.workdir), self.completed_epochs,
                                           interrupted=interrupted, keep=self._keep)
         self._keep = None

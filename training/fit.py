@@ -117,8 +117,6 @@ def main(argv=None, extra_callbacks=()) -> int:
         except runs.WorkdirError as error:
             return _fail(error)
     initial_epoch = restored["epoch"] if restored else 0
-    if chief:
-        runs.write_run(workdir, spec, config)
 
     print(f"model: {spec.name} ({type(model).__name__}, {model.count_params():,} parameters)")
     print(f"dataset: {config.dataset} (binarize: {dataset_spec.binarize}), {train_examples} train / "
@@ -128,10 +126,13 @@ def main(argv=None, extra_callbacks=()) -> int:
     print(f"config: {json.dumps(zoo.config.to_dict(config))}")
 
     log_dir = str(runs.tensorboard_dir(workdir)) if chief else f"{workdir}/.worker-tensorboard"
-    checkpointer = checkpoint.Checkpointer(runs.checkpoint_dir(workdir), restored, enabled=chief)
+    checkpointer = checkpoint.Checkpointer(workdir, spec, config, restored, enabled=chief)
     example_images = next(iter(evaluation.take(1)))["image"][:32]
+    # The loss before training sets the divergence check's scale, even if the first call already explodes.
+    starting_loss = (callbacks_lib.starting_loss(model, evaluation.take(1))
+                     if config.divergence_factor is not None else None)
     callbacks = [
-        callbacks_lib.StopOnNonFiniteLoss(),
+        callbacks_lib.StopOnDivergence(config.divergence_factor, starting_loss),
         checkpointer,
         callbacks_lib.ScalarSummaries(log_dir, every=min(100, steps_per_epoch)),
         callbacks_lib.RunSummaries(log_dir, {"model": spec.name, **zoo.config.to_dict(config)}, example_images),
@@ -149,12 +150,8 @@ def main(argv=None, extra_callbacks=()) -> int:
                 shuffle=False,
                 verbose=args.verbose,
             )
-    except callbacks_lib.NonFiniteLossError as error:
-        state = runs.latest_checkpoint(runs.checkpoint_dir(workdir))
-        kept = f"the last good checkpoint ({state['path']}, epoch {state['epoch']}) is intact" if state else \
-            "no checkpoint had been saved yet"
-        return _fail(f"{error}; training stopped and {kept}. Lower --learning_rate or check the data, "
-                     f"then rerun (with --resume to continue from the checkpoint).")
+    except callbacks_lib.DivergenceError as error:
+        return _fail(f"{error}; training stopped and {_how_to_continue(workdir, config)}")
     if checkpointer.stopped_by is not None:
         where = f"saved {checkpointer.saved}" if chief else "the chief worker saves the checkpoint"
         print(f"\nstopped by {checkpointer.stopped_by.name} after {checkpointer.completed_epochs} complete "
@@ -185,6 +182,24 @@ def largest_divisor_at_most(steps_per_epoch: int, requested: int) -> int:
     the epoch-based learning-rate schedule) to the next multiple.
     """
     return max(d for d in range(1, min(requested, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
+
+
+def _how_to_continue(workdir, config) -> str:
+    """After a divergence: what is on disk, and the command line to go on from it."""
+    from export import runs
+
+    lower = f"{config.learning_rate / 10:g}"
+    last = runs.latest_checkpoint(runs.checkpoint_dir(workdir))
+    if last is None:
+        return (f"no checkpoint had been saved yet. Rerun with a lower learning rate (e.g. --learning_rate {lower}) "
+                f"or check the data.")
+    kept = runs.read_run(workdir)[1].learning_rate  # run.json is written with the checkpoints
+    where = f"the last good checkpoint ({last['path']}, epoch {last['epoch']}) is intact"
+    if kept != config.learning_rate:
+        return (f"{where}, and run.json keeps its learning_rate={kept:g}: --resume continues with that, "
+                f"--resume --learning_rate X with another rate.")
+    return (f"{where}. Continue from it with a lower learning rate, e.g. --resume --learning_rate {lower}, "
+            f"or check the data.")
 
 
 def _fail(error) -> int:

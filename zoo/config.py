@@ -41,6 +41,8 @@ class TrainingConfig:
     learning_rate: float = 1e-3
     seed: int = 0                 # seeds the model's initial weights and training noise
     jit_compile: bool = False     # explicit: Keras "auto" differs on CPU, GPU and Mirrored
+    divergence_factor: float | None = 10.0  # ours: stop once the loss exceeds its largest value so far by this many
+                                            # times its scale (training.callbacks.StopOnDivergence); None: NaN/Inf only
 
     def __post_init__(self):
         check(self, [
@@ -48,6 +50,9 @@ class TrainingConfig:
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}; pass e.g. --epochs 10"),
             (self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}; "
                                      f"pass e.g. --learning_rate 1e-3"),
+            (self.divergence_factor is None or self.divergence_factor > 0,
+             f"divergence_factor must be > 0, got {self.divergence_factor}; pass e.g. --set divergence_factor=10, "
+             f"or --set divergence_factor=none to stop only on NaN or Inf"),
         ])
 
 

@@ -67,6 +67,10 @@ def tiny_model():
     return _tiny_vae()
 
 
+def _optimizers(model) -> list:
+    return [value for value in vars(model).values() if isinstance(value, keras.optimizers.Optimizer)]
+
+
 def test_save_keeps_the_newest_two_checkpoints_and_state_names_both(tmp_path, tiny_model, expected_state):
     directory = tmp_path / "checkpoints"
     assert runs.latest_checkpoint(directory) is None and runs.restore_checkpoint(tiny_model, directory) == 0
@@ -237,6 +241,23 @@ def test_a_save_killed_at_any_step_leaves_the_checkpoints_loadable(step, newest,
     runs.save_checkpoint(tiny_model, directory, 4)  # the next save clears what the killed one left
     assert sorted(path.name for path in directory.glob("*.h5")) == [
         f"epoch-{newest:05d}.weights.h5", "epoch-00004.weights.h5"]
+
+
+@pytest.mark.parametrize("name, overrides, optimizers", [("zoo.vae", {"learning_rate_schedule": "constant"}, 1),
+                                                         ("zoo.wgan_gp", {}, 2)])
+def test_restore_keeps_the_configs_constant_learning_rates(name, overrides, optimizers, tmp_path):
+    """Keras saves a constant rate in the weights file; `--resume --learning_rate X` must train at X."""
+    spec = zoo.get(name)
+    trained = spec.build(spec.make_tiny_config(**overrides, learning_rate=1e-3))
+    trained.compile_for_training(steps_per_epoch=2)
+    runs.save_checkpoint(trained, tmp_path, 1)
+    resumed = spec.build(spec.make_tiny_config(**overrides, learning_rate=5e-2))
+    resumed.compile_for_training(steps_per_epoch=2)
+
+    assert runs.restore_checkpoint(resumed, tmp_path) == 1
+
+    rates = [float(optimizer.learning_rate.numpy()) for optimizer in _optimizers(resumed)]
+    assert rates == pytest.approx([5e-2] * optimizers)
 
 
 def test_resume_and_load_trained_model_fall_back_from_a_truncated_newest_checkpoint(

@@ -2,13 +2,15 @@
 
 import dataclasses
 import json
+import types
 
+import keras
 import numpy as np
 import pytest
 
 import zoo
 from export import runs
-from training import checkpoint
+from training import callbacks, checkpoint
 
 @dataclasses.dataclass(frozen=True)
 class CliError:
@@ -16,7 +18,7 @@ class CliError:
     flags: tuple[str, ...] = ()
     model: str = "zoo.vae"
     env: tuple[tuple[str, str | None], ...] = ()  # None unsets a variable; {empty} as above
-    existing_run: bool = False  # the workdir already holds a checkpointed run
+    workdir: str = "new"  # or "existing_run" (holds a checkpointed run)
 
 
 CLI_ERRORS = {
@@ -28,7 +30,12 @@ CLI_ERRORS = {
     "badly_typed_config_value": CliError(("k='abc': expected int",), flags=("--set", "k=abc")),
     "missing_data": CliError(("'mnist'", "TFDS_DATA_DIR={empty}", "drop --no_download"),
                              env=(("TFDS_DATA_DIR", "{empty}"),)),
-    "workdir_holds_a_run": CliError(("already holds a run", "pass --resume"), existing_run=True),
+    "workdir_holds_a_run": CliError(("already holds a run", "pass --resume"), workdir="existing_run"),
+    "zero_learning_rate": CliError(("learning_rate must be > 0, got 0.0", "pass e.g. --learning_rate 1e-3"),
+                                   flags=("--learning_rate", "0")),
+    "negative_learning_rate": CliError(("learning_rate must be > 0, got -0.001",), flags=("--learning_rate=-1e-3",)),
+    "negative_divergence_factor": CliError(("divergence_factor must be > 0, got -1.0",
+                                            "--set divergence_factor=none"), flags=("--set", "divergence_factor=-1")),
     "resume_without_a_run": CliError(("is not a training workdir", "run.json is missing"), flags=("--resume",)),
     "multi_worker_without_tf_config": CliError(("--strategy multi_worker needs", "TF_CONFIG"),
                                                flags=("--strategy", "multi_worker"), env=(("TF_CONFIG", None),)),
@@ -43,7 +50,7 @@ def _prepare(case: CliError, tmp_path, fit_argv):
     """(argv, environment changes, expected phrases) of `case` in a fresh workdir under tmp_path."""
     empty, workdir = tmp_path / "empty", tmp_path / "run"
     empty.mkdir()
-    if case.existing_run:
+    if case.workdir == "existing_run":
         (workdir / "checkpoints").mkdir(parents=True)
         (workdir / "checkpoints" / "state.json").write_text(
             json.dumps({"epoch": 1, "weights": "epoch-00001.weights.h5", "interrupted": False}))
@@ -151,6 +158,89 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_p
     _, _, model, epochs = runs.load_trained_model(workdir)
     assert epochs == 1
     assert all(np.isfinite(weight).all() for weight in model.get_weights())
+
+
+EXPLODING = ["--learning_rate", "1e9"]  # the tiny VAE's loss goes from 544 to about 5e19 in one step, never NaN
+
+
+@pytest.mark.parametrize("resumed", [False, True], ids=["fresh", "resumed"])
+def test_an_exploding_finite_loss_stops_training_and_keeps_the_good_checkpoint_and_config(
+        resumed, tmp_path, fit_argv, fit_in_process, read_state, expected_state):
+    workdir = tmp_path / "run"
+    if resumed:
+        first = fit_in_process(fit_argv("zoo.vae", workdir, "--epochs", "1"))
+        assert first.returncode == 0, first.explain()
+
+    # 2 steps per execution: the first report is already a mean over exploded steps.
+    result = fit_in_process(fit_argv("zoo.vae", workdir, "--epochs", "3", *EXPLODING,
+                                     *(["--resume"] if resumed else [])))
+
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.explain()
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert line.startswith("error: loss became ") and f" at epoch {2 if resumed else 1}, steps 1-2: more than " \
+        "divergence_factor=10 times its scale" in line, line
+    if resumed:
+        assert f"the last good checkpoint ({workdir / 'checkpoints' / 'epoch-00001.weights.h5'}, epoch 1) is " \
+               "intact, and run.json keeps its learning_rate=0.001: --resume continues with that" in line, line
+        assert read_state(workdir) == expected_state("epoch-00001")
+        assert json.loads((workdir / "run.json").read_text())["config"]["learning_rate"] == 1e-3
+        _, _, model, epochs = runs.load_trained_model(workdir)
+        assert epochs == 1 and all(np.isfinite(weight).all() for weight in model.get_weights())
+    else:
+        assert "no checkpoint had been saved yet. Rerun with a lower learning rate" in line, line
+        assert not (workdir / "run.json").exists() and read_state(workdir) is None
+
+
+class RecordLearningRates(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.rates = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.rates.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+
+
+def test_resume_with_another_learning_rate_trains_at_it_and_then_records_it(tmp_path, fit_argv, fit_in_process):
+    workdir = tmp_path / "run"
+    constant = ["--set", "learning_rate_schedule=constant", "--steps_per_execution", "1"]
+    first = fit_in_process(fit_argv("zoo.vae", workdir, *constant, "--epochs", "1"))
+    assert first.returncode == 0, first.explain()
+    recorder = RecordLearningRates()
+
+    resumed = fit_in_process(fit_argv("zoo.vae", workdir, *constant, "--epochs", "2", "--resume",
+                                      "--learning_rate", "2e-4"), extra_callbacks=[recorder])
+
+    assert resumed.returncode == 0, resumed.explain()
+    assert recorder.rates == pytest.approx([2e-4, 2e-4])  # not the 1e-3 the checkpoint holds
+    assert json.loads((workdir / "run.json").read_text())["config"]["learning_rate"] == 2e-4
+
+
+def test_divergence_check_ignores_noise_and_early_decrease_but_stops_an_explosion():
+    one_step_per_call = types.SimpleNamespace(steps_per_execution=1)
+    check = callbacks.StopOnDivergence(factor=10, starting_loss=544.0)
+    check.set_model(one_step_per_call)
+    for batch, loss in enumerate([540.0, 620.0, 300.0, 180.0, 2000.0, 100.0, 95.0]):  # a noisy decrease
+        check.on_train_batch_end(batch, {"loss": loss})
+    with pytest.raises(callbacks.DivergenceError, match=r"loss became 2\.2e\+04 at epoch 1, step 8: more than "
+                                                         r"divergence_factor=10 times its scale \(2000\)"):
+        check.on_train_batch_end(7, {"loss": 22_001.0})
+    negative = callbacks.StopOnDivergence(factor=10, starting_loss=-50.0)  # e.g. a Gaussian likelihood
+    negative.set_model(one_step_per_call)
+    for batch, loss in enumerate([-60.0, -400.0, -900.0, -10.0, 5000.0]):
+        negative.on_train_batch_end(batch, {"loss": loss})
+    off = callbacks.StopOnDivergence(factor=None, starting_loss=544.0)
+    off.set_model(one_step_per_call)
+    off.on_train_batch_end(0, {"loss": 1e30})
+    with pytest.raises(callbacks.DivergenceError, match="loss became inf"):
+        off.on_train_batch_end(1, {"loss": float("inf")})
+
+
+def test_gans_check_only_for_nan_and_inf_and_the_others_for_divergence():
+    from zoo.gan.model import GANConfig
+
+    for name in zoo.names():
+        spec = zoo.get(name)
+        assert spec.make_config().divergence_factor == (None if spec.config_class is GANConfig else 10.0), name
 
 
 @pytest.mark.parametrize("steps_per_epoch, requested, expected", [(3000, 10, 10), (30, 10, 10), (6, 4, 3),

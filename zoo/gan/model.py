@@ -84,6 +84,8 @@ class GANConfig(config_lib.TrainingConfig):
     discriminator_learning_rate: float | None = None  # None: learning_rate; InfoGAN App. C: 2e-4 (G: 1e-3)
     adam_beta_1: float = 0.5                # Radford Sec. 4
     adam_beta_2: float = 0.999              # Kingma & Ba default, kept by Radford
+    divergence_factor: float | None = None  # off: the logged loss sums two players' losses that trade off, so its
+                                            # scale says nothing about divergence (NaN and Inf still stop training)
 
     def __post_init__(self):
         super().__post_init__()

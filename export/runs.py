@@ -38,6 +38,7 @@ import os
 import pathlib
 import re
 import sys
+import tempfile
 import warnings
 
 import keras
@@ -52,6 +53,21 @@ WEIGHTS_FILE = re.compile(r"epoch-(\d+)(-interrupted)?\.weights\.h5")
 
 class WorkdirError(RuntimeError):
     """A workdir that does not hold what the command needs."""
+
+
+def check_writable(workdir) -> None:
+    """Creates `workdir` if it is missing and makes sure files can be written in it; WorkdirError otherwise."""
+    path = pathlib.Path(workdir)
+    if path.exists() and not path.is_dir():
+        raise WorkdirError(f"--workdir {workdir} is a file, not a directory; pass a directory "
+                           f"(it is created if missing)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise WorkdirError(f"--workdir {workdir} cannot be written ({error.strerror or error}); "
+                           f"pass a directory you can write to") from None
 
 
 def checkpoint_dir(workdir) -> pathlib.Path:

@@ -87,6 +87,7 @@ def main(argv=None, extra_callbacks=()) -> int:
                 f"batch_size={config.batch_size} does not split over {strategy.num_replicas_in_sync} "
                 f"replicas; use a multiple of {strategy.num_replicas_in_sync}"
             )
+        runs.check_writable(workdir)
         dataset_spec = spec.dataset(config)
         train, train_examples = data.load(dataset_spec, "train", config.batch_size,
                                           max_examples=args.max_examples, download=not args.no_download)

@@ -2,6 +2,8 @@
 
 import dataclasses
 import json
+import os
+import pathlib
 import types
 
 import keras
@@ -18,7 +20,7 @@ class CliError:
     flags: tuple[str, ...] = ()
     model: str = "zoo.vae"
     env: tuple[tuple[str, str | None], ...] = ()  # None unsets a variable; {empty} as above
-    workdir: str = "new"  # or "existing_run" (holds a checkpointed run)
+    workdir: str = "new"  # or "existing_run" (holds a checkpointed run), "file", "inside_a_file", "unwritable"
 
 
 CLI_ERRORS = {
@@ -31,6 +33,16 @@ CLI_ERRORS = {
     "missing_data": CliError(("'mnist'", "TFDS_DATA_DIR={empty}", "drop --no_download"),
                              env=(("TFDS_DATA_DIR", "{empty}"),)),
     "workdir_holds_a_run": CliError(("already holds a run", "pass --resume"), workdir="existing_run"),
+    # The workdir is checked before the data is loaded: these would fail on the data next.
+    "workdir_is_a_file": CliError(("--workdir {workdir} is a file, not a directory", "pass a directory"),
+                                  env=(("TFDS_DATA_DIR", "{empty}"),), workdir="file"),
+    "workdir_inside_a_file": CliError(("--workdir {workdir} cannot be written (Not a directory)",
+                                       "pass a directory you can write to"),
+                                      env=(("TFDS_DATA_DIR", "{empty}"),), workdir="inside_a_file"),
+    "unwritable_workdir": CliError(("--workdir {workdir} cannot be written (", "pass a directory you can write to"),
+                                   env=(("TFDS_DATA_DIR", "{empty}"),), workdir="unwritable"),
+    "zero_batch_size": CliError(("batch_size must be >= 1, got 0", "pass e.g. --batch_size 64"),
+                                flags=("--batch_size", "0")),
     "zero_learning_rate": CliError(("learning_rate must be > 0, got 0.0", "pass e.g. --learning_rate 1e-3"),
                                    flags=("--learning_rate", "0")),
     "negative_learning_rate": CliError(("learning_rate must be > 0, got -0.001",), flags=("--learning_rate=-1e-3",)),
@@ -46,6 +58,17 @@ CLI_ERRORS = {
 }
 
 
+def _unwritable_folder(tmp_path) -> pathlib.Path:
+    """A folder this process cannot create files in: read-only by its mode or, for root, in sysfs."""
+    if os.geteuid() != 0:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        return locked
+    if not os.path.isdir("/sys/kernel"):
+        pytest.skip("running as root without /sys: no folder here is unwritable")
+    return pathlib.Path("/sys/kernel")
+
+
 def _prepare(case: CliError, tmp_path, fit_argv):
     """(argv, environment changes, expected phrases) of `case` in a fresh workdir under tmp_path."""
     empty, workdir = tmp_path / "empty", tmp_path / "run"
@@ -54,8 +77,15 @@ def _prepare(case: CliError, tmp_path, fit_argv):
         (workdir / "checkpoints").mkdir(parents=True)
         (workdir / "checkpoints" / "state.json").write_text(
             json.dumps({"epoch": 1, "weights": "epoch-00001.weights.h5", "interrupted": False}))
+    elif case.workdir == "file":
+        workdir.write_text("not a folder\n")
+    elif case.workdir == "inside_a_file":
+        (tmp_path / "file").write_text("not a folder\n")
+        workdir = tmp_path / "file" / "run"
+    elif case.workdir == "unwritable":
+        workdir = _unwritable_folder(tmp_path) / "genzoo-run"
     env = {name: value and value.format(empty=empty) for name, value in case.env}
-    phrases = [phrase.format(empty=empty) for phrase in case.phrases]
+    phrases = [phrase.format(empty=empty, workdir=workdir) for phrase in case.phrases]
     return fit_argv(case.model, workdir, *case.flags), env, phrases
 
 

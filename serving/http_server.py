@@ -55,7 +55,7 @@ DEFAULT_MAX_HEADERS = 100
 DEFAULT_MAX_BODY_BYTES = 64 << 20
 DEFAULT_MAX_BUFFERED_BODY_BYTES = 256 << 20
 DEFAULT_SHUTDOWN_GRACE_S = 30.0
-REFUSAL_LINGER_S = 1.0  # reading what a refused client sends, so that a reset does not destroy the 503
+CLOSING_LINGER_S = 1.0  # waiting for a client to close after an answer when refusing or stopping
 
 JSON = "application/json"
 TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -239,13 +239,17 @@ class HttpServer:
             if len(self._connections) >= self.max_connections or self._stopping:
                 writer.write(response_bytes(503, JSON, json.dumps(
                     {"error": f"the server has {self.max_connections} connections open; retry later"}), False))
-                await self._close(reader, writer, REFUSAL_LINGER_S, until_client_closes=True)
+                await self._flush(writer)
+                await self._linger(reader, writer, CLOSING_LINGER_S)
                 return
             task = asyncio.current_task()
             self._connections[task] = connection = _Connection(writer.transport)
             try:
                 server_closes = await self._converse(reader, writer, connection)
-                await self._close(reader, writer, self.request_timeout_s, until_client_closes=server_closes)
+                await self._flush(writer)
+                connection.busy = False  # the answer is out: shutdown may close the connection now
+                if server_closes:
+                    await self._linger(reader, writer, CLOSING_LINGER_S if self._stopping else self.request_timeout_s)
             finally:
                 del self._connections[task]
         except (ConnectionError, TimeoutError, asyncio.IncompleteReadError):
@@ -338,20 +342,21 @@ class HttpServer:
             log.exception("REST %s %s failed", request.method, request.target)
             return 500, JSON, json.dumps({"error": "internal error; see the server's log"})
 
-    async def _close(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, linger_s: float,
-                     until_client_closes: bool) -> None:
-        """Sends all of the answer, then (if `until_client_closes`) an end of stream and reads what the client
-        still sends until it closes; `linger_s` at most. The caller then closes the socket.
+    async def _flush(self, writer: asyncio.StreamWriter) -> None:
+        """Waits until the answer has gone to the kernel (TimeoutError for a client that reads nothing)."""
+        writer.transport.set_write_buffer_limits(high=0)
+        await asyncio.wait_for(writer.drain(), self.request_timeout_s)  # high-water mark 0: until nothing is left
 
-        Closing while request bytes are unread would reset the connection, which can destroy the answer.
+    @staticmethod
+    async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, linger_s: float) -> None:
+        """Ends the stream, then reads what the client still sends until it closes, `linger_s` at most.
+
+        Closing with request bytes unread would reset the connection, which can destroy the answer.
         """
         try:
             async with asyncio.timeout(linger_s):
-                writer.transport.set_write_buffer_limits(high=0)
-                await writer.drain()  # with a high-water mark of 0: until the buffer is empty
-                if until_client_closes:
-                    writer.write_eof()
-                    while await reader.read(1 << 16):
-                        pass
+                writer.write_eof()
+                while await reader.read(1 << 16):
+                    pass
         except (TimeoutError, OSError):
             pass

@@ -373,11 +373,13 @@ def test_bodies_beyond_the_buffer_budget_wait_then_get_503():
 # Shutdown.
 
 def test_shutdown_finishes_in_flight_requests_and_closes_idle_connections():
+    """Also one whose client keeps the socket after its last answer: shutdown does not wait for it."""
     release, entered = threading.Event(), threading.Event()
 
     def slow(method, target, body):
-        entered.set()
-        release.wait(10)
+        if target == "/slow":
+            entered.set()
+            release.wait(10)
         return echo(method, target, body)
 
     server = HttpServer(slow, "127.0.0.1", 0, 2)
@@ -386,6 +388,8 @@ def test_shutdown_finishes_in_flight_requests_and_closes_idle_connections():
     port = server.server_address[1]
     try:
         idle = socket.create_connection(("127.0.0.1", port), timeout=10)
+        answered = socket.create_connection(("127.0.0.1", port), timeout=10)
+        assert exchange(answered, b"GET /done HTTP/1.1\r\nConnection: close\r\n\r\n")[0] == 200
         in_flight = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         in_flight.request("GET", "/slow")
         assert entered.wait(10)
@@ -395,12 +399,14 @@ def test_shutdown_finishes_in_flight_requests_and_closes_idle_connections():
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", port), timeout=10)
         assert stopper.is_alive()  # still waiting for the request in flight
+        released = time.monotonic()
         release.set()
         response = in_flight.getresponse()
         assert (response.status, response.getheader("Connection")) == (200, "close")
         assert json.loads(response.read())["target"] == "/slow"
         stopper.join(10)
-        assert not stopper.is_alive()
+        assert not stopper.is_alive() and time.monotonic() - released < GOOD_ANSWER_S
+        assert answered.recv(100) == b""
     finally:
         release.set()
         server.shutdown()

@@ -58,6 +58,19 @@ def echo(method: str, target: str, body: bytes) -> tuple[int, str, str]:
     return 200, "application/json", json.dumps({"method": method, "target": target, "body_bytes": len(body)})
 
 
+class Held:
+    """`echo`, holding requests for `path` until `release` is set; `entered` tells one has arrived."""
+
+    def __init__(self, path: str):
+        self.path, self.entered, self.release = path, threading.Event(), threading.Event()
+
+    def __call__(self, method: str, target: str, body: bytes) -> tuple[int, str, str]:
+        if target == self.path:
+            self.entered.set()
+            self.release.wait(10)
+        return echo(method, target, body)
+
+
 def exchange(sock: socket.socket, data: bytes = b"",
              method: str = "GET") -> tuple[int, object, http.client.HTTPResponse]:
     """Sends `data` (raw HTTP) and reads one answer: (status, JSON body, response)."""
@@ -346,43 +359,29 @@ def test_beyond_the_connection_cap_new_connections_get_503_and_open_ones_are_ser
 
 
 def test_bodies_beyond_the_buffer_budget_wait_then_get_503():
-    release, entered = threading.Event(), threading.Event()
-
-    def holding(method, target, body):
-        if target == "/hold":
-            entered.set()
-            release.wait(10)
-        return echo(method, target, body)
-
-    with serving(HttpServer(holding, "127.0.0.1", 0, 2, request_timeout_s=0.5, max_body_bytes=1000,
+    held = Held("/hold")
+    with serving(HttpServer(held, "127.0.0.1", 0, 2, request_timeout_s=0.5, max_body_bytes=1000,
                             max_buffered_body_bytes=1000)) as port:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=10) as holder:
                 holder.sendall(post("/hold", b"x" * 1000))  # its body is held until it is answered
-                assert entered.wait(10)
+                assert held.entered.wait(10)
                 status, body = raw_request(port, post("/waits", b"y" * 10))
                 assert status == 503 and "request bodies" in body["error"]
-                release.set()
+                held.release.set()
                 assert exchange(holder)[0] == 200
             assert raw_request(port, post("/fits", b"z" * 10, "Connection: close")) == (
                 200, {"method": "POST", "target": "/fits", "body_bytes": 10})
         finally:
-            release.set()
+            held.release.set()
 
 
 # Shutdown.
 
 def test_shutdown_finishes_in_flight_requests_and_closes_idle_connections():
     """Also one whose client keeps the socket after its last answer: shutdown does not wait for it."""
-    release, entered = threading.Event(), threading.Event()
-
-    def slow(method, target, body):
-        if target == "/slow":
-            entered.set()
-            release.wait(10)
-        return echo(method, target, body)
-
-    server = HttpServer(slow, "127.0.0.1", 0, 2)
+    held = Held("/slow")
+    server = HttpServer(held, "127.0.0.1", 0, 2)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     port = server.server_address[1]
@@ -392,7 +391,7 @@ def test_shutdown_finishes_in_flight_requests_and_closes_idle_connections():
         assert exchange(answered, b"GET /done HTTP/1.1\r\nConnection: close\r\n\r\n")[0] == 200
         in_flight = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         in_flight.request("GET", "/slow")
-        assert entered.wait(10)
+        assert held.entered.wait(10)
         stopper = threading.Thread(target=server.shutdown)
         stopper.start()
         assert idle.recv(100) == b""  # closed at once
@@ -400,7 +399,7 @@ def test_shutdown_finishes_in_flight_requests_and_closes_idle_connections():
             socket.create_connection(("127.0.0.1", port), timeout=10)
         assert stopper.is_alive()  # still waiting for the request in flight
         released = time.monotonic()
-        release.set()
+        held.release.set()
         response = in_flight.getresponse()
         assert (response.status, response.getheader("Connection")) == (200, "close")
         assert json.loads(response.read())["target"] == "/slow"
@@ -408,7 +407,7 @@ def test_shutdown_finishes_in_flight_requests_and_closes_idle_connections():
         assert not stopper.is_alive() and time.monotonic() - released < GOOD_ANSWER_S
         assert answered.recv(100) == b""
     finally:
-        release.set()
+        held.release.set()
         server.shutdown()
         server.server_close()
         thread.join(10)

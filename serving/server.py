@@ -3,9 +3,10 @@
     python -m serving.server --model_name vae --model_base_path runs/vae/serving/vae
     python -m serving.server --model_config_file serving/deploy/models.config --enable_batching
 
-Flags are `tensorflow_model_server`'s own (plus --host, --max_request_examples
-and --max_request_bytes), so the same command lines and config files run
-unchanged under the real server. The server answers until SIGTERM or Ctrl-C, then stops accepting requests, lets
+Flags are `tensorflow_model_server`'s own (plus --host, the request caps
+--max_request_examples and --max_request_bytes, and the REST connection limits
+--rest_api_request_timeout_in_ms and --rest_api_max_connections), so the same
+command lines and config files run unchanged under the real server. The server answers until SIGTERM or Ctrl-C, then stops accepting requests, lets
 in-flight ones finish and exits 0.
 """
 
@@ -57,6 +58,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     add("--monitoring_config_file", help="text-format MonitoringConfig; enables Prometheus metrics on the REST port")
     add("--rest_api_timeout_in_ms", type=int, default=30000, help="deadline of each REST request")
     add("--rest_api_num_threads", type=int, default=os.cpu_count() * 4, help="REST request threads")
+    add("--rest_api_request_timeout_in_ms", type=int, default=10000,
+        help="time a client has to send a whole REST request (line, headers, body); a partial one then gets "
+             "408 and an idle keep-alive connection is closed")
+    add("--rest_api_max_connections", type=int, default=1024,
+        help="REST connections open at once; one more gets 503 (keep `ulimit -n` above this)")
     add("--grpc_max_threads", type=int, default=os.cpu_count() * 4, help="gRPC request threads")
     add("--max_request_examples", type=int, default=None,
         help="cap on the batch size of one request (default 4096); larger requests get INVALID_ARGUMENT")
@@ -94,7 +100,8 @@ def _checked(args: argparse.Namespace):
         if args.monitoring_config_file else None
     if monitoring and monitoring.prometheus_enabled and not args.rest_api_port:
         raise ValueError("Prometheus metrics are served on the REST port; set --rest_api_port")
-    for flag in ("rest_api_timeout_in_ms", "rest_api_num_threads", "grpc_max_threads", "grpc_max_message_bytes"):
+    for flag in ("rest_api_timeout_in_ms", "rest_api_num_threads", "rest_api_request_timeout_in_ms",
+                 "rest_api_max_connections", "grpc_max_threads", "grpc_max_message_bytes"):
         if getattr(args, flag) < 1:
             raise ValueError(f"--{flag} must be at least 1")
     for flag in ("max_request_examples", "max_request_bytes"):
@@ -132,7 +139,10 @@ def main(argv=None) -> int:
         if args.rest_api_port:
             metrics_path = monitoring.prometheus_path if monitoring and monitoring.prometheus_enabled else None
             api = rest_api.RestApi(service, manager, args.rest_api_timeout_in_ms / 1000, metrics_path)
-            rest_server = rest_api.make_server(api, args.host, args.rest_api_port, args.rest_api_num_threads)
+            rest_server = rest_api.make_server(
+                api, args.host, args.rest_api_port, args.rest_api_num_threads,
+                request_timeout_s=args.rest_api_request_timeout_in_ms / 1000,
+                max_connections=args.rest_api_max_connections, shutdown_grace_s=GRACE_SECONDS)
     except OSError as error:
         print(f"error: cannot listen: {error}; is another server on the port? choose another with "
               f"--port / --rest_api_port", file=sys.stderr)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import threading
 import time
 
@@ -197,6 +198,24 @@ def test_an_edited_config_file_is_applied_and_a_broken_edit_is_not(start_server,
     assert labelled() and "not applying" in server.log and "nmae" in server.log
 
 
+def test_rest_connection_flags_reach_the_rest_server(start_server, trained_base):
+    """--rest_api_max_connections: one connection more gets 503; --rest_api_request_timeout_in_ms: an idle
+    connection is closed once it passes (http_server's own tests check the limits in detail)."""
+    server = start_server("--model_name=vae", f"--model_base_path={trained_base}", "--rest_api_max_connections=2",
+                          "--rest_api_request_timeout_in_ms=3000")
+    idle = [socket.create_connection(("127.0.0.1", server.rest_port), timeout=60) for _ in range(2)]
+    try:
+        with socket.create_connection(("127.0.0.1", server.rest_port), timeout=60) as refused:
+            answer = refused.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 503"), answer
+        opened = time.monotonic()
+        assert idle[0].recv(4096) == b""  # closed by the server after the request timeout
+        assert 2 < time.monotonic() - opened < 50
+    finally:
+        for connection in idle:
+            connection.close()
+
+
 def test_sigterm_stops_the_server_cleanly(start_server, trained_base):
     server = start_server("--model_name=vae", f"--model_base_path={trained_base}")
     predict(server, [1])
@@ -209,7 +228,10 @@ def test_sigterm_stops_the_server_cleanly(start_server, trained_base):
     (("--model_config_file={missing}",), ("models.config",)),
     (("--model_config_file={bad}",), ("bad.config", "line 1")),
     (("--model_base_path=/x", "--batching_parameters_file={bad}"), ("needs --enable_batching",)),
-], ids=["no_model", "missing_config_file", "bad_config_file", "batching_file_without_batching"])
+    (("--model_base_path=/x", "--rest_api_max_connections=0"), ("--rest_api_max_connections must be at least 1",)),
+    (("--model_base_path=/x", "--max_request_bytes=-1"), ("--max_request_bytes must be at least 1",)),
+], ids=["no_model", "missing_config_file", "bad_config_file", "batching_file_without_batching",
+        "no_rest_connections", "negative_request_bytes"])
 def test_command_line_errors_exit_2_with_the_fix(flags, phrases, run_module, tmp_path):
     bad = tmp_path / "bad.config"
     bad.write_text("model_config_lits { }")

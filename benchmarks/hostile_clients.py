@@ -30,6 +30,7 @@ import contextlib
 import os
 import pathlib
 import platform
+import select
 import socket
 import tempfile
 import threading
@@ -160,6 +161,14 @@ def run_attackers(count: int, stop: threading.Event, attacks: dict, send: Callab
     return threads
 
 
+def _closed_by_peer(connection: socket.socket) -> bool:
+    """Whether the server has closed the connection; what it sent first (a 408, say) is read and dropped."""
+    while select.select([connection], [], [], 0)[0]:
+        if connection.recv(65536) == b"":
+            return True
+    return False
+
+
 def hold_sockets(target: str, count: int, slow: bool, stop: threading.Event, tally: Tally) -> threading.Thread:
     """`count` connections that send nothing (or a request one byte per second), until `stop`."""
     host, port = target.rsplit(":", 1)
@@ -179,6 +188,8 @@ def hold_sockets(target: str, count: int, slow: bool, stop: threading.Event, tal
                 try:
                     if slow and sent < len(payload):
                         connection.sendall(payload[sent:sent + 1])
+                    if _closed_by_peer(connection):
+                        raise ConnectionResetError
                 except OSError:
                     connections.remove(connection)
                     tally.add(name, "closed by server")

@@ -17,7 +17,8 @@ Good requests — one seed to `serving_default`, over gRPC and over REST — are
   `--slow_sockets` that send a request's headers one byte per second (a slowloris).
 
 Reported: requests sent and status codes received per attack, the server's RSS (sampled) and
-peak RSS (VmHWM), and p50 / failures of the good requests per phase. It passes when the server
+peak RSS (VmHWM), p50 / failures of the good requests per phase, and then the time and peak-RSS
+growth of one `log_likelihood` request at its budget (1 image, k = 2^20 importance samples). It passes when the server
 answered every malformed request with a client error (no INTERNAL, no HTTP 5xx but 503/504
 for load), every good request succeeded, and the during-attack p50 stays within 10x of before.
 """
@@ -244,6 +245,22 @@ class Probe:
             self.results[("REST", phase)].append(self._time(self._rest))
 
 
+LOG_LIKELIHOOD_BUDGET = 1 << 20  # images × importance samples the VAE's log_likelihood signature accepts
+
+
+def at_budget_log_likelihood(stub, pid: int, timeout: float) -> tuple[str, float, int]:
+    """(status, seconds, growth of the server's peak RSS) of one `log_likelihood` request at its budget."""
+    before, started = rss_bytes(pid, "VmHWM"), time.perf_counter()
+    request = _predict("log_likelihood", images=np.zeros((1, 28, 28, 1), np.float32),
+                       num_importance_samples=np.array([LOG_LIKELIHOOD_BUDGET], np.int64), seed=np.array([1], np.int64))
+    try:
+        stub.Predict(request, timeout=timeout)
+        status = "OK"
+    except grpc.RpcError as error:
+        status = error.code().name
+    return status, time.perf_counter() - started, rss_bytes(pid, "VmHWM") - before
+
+
 def rss_bytes(pid: int, field: str = "VmRSS") -> int:
     for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -339,6 +356,7 @@ def main(argv=None) -> int:
             rss_stop.set()
             alive = server.process.poll() is None
             peak = rss_bytes(pid, "VmHWM") if alive else 0
+            budget = at_budget_log_likelihood(stub, pid, args.timeout) if alive else None
 
     grpc_ok = print_attacks("Malformed gRPC requests", grpc_tally, lambda code: code in GRPC_CLIENT_ERRORS)
     rest_ok = print_attacks("Malformed REST requests", rest_tally,
@@ -357,6 +375,9 @@ def main(argv=None) -> int:
               f"{answered.max() * 1e3 if answered.size else float('nan'):.1f} |")
     print(f"\nserver RSS: {rss[0] / MIB:.0f} MiB at start, {max(rss) / MIB:.0f} MiB sampled maximum, "
           f"peak (VmHWM) {peak / MIB:.0f} MiB; still running at the end: {alive}")
+    if budget:
+        print(f"then, alone, one log_likelihood request at the budget (1 image, k = {LOG_LIKELIHOOD_BUDGET}): "
+              f"{budget[0]}, {budget[1]:.1f} s, peak RSS +{budget[2] / MIB:.0f} MiB")
     slowdown = max(p50[(api, "during")] / p50[(api, "before")] for api in ("gRPC", "REST"))
     verdicts = {
         "the server survived": alive,

@@ -61,14 +61,16 @@ class Model:
         return sorted(n for n, v in self.versions.items() if v.state == AVAILABLE)
 
 
-VERSION_FOLDER = re.compile(r"[0-9]{1,18}")  # plain base-10, below 10^18 so it fits an int64
+VERSION_FOLDER = re.compile(r"0|[1-9][0-9]{0,18}")  # base 10 without leading zeros: one folder per number
+MAX_VERSION = 2**63 - 1  # versions are int64
 
 
 def scan(base_path: str, logged: set[str]) -> dict[int, tuple]:
     """Version folders under base_path → their fingerprint; {} if base_path is missing.
 
     As in TF Serving's file-system source, a version folder's name is a plain base-10
-    integer; anything else ("tmp", "²", "1.5", a 30-digit number) is ignored, and logged
+    int64, here without leading zeros so that no two folders name the same version;
+    anything else ("tmp", "²", "1.5", "007", a 30-digit number) is ignored, and logged
     once: its path is added to `logged`.
     """
     try:
@@ -80,7 +82,7 @@ def scan(base_path: str, logged: set[str]) -> dict[int, tuple]:
         try:
             if not entry.is_dir():
                 continue
-            if not VERSION_FOLDER.fullmatch(entry.name):
+            if not VERSION_FOLDER.fullmatch(entry.name) or int(entry.name) > MAX_VERSION:
                 if entry.path not in logged:
                     logged.add(entry.path)
                     log.warning("ignoring %r: version folders are named by base-10 integers", entry.path)

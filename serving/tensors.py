@@ -29,6 +29,7 @@ NUMERIC = {
     types_pb2.DT_UINT64: (np.uint64, "uint64_val"),
     types_pb2.DT_BOOL: (np.bool_, "bool_val"),
 }
+MAX_RANK = 254  # TensorFlow's TensorShape::MaxDimensions()
 DTYPE_ENUM = {np.dtype(numpy_dtype): enum for enum, (numpy_dtype, _) in NUMERIC.items()}
 
 
@@ -46,6 +47,8 @@ class DeclaredTensor:
         self.proto = proto
         if proto.tensor_shape.unknown_rank:
             raise ValueError("the shape has an unknown rank; give every dimension")
+        if len(proto.tensor_shape.dim) > MAX_RANK:  # before any arithmetic on the sizes
+            raise ValueError(f"the shape has {len(proto.tensor_shape.dim)} dimensions; TensorFlow allows {MAX_RANK}")
         self.shape = tuple(dim.size for dim in proto.tensor_shape.dim)
         if any(size < 0 for size in self.shape):
             raise ValueError(f"shape {list(self.shape)} has a negative size")
@@ -80,13 +83,9 @@ class DeclaredTensor:
         raise ValueError(f"{values.size} values do not fill shape {list(shape)}")
 
 
-def to_array(proto: tensor_pb2.TensorProto, max_bytes: int | None = None) -> np.ndarray:
-    """The array a TensorProto holds; ValueError for one whose values do not fit its shape,
-    or (checked before allocating) one that would take more than `max_bytes`."""
-    declared = DeclaredTensor(proto)
-    if max_bytes is not None and declared.nbytes > max_bytes:
-        raise ValueError(f"shape {list(declared.shape)} would take {declared.nbytes} bytes, more than {max_bytes}")
-    return declared.to_array()
+def to_array(proto: tensor_pb2.TensorProto) -> np.ndarray:
+    """The array a TensorProto holds; ValueError for one whose values do not fit its shape."""
+    return DeclaredTensor(proto).to_array()
 
 
 def to_proto(array: np.ndarray) -> tensor_pb2.TensorProto:

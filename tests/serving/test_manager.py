@@ -131,18 +131,18 @@ def test_a_label_must_name_an_available_version_unless_allowed(tmp_path):
 
 
 def test_folders_that_are_not_plain_integers_are_ignored_and_new_versions_still_load(tmp_path, caplog):
-    make_versions(tmp_path, 3, "²", "1.5", "-2", "+7", "007x", "9" * 30, "tmp")
+    make_versions(tmp_path, 3, "²", "1.5", "-2", "+7", "007", "007x", str(2**63), "9" * 30, "tmp")
     (tmp_path / "5").write_text("a file, not a version folder")
     manager = ModelManager([config(tmp_path, all=True)], loader=broken_loader(set()))
     assert [v.number for v in manager.status("m")] == [3]
 
-    make_versions(tmp_path, 4)
+    make_versions(tmp_path, 4, 2**63 - 1)
     caplog.clear()
     with caplog.at_level("WARNING", logger="serving"):
         manager.poll()
         manager.poll()
-    assert [v.number for v in manager.status("m")] == [4, 3]
+    assert [v.number for v in manager.status("m")] == [2**63 - 1, 4, 3]
     with manager.acquire("m") as servable:
-        assert servable.version == 4
+        assert servable.version == 2**63 - 1
     assert not [record for record in caplog.records if "ignoring" in record.getMessage()], \
         "each strange folder is logged once, at its first scan, not at every poll"

@@ -22,8 +22,12 @@ MAX_REQUEST_BYTES = 64 << 10  # 20 images of 28×28 floats fit, 21 do not
 def server(start_server, trained_base, tmp_path_factory):
     monitoring = tmp_path_factory.mktemp("limits") / "monitoring.config"
     monitoring.write_text('prometheus_config { enable: true, path: "/metrics" }\n')
-    return start_server("--model_name=vae", f"--model_base_path={trained_base}",
-                        f"--monitoring_config_file={monitoring}", f"--max_request_bytes={MAX_REQUEST_BYTES}")
+    server = start_server("--model_name=vae", f"--model_base_path={trained_base}",
+                          f"--monitoring_config_file={monitoring}", f"--max_request_bytes={MAX_REQUEST_BYTES}")
+    for signature, inputs in (("", {"seed": np.array([1], np.int64)}),  # warm up what the good requests use
+                              ("reconstruct", {"images": np.zeros((1, 28, 28, 1), np.float32)})):
+        server.predictions.Predict(request(signature, **inputs), timeout=60)
+    return server
 
 
 def peak_rss_bytes(pid: int) -> int:
@@ -69,6 +73,8 @@ BAD_INPUTS = {
     "huge_image_dims": (dict(signature="reconstruct",
                              images=declaring([1, 10**5, 10**5, 1], types_pb2.DT_FLOAT, float_val=[0.5])),
                         "has shape [1,100000,100000,1]"),
+    "40000_dimensions": (dict(seed=declaring([2**62] * 40_000, int64_val=[1])),
+                         "the shape has 40000 dimensions; TensorFlow allows 254"),
     "content_shorter_than_shape": (dict(seed=declaring([16], tensor_content=bytes(8))),
                                    "tensor_content holds 8 bytes; shape [16] of DT_INT64 needs 128"),
     "inputs_beyond_the_byte_cap": (dict(signature="reconstruct",

@@ -65,10 +65,14 @@ def test_declared_size_is_known_before_any_value_is_decoded():
     declared = tensors.DeclaredTensor(_declaring([10**6, 10**6], int64_val=[1]))  # one value, 8 TB declared
     assert declared.shape == (10**6, 10**6) and declared.ndim == 2 and declared.dtype == np.int64
     assert declared.nbytes == 8 * 10**12
-    with pytest.raises(ValueError, match="would take 8000000000000 bytes, more than 1024"):
-        tensors.to_array(_declaring([10**6, 10**6], int64_val=[1]), max_bytes=1024)
-    filled = tensors.to_array(_declaring([128], int64_val=[7]), max_bytes=1024)  # the shorthand within the cap
+    filled = tensors.to_array(_declaring([128], int64_val=[7]))  # the shorthand
     np.testing.assert_array_equal(filled, np.full(128, 7))
+
+
+def test_a_shape_of_more_dimensions_than_tensorflow_allows_is_refused_before_its_size_is_computed():
+    tensors.DeclaredTensor(_declaring([1] * tensors.MAX_RANK, int64_val=[1]))
+    with pytest.raises(ValueError, match="the shape has 40000 dimensions; TensorFlow allows 254"):
+        tensors.DeclaredTensor(_declaring([2**62] * 40_000, int64_val=[1]))  # its size: a 2.5-million-bit product
 
 
 @pytest.mark.parametrize("content_bytes", [8, 127, 129])

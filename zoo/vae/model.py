@@ -24,7 +24,7 @@ from zoo import config as config_lib, registry
 from zoo.common import bounds, distributions, signatures, steps
 from zoo.common.metrics import ActiveUnits
 from zoo.common.serialization import ConfigSerialization
-from zoo.common.stateless import per_example_normal, per_example_normal_rows
+from zoo.common.stateless import ROWS_PER_BLOCK, per_example_normal, per_example_normal_rows
 
 PAPER_ARCHITECTURES = {  # Burda et al. 2016, Sec. 5
     1: {"hidden_units": (200,), "latent_units": (50,)},
@@ -329,21 +329,35 @@ class VAE(ConfigSerialization, keras.Model):
     def log_likelihood(self, images, num_importance_samples, seeds):
         """L_k per image, k = num_importance_samples[b], noise from seeds[b] (Eq. 8).
 
-        Sample j of image b is drawn from (seeds[b], j) alone, and the k samples are
-        summed in chunks of about SAMPLES_PER_CHUNK (images × samples), so memory does
-        not grow with k and an image's value does not depend on the rest of the batch.
+        Sample j of image b is drawn from (seeds[b], j) alone, so an image's value does not
+        depend on the rest of the batch. Memory does not grow with k or the batch: images go
+        in groups of at most SAMPLES_PER_CHUNK / ROWS_PER_BLOCK, and each group's samples are
+        summed in chunks of SAMPLES_PER_CHUNK (images × samples), whole noise blocks per image.
         """
         num_importance_samples = tf.cast(num_importance_samples, tf.int32)
         tf.debugging.assert_positive(num_importance_samples, "num_importance_samples must be >= 1")
+        images_per_group = max(1, SAMPLES_PER_CHUNK // ROWS_PER_BLOCK)
         batch = tf.shape(images)[0]
 
-        def log_weights(start, count):
-            noise = [tf.transpose(per_example_normal_rows(seeds, start, count, units, stream=layer), [1, 0, 2])
-                     for layer, units in enumerate(self.latent_units)]
-            return self._importance_terms(images, noise)["log_weights"]
+        def group_bound(start, bounds_so_far):
+            end = tf.minimum(start + images_per_group, batch)
+            group, group_seeds = images[start:end], seeds[start:end]
 
-        samples_per_image = tf.maximum(1, SAMPLES_PER_CHUNK // tf.maximum(batch, 1))
-        return bounds.iwae_bound_in_chunks(log_weights, num_importance_samples, samples_per_image)
+            def log_weights(first_sample, count):
+                noise = [tf.transpose(per_example_normal_rows(group_seeds, first_sample, count, units, stream=layer),
+                                      [1, 0, 2])
+                         for layer, units in enumerate(self.latent_units)]
+                return self._importance_terms(group, noise)["log_weights"]
+
+            blocks_per_image = tf.maximum(1, images_per_group // (end - start))
+            bound = bounds.iwae_bound_in_chunks(log_weights, num_importance_samples[start:end],
+                                                blocks_per_image * ROWS_PER_BLOCK)
+            return end, bounds_so_far.write(bounds_so_far.size(), bound)
+
+        empty = tf.TensorArray(tf.float32, size=0, dynamic_size=True, infer_shape=False,
+                               element_shape=tf.TensorShape([None]))
+        _, per_group = tf.while_loop(lambda start, _: start < batch, group_bound, [tf.constant(0), empty])
+        return tf.cond(batch > 0, per_group.concat, lambda: tf.zeros([0]))
 
     def serving_signatures(self):
         """Samplers from seeds, and the paths from images or latents, which refuse NaN and Inf."""

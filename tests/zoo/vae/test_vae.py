@@ -8,7 +8,7 @@ import tensorflow as tf
 import zoo
 from zoo.vae import model as vae
 from zoo.common import bounds
-from zoo.common.stateless import per_example_normal_rows
+from zoo.common.stateless import ROWS_PER_BLOCK, per_example_normal_rows
 
 LAYERS = [1, 2]
 SEEDS = tf.constant([0, 1, 2, 3, 4, 5], tf.int64)
@@ -160,12 +160,12 @@ def test_log_likelihood_with_mixed_k_matches_each_example_alone(make_model, laye
     np.testing.assert_allclose(batched, alone, rtol=1e-5)
 
 
-def test_log_likelihood_summed_in_small_chunks_equals_one_chunk(make_model, monkeypatch):
+def test_log_likelihood_in_small_groups_and_chunks_equals_one_chunk(make_model, monkeypatch):
     model = make_model(stochastic_layers=2)
     images = _binary_images(model.config, 3)
     num_samples = tf.constant([150, 1, 70], tf.int64)
     whole = model.log_likelihood(images, num_samples, SEEDS[:3]).numpy()  # the default chunk holds all 221
-    monkeypatch.setattr(vae, "SAMPLES_PER_CHUNK", 3 * 8)  # 8 samples per image per chunk: 19 chunks
+    monkeypatch.setattr(vae, "SAMPLES_PER_CHUNK", 2 * ROWS_PER_BLOCK)  # groups of 2 images, 1 block each per chunk
     np.testing.assert_allclose(model.log_likelihood(images, num_samples, SEEDS[:3]), whole, rtol=1e-5)
 
 

@@ -7,14 +7,16 @@ One server (the untrained default `zoo.vae`, exported to a temporary folder) on 
 Good requests — one seed to `serving_default`, over gRPC and over REST — are timed every
 `--probe_interval` seconds before, during and after an attack of `--attack_seconds`:
 
-* malformed gRPC: TensorProtos that declare 10^9 or 10^11 rows and carry one value, a
-  `tensor_content` shorter than its shape, NaN images, `log_likelihood` with k overflowing
+* malformed gRPC: TensorProtos that declare 10^9 or 10^11 rows and carry one value, or
+  40000 dimensions, a `tensor_content` shorter than its shape, NaN images, `log_likelihood` with k overflowing
   int64, 1 MiB model names, unknown versions, wrong dtypes — from `--attackers` threads;
 * malformed REST: `{"instances": [null]}`, integers beyond int64, booleans as seeds, objects
   in numeric inputs, JSON nested 5000 deep, a non-ASCII version path and Content-Length,
   unknown methods and paths — raw HTTP from `--attackers` threads;
-* `--idle_sockets` TCP connections to the REST port that never send a byte, and
-  `--slow_sockets` that send a request's headers one byte per second (a slowloris).
+* `--idle_sockets` TCP connections to the REST port that never send a byte,
+  `--slow_sockets` that send a request one byte per second (a slowloris), and
+  `--body_holders` that declare a 64 MiB body and never send it; each one the
+  server closes is replaced at once, so the pressure lasts the whole attack.
 
 Reported: requests sent and status codes received per attack, the server's RSS (sampled) and
 peak RSS (VmHWM), p50 / failures of the good requests per phase, and then the time and peak-RSS
@@ -78,6 +80,7 @@ def grpc_attacks() -> dict[str, predict_pb2.PredictRequest]:
         "10^9 rows, one value (32 bytes)": _predict(seed=_proto([10**9], int64_val=[1])),
         "10^11 rows, one value": _predict(seed=_proto([10**11], int64_val=[1])),
         "content shorter than shape": _predict(seed=_proto([16], tensor_content=bytes(8))),
+        "40000 dimensions of 2^62": _predict(seed=_proto([2**62] * 40_000, int64_val=[1])),
         "100000x100000 image, one value": _predict(
             "reconstruct", images=_proto([1, 10**5, 10**5, 1], types_pb2.DT_FLOAT, float_val=[0.5])),
         "NaN image": _predict("reconstruct", images=np.full((1, 28, 28, 1), np.nan, np.float32)),
@@ -170,33 +173,49 @@ def _closed_by_peer(connection: socket.socket) -> bool:
     return False
 
 
-def hold_sockets(target: str, count: int, slow: bool, stop: threading.Event, tally: Tally) -> threading.Thread:
-    """`count` connections that send nothing (or a request one byte per second), until `stop`."""
+HELD_SOCKETS = {  # name → (bytes sent at once, then bytes trickled one per second)
+    "idle connection": (b"", b""),
+    "slowloris (1 byte/s)": (b"", _http("POST", f"/v1/models/{MODEL}:predict", b'{"instances": [1]}')),
+    "declares a 64 MiB body, sends none": (
+        _http("POST", f"/v1/models/{MODEL}:predict", headers={"Content-Length": str(64 * MIB)}), b""),
+}
+
+
+def hold_sockets(target: str, count: int, kind: str, stop: threading.Event, tally: Tally) -> threading.Thread:
+    """Keeps `count` connections of a HELD_SOCKETS kind open until `stop`, opening a new one for each the
+    server closes, so the pressure lasts the whole attack."""
     host, port = target.rsplit(":", 1)
-    name = "slowloris (1 byte/s)" if slow else "idle connection"
-    payload = _http("POST", f"/v1/models/{MODEL}:predict", b'{"instances": [1]}')
+    at_once, trickled = HELD_SOCKETS[kind]
+
+    def connect() -> list | None:  # [socket, bytes trickled so far]
+        try:
+            connection = socket.create_connection((host, int(port)), timeout=5)
+            connection.sendall(at_once)
+            return [connection, 0]
+        except OSError as error:
+            tally.add(kind, f"connect: {type(error).__name__}")
+            return None
 
     def run():
-        connections = []
-        for _ in range(count):
-            try:
-                connections.append(socket.create_connection((host, int(port)), timeout=5))
-            except OSError as error:
-                tally.add(name, f"connect: {type(error).__name__}")
-        sent = 0
+        connections = [held for held in (connect() for _ in range(count)) if held]
         while not stop.wait(1.0):
-            for connection in list(connections):
+            for held in list(connections):
+                connection, sent = held
                 try:
-                    if slow and sent < len(payload):
-                        connection.sendall(payload[sent:sent + 1])
-                    if _closed_by_peer(connection):
-                        raise ConnectionResetError
+                    if sent < len(trickled):
+                        connection.sendall(trickled[sent:sent + 1])
+                        held[1] += 1
+                    if not _closed_by_peer(connection):
+                        continue
                 except OSError:
-                    connections.remove(connection)
-                    tally.add(name, "closed by server")
-            sent += 1
-        for connection in connections:
-            tally.add(name, "open at the end")
+                    pass
+                connection.close()
+                connections.remove(held)
+                tally.add(kind, "closed by server")
+                if (replacement := connect()) is not None:
+                    connections.append(replacement)
+        for connection, _ in connections:
+            tally.add(kind, "open at the end")
             connection.close()
 
     thread = threading.Thread(target=run, daemon=True)
@@ -302,6 +321,8 @@ def main(argv=None) -> int:
     parser.add_argument("--attackers", type=int, default=4, help="threads per malformed-request attack")
     parser.add_argument("--idle_sockets", type=int, default=64)
     parser.add_argument("--slow_sockets", type=int, default=50)
+    parser.add_argument("--body_holders", type=int, default=16,
+                        help="connections that declare a 64 MiB body and send none of it")
     parser.add_argument("--probe_interval", type=float, default=0.2)
     parser.add_argument("--timeout", type=float, default=30.0, help="deadline of every request, in seconds")
     parser.add_argument("--startup_seconds", type=float, default=120.0)
@@ -311,7 +332,8 @@ def main(argv=None) -> int:
     print(f"CPUs: {len(os.sched_getaffinity(0))} usable of {os.cpu_count()} "
           f"({platform.processor() or platform.machine()}); loopback only")
     print(f"{args.calm_seconds:g} s calm, {args.attack_seconds:g} s attack ({args.attackers} threads per "
-          f"malformed-request kind, {args.idle_sockets} idle + {args.slow_sockets} slowloris sockets), "
+          f"malformed-request kind, {args.idle_sockets} idle + {args.slow_sockets} slowloris + "
+          f"{args.body_holders} body-withholding sockets, each replaced when closed), "
           f"{args.calm_seconds:g} s calm; good requests every {args.probe_interval:g} s")
     with tempfile.TemporaryDirectory() as workdir:
         workdir = pathlib.Path(workdir)
@@ -342,8 +364,10 @@ def main(argv=None) -> int:
                 *run_attackers(args.attackers, stop, grpc_attacks(), send_grpc, grpc_tally),
                 *run_attackers(args.attackers, stop, rest_attacks(),
                                lambda payload: _status_of_http(server.rest_target, payload, args.timeout), rest_tally),
-                hold_sockets(server.rest_target, args.idle_sockets, False, stop, socket_tally),
-                hold_sockets(server.rest_target, args.slow_sockets, True, stop, socket_tally),
+                hold_sockets(server.rest_target, args.idle_sockets, "idle connection", stop, socket_tally),
+                hold_sockets(server.rest_target, args.slow_sockets, "slowloris (1 byte/s)", stop, socket_tally),
+                hold_sockets(server.rest_target, args.body_holders, "declares a 64 MiB body, sends none", stop,
+                             socket_tally),
             ]
             time.sleep(args.attack_seconds)
             stop.set()

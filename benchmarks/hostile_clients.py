@@ -42,13 +42,13 @@ from collections.abc import Callable
 
 import grpc
 import numpy as np
-import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 import zoo
 from export import write_savedmodel
 from runs import running_server
+from serving.client import predict_request
 
 MODEL = "vae"
 MIB = 1 << 20
@@ -64,14 +64,7 @@ def _proto(shape, dtype=types_pb2.DT_INT64, **values) -> tensor_pb2.TensorProto:
 
 
 def _predict(signature="", model=MODEL, version=None, **inputs) -> predict_pb2.PredictRequest:
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = model
-    request.model_spec.signature_name = signature
-    if version is not None:
-        request.model_spec.version.value = version
-    for key, value in inputs.items():
-        request.inputs[key].CopyFrom(value if isinstance(value, tensor_pb2.TensorProto) else tf.make_tensor_proto(value))
-    return request
+    return predict_request(model, inputs, signature, version)
 
 
 def grpc_attacks() -> dict[str, predict_pb2.PredictRequest]:

@@ -27,6 +27,7 @@ from typing import Any, Mapping
 import grpc
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
 
 from serving import images as image_lib, tensors
@@ -90,6 +91,18 @@ def _set_model_spec(spec, model: str, version: int | None, version_label: str | 
     spec.signature_name = signature
 
 
+def predict_request(model: str, inputs: Mapping[str, Any], signature: str = "", version: int | None = None,
+                    version_label: str | None = None, output_keys: list[str] | None = None
+                    ) -> predict_pb2.PredictRequest:
+    """A PredictRequest; each input is an array (sent with its own dtype) or a TensorProto sent as it is."""
+    request = predict_pb2.PredictRequest(output_filter=output_keys or [])
+    _set_model_spec(request.model_spec, model, version, version_label, signature)
+    for key, value in inputs.items():
+        is_proto = isinstance(value, tensor_pb2.TensorProto)
+        request.inputs[key].CopyFrom(value if is_proto else tensors.to_proto(np.asarray(value)))
+    return request
+
+
 class Client:
     """One gRPC channel to a TF Serving–compatible server.
 
@@ -144,10 +157,7 @@ class Client:
 
         `output_keys` asks for a subset of the outputs (PredictRequest.output_filter).
         """
-        request = predict_pb2.PredictRequest(output_filter=output_keys or [])
-        _set_model_spec(request.model_spec, model, version, version_label, signature)
-        for key, value in inputs.items():
-            request.inputs[key].CopyFrom(tensors.to_proto(np.asarray(value)))
+        request = predict_request(model, inputs, signature, version, version_label, output_keys)
         response = self._call(self._stub.Predict, request, timeout)
         return {key: tensors.to_array(proto) for key, proto in response.outputs.items()}
 

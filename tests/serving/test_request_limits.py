@@ -9,10 +9,9 @@ import pathlib
 import grpc
 import numpy as np
 import pytest
-import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, types_pb2
-from tensorflow_serving.apis import predict_pb2
 
+from serving.client import predict_request
 from serving.status import MAX_MESSAGE_CHARS
 
 MAX_REQUEST_BYTES = 64 << 10  # 20 images of 28×28 floats fit, 21 do not
@@ -38,14 +37,7 @@ def peak_rss_bytes(pid: int) -> int:
 
 
 def request(signature="", model="vae", version=None, **inputs):
-    message = predict_pb2.PredictRequest()
-    message.model_spec.name = model
-    message.model_spec.signature_name = signature
-    if version is not None:
-        message.model_spec.version.value = version
-    for key, value in inputs.items():
-        message.inputs[key].CopyFrom(value if isinstance(value, tensor_pb2.TensorProto) else tf.make_tensor_proto(value))
-    return message
+    return predict_request(model, inputs, signature, version)
 
 
 def declaring(shape, dtype=types_pb2.DT_INT64, **values) -> tensor_pb2.TensorProto:

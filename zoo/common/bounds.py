@@ -49,6 +49,7 @@ def iwae_bound_in_chunks(
     log_weights_of_samples: Callable[[tf.Tensor, tf.Tensor], tf.Tensor],
     num_samples: tf.Tensor,
     samples_per_chunk: tf.Tensor | int,
+    dtype: tf.DType = tf.float32,
 ) -> tf.Tensor:
     """L_k per example ([2], Eq. 8), k = num_samples[b], summed over the sample axis in chunks.
 
@@ -65,6 +66,7 @@ def iwae_bound_in_chunks(
       num_samples: int [batch], k ≥ 1 per example; example b uses only its first
         num_samples[b] samples, so one batch can mix examples asking for different k.
       samples_per_chunk: samples of every example per chunk (≥ 1).
+      dtype: the dtype of the log-weights.
     """
     num_samples = tf.cast(num_samples, tf.int32)
     largest = tf.reduce_max(num_samples)
@@ -74,9 +76,9 @@ def iwae_bound_in_chunks(
         count = tf.minimum(per_chunk, largest - start)
         log_weights = log_weights_of_samples(start, count)
         used = (start + tf.range(count))[:, None] < num_samples[None, :]
-        chunk = tf.reduce_logsumexp(tf.where(used, log_weights, tf.constant(-math.inf, log_weights.dtype)), axis=0)
+        chunk = tf.reduce_logsumexp(tf.where(used, log_weights, tf.constant(-math.inf, dtype)), axis=0)
         return start + count, tf.reduce_logsumexp(tf.stack([log_total, chunk]), axis=0)
 
-    empty = tf.fill(tf.shape(num_samples), tf.constant(-math.inf, tf.float32))
+    empty = tf.fill(tf.shape(num_samples), tf.constant(-math.inf, dtype))
     _, log_total = tf.while_loop(lambda start, _: start < largest, add_chunk, [tf.constant(0), empty])
     return log_total - tf.math.log(tf.cast(num_samples, log_total.dtype))

@@ -12,13 +12,22 @@ a constructor parameter defaulting to the constant named:
   keep-alive) is closed. Writing a response to a client that does not read it
   is cut off after the same time.
 * DEFAULT_MAX_CONNECTIONS (1024) open at once; a connection beyond them gets 503
-  and is closed. Keep the open-file limit (`ulimit -n`) above it.
+  and is closed. The server raises its soft open-file limit (`ulimit -n`) towards
+  the hard one to fit them and FILE_DESCRIPTOR_HEADROOM (256) more, and logs a
+  warning when that does not fit.
 * DEFAULT_MAX_HEADER_BYTES (64 KiB) for the request line and headers together,
   and DEFAULT_MAX_HEADERS (100) header lines: 431 beyond.
 * DEFAULT_MAX_BODY_BYTES (64 MiB) for a body, which needs a Content-Length
-  (411 for chunked uploads): 413 beyond. Bodies read or being answered hold at
-  most DEFAULT_MAX_BUFFERED_BODY_BYTES (256 MiB) together; a request that does
-  not fit waits within its deadline, then gets 503.
+  (411 for chunked uploads): 413 beyond.
+* DEFAULT_MAX_ANSWER_BYTES (64 MiB) for one answer's body: the handler should
+  refuse beyond it (serving/rest_api.py does, with 400); an answer that still
+  comes back larger is replaced by a 400 naming the limit.
+* DEFAULT_MAX_BUFFERED_BYTES (256 MiB) for request bodies and answers held at
+  once: a body counts as its bytes arrive (a client that declares a large
+  Content-Length and sends nothing holds nothing) until the handler returns, an
+  answer from then until it is written. A body whose arrived bytes do not fit
+  waits within its request's deadline, then gets 503; an answer that does not
+  fit waits DEFAULT_REQUEST_TIMEOUT_S, then is replaced by a 503.
 * DEFAULT_SHUTDOWN_GRACE_S (30 s): `shutdown()` stops accepting, closes idle
   connections and waits this long for in-flight requests to be answered.
 
@@ -41,6 +50,7 @@ import http
 import json
 import logging
 import re
+import resource
 import socket
 import threading
 from collections.abc import Callable
@@ -53,8 +63,11 @@ DEFAULT_MAX_CONNECTIONS = 1024
 DEFAULT_MAX_HEADER_BYTES = 64 << 10
 DEFAULT_MAX_HEADERS = 100
 DEFAULT_MAX_BODY_BYTES = 64 << 20
-DEFAULT_MAX_BUFFERED_BODY_BYTES = 256 << 20
+DEFAULT_MAX_ANSWER_BYTES = 64 << 20
+DEFAULT_MAX_BUFFERED_BYTES = 256 << 20
 DEFAULT_SHUTDOWN_GRACE_S = 30.0
+FILE_DESCRIPTOR_HEADROOM = 256  # open files besides the REST connections: gRPC's, model files, logs
+CHUNK_BYTES = 64 << 10  # bodies are read, and answers written, this much at a time
 CLOSING_LINGER_S = 1.0  # waiting for a client to close after an answer when refusing or stopping
 
 JSON = "application/json"
@@ -63,8 +76,8 @@ TARGET = re.compile(r"[\x21-\x7e]+")
 HTTP_VERSION = re.compile(r"HTTP/([0-9])\.([0-9])")
 FIELD_VALUE = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]*")
 
-# (method, request target, body) -> (status, content type, body text); runs on the pool.
-Handler = Callable[[str, str, bytes], tuple[int, str, str]]
+# (method, request target, body) -> (status, content type, answer body); runs on the pool.
+Handler = Callable[[str, str, bytes], tuple[int, str, bytes]]
 
 
 class HttpError(Exception):
@@ -89,16 +102,38 @@ class Request:
         return "close" not in tokens if self.version >= (1, 1) else "keep-alive" in tokens
 
 
-def response_bytes(status: int, content_type: str, text: str, keep_alive: bool, head_only: bool = False) -> bytes:
-    payload = text.encode()
+def json_error(message: str) -> bytes:
+    return json.dumps({"error": message}).encode()
+
+
+def response_head(status: int, content_type: str, length: int, keep_alive: bool) -> bytes:
     try:
         reason = http.HTTPStatus(status).phrase
     except ValueError:
         reason = "Unknown"
-    head = (f"HTTP/1.1 {status} {reason}\r\nServer: genzoo-serving\r\nDate: {email.utils.formatdate(usegmt=True)}\r\n"
-            f"Content-Type: {content_type}\r\nContent-Length: {len(payload)}\r\n"
-            f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n")
-    return head.encode("latin-1") + (b"" if head_only else payload)
+    return (f"HTTP/1.1 {status} {reason}\r\nServer: genzoo-serving\r\nDate: {email.utils.formatdate(usegmt=True)}\r\n"
+            f"Content-Type: {content_type}\r\nContent-Length: {length}\r\n"
+            f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n").encode("latin-1")
+
+
+def error_response(status: int, message: str) -> bytes:
+    """A whole answer (closing the connection) for an error the front end answers itself."""
+    payload = json_error(message)
+    return response_head(status, JSON, len(payload), keep_alive=False) + payload
+
+
+def raise_open_file_limit(needed: int) -> int:
+    """Raises the soft RLIMIT_NOFILE towards `needed` (at most the hard limit); the soft limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return soft
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    except (ValueError, OSError) as error:
+        log.warning("cannot raise the open-file limit from %d to %d: %s", soft, target, error)
+    return soft
 
 
 def parse_head(lines: list[bytes], max_headers: int) -> Request:
@@ -139,8 +174,8 @@ def content_length(request: Request, max_body_bytes: int) -> int:
     return int(text)
 
 
-class _BodyBudget:
-    """Bytes of request bodies held at once; `acquire` waits until a body fits. Used on the event loop only."""
+class _Budget:
+    """Bytes of bodies and answers held at once; `acquire` waits until `size` more fit. Used on the event loop only."""
 
     def __init__(self, capacity: int):
         self.capacity, self.used = capacity, 0
@@ -172,15 +207,24 @@ class HttpServer:
                  max_connections: int = DEFAULT_MAX_CONNECTIONS,
                  max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES, max_headers: int = DEFAULT_MAX_HEADERS,
                  max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-                 max_buffered_body_bytes: int = DEFAULT_MAX_BUFFERED_BODY_BYTES,
+                 max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
+                 max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES,
                  shutdown_grace_s: float = DEFAULT_SHUTDOWN_GRACE_S):
-        if max_buffered_body_bytes < max_body_bytes:
-            raise ValueError("max_buffered_body_bytes must hold at least one body of max_body_bytes")
+        if max_buffered_bytes < max(max_body_bytes, max_answer_bytes):
+            raise ValueError("max_buffered_bytes must hold at least one body of max_body_bytes "
+                             "and one answer of max_answer_bytes")
         self.handler = handler
         self.request_timeout_s, self.max_connections = request_timeout_s, max_connections
         self.max_header_bytes, self.max_headers = max_header_bytes, max_headers
-        self.max_body_bytes, self.max_buffered_body_bytes = max_body_bytes, max_buffered_body_bytes
+        self.max_body_bytes, self.max_answer_bytes = max_body_bytes, max_answer_bytes
+        self.max_buffered_bytes = max_buffered_bytes
         self.shutdown_grace_s = shutdown_grace_s
+        needed_files = max_connections + FILE_DESCRIPTOR_HEADROOM
+        open_files = raise_open_file_limit(needed_files)
+        if open_files < needed_files:
+            log.warning("the open-file limit (ulimit -n) is %d, below the %d REST connections allowed plus %d for the "
+                        "rest of the server; raise the hard limit or lower the connection limit", open_files,
+                        max_connections, FILE_DESCRIPTOR_HEADROOM)
         self.socket = socket.create_server((host, port), backlog=min(max_connections, socket.SOMAXCONN))
         self.server_address = self.socket.getsockname()[:2]
         self.pool = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rest")
@@ -218,7 +262,7 @@ class HttpServer:
             if self._shutdown_requested:
                 return
             self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-        self._budget = _BodyBudget(self.max_buffered_body_bytes)
+        self._budget = _Budget(self.max_buffered_bytes)
         server = await asyncio.start_server(self._serve_connection, sock=self.socket, limit=self.max_header_bytes,
                                             backlog=min(self.max_connections, socket.SOMAXCONN))
         await self._stop.wait()
@@ -236,9 +280,10 @@ class HttpServer:
 
     async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            if len(self._connections) >= self.max_connections or self._stopping:
-                writer.write(response_bytes(503, JSON, json.dumps(
-                    {"error": f"the server has {self.max_connections} connections open; retry later"}), False))
+            if self._stopping or len(self._connections) >= self.max_connections:
+                writer.write(error_response(503, "the server is stopping; retry later or against another server"
+                                            if self._stopping else
+                                            f"the server has {self.max_connections} connections open; retry later"))
                 await self._flush(writer)
                 await self._linger(reader, writer, CLOSING_LINGER_S)
                 return
@@ -261,31 +306,34 @@ class HttpServer:
 
     async def _converse(self, reader, writer, connection: _Connection) -> bool:
         """Answers requests until the client leaves (False) or the server closes after an answer (True)."""
+        loop = asyncio.get_running_loop()
         while not self._stopping:
             connection.received = connection.busy = False
             try:
                 request = await self._read_request(reader, writer, connection)
             except HttpError as error:
-                writer.write(response_bytes(error.status, JSON, json.dumps({"error": error.message}), False))
+                writer.write(error_response(error.status, error.message))
                 return True
             if request is None:
                 return False
             connection.busy = True
+            status, content_type, payload, held = await loop.run_in_executor(self.pool, self._answer, request, loop)
             try:
-                status, content_type, text = await asyncio.get_running_loop().run_in_executor(
-                    self.pool, self._call, request)
+                keep_alive = request.keep_alive and not self._stopping
+                head = response_head(status, content_type, len(payload), keep_alive)
+                await self._write(writer, head, b"" if request.method == "HEAD" else payload)
             finally:
-                self._budget.release(len(request.body))
-            keep_alive = request.keep_alive and not self._stopping
-            writer.write(response_bytes(status, content_type, text, keep_alive, head_only=request.method == "HEAD"))
-            await asyncio.wait_for(writer.drain(), self.request_timeout_s)
+                self._budget.release(held)
             log.debug("REST %s - %s %s %d", writer.get_extra_info("peername"), request.method, request.target, status)
             if not keep_alive:
                 return True
         return False
 
     async def _read_request(self, reader, writer, connection: _Connection) -> Request | None:
-        """The next whole request; None when the client closes or idles past the deadline without sending one."""
+        """The next whole request; None when the client closes or idles past the deadline without sending one.
+
+        The body's bytes count against the budget as they arrive; the handler's thread releases them.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.request_timeout_s
         try:
@@ -299,20 +347,27 @@ class HttpServer:
             return None
         request = parse_head(lines, self.max_headers)
         length = content_length(request, self.max_body_bytes)
+        if length and request.version >= (1, 1) and request.headers.get("expect", "").lower() == "100-continue":
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        body, waiting_for_budget = bytearray(), False
         try:
-            await asyncio.wait_for(self._budget.acquire(length), max(deadline - loop.time(), 0))
-        except TimeoutError:
-            raise HttpError(503, "too many request bodies are being served; retry later") from None
-        try:
-            if length and request.version >= (1, 1) and request.headers.get("expect", "").lower() == "100-continue":
-                writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             async with asyncio.timeout_at(deadline):
-                request.body = await reader.readexactly(length)
+                while len(body) < length:
+                    chunk = await reader.read(min(CHUNK_BYTES, length - len(body)))
+                    if not chunk:
+                        raise asyncio.IncompleteReadError(b"", length)
+                    waiting_for_budget = True
+                    await self._budget.acquire(len(chunk))
+                    waiting_for_budget = False
+                    body += chunk
         except BaseException as error:
-            self._budget.release(length)
+            self._budget.release(len(body))
+            if isinstance(error, TimeoutError) and waiting_for_budget:
+                raise HttpError(503, "too many request bodies and answers are held; retry later") from None
             if isinstance(error, TimeoutError):
                 raise HttpError(408, f"the request body did not arrive within {self.request_timeout_s:g} s") from None
             raise
+        request.body = body
         return request
 
     async def _read_head(self, reader: asyncio.StreamReader, connection: _Connection) -> list[bytes] | None:
@@ -335,12 +390,45 @@ class HttpServer:
                 continue  # RFC 9112 §2.2: ignore empty lines before the request line
             lines.append(line)
 
-    def _call(self, request: Request) -> tuple[int, str, str]:
+    def _answer(self, request: Request, loop: asyncio.AbstractEventLoop) -> tuple[int, str, bytes, int]:
+        """Runs on the pool: (status, content type, answer body, bytes of budget it holds until written).
+
+        The body's budget is released once the handler returns, before the answer's is acquired, so that
+        no request holds budget while it waits for more.
+        """
+        status, content_type, payload = self._call(request)
+        body_bytes, request.body = len(request.body), b""
+        if len(payload) > self.max_answer_bytes:
+            status, content_type, payload = 400, JSON, json_error(
+                f"the answer of {len(payload)} bytes exceeds the {self.max_answer_bytes}-byte limit on one answer; "
+                f"ask for less in each request")
+        try:
+            loop.call_soon_threadsafe(self._budget.release, body_bytes)
+            asyncio.run_coroutine_threadsafe(
+                asyncio.wait_for(self._budget.acquire(len(payload)), self.request_timeout_s), loop).result()
+        except TimeoutError:
+            return 503, JSON, json_error("too many request bodies and answers are held; retry later"), 0
+        except (RuntimeError, futures.CancelledError):
+            return status, content_type, payload, 0  # shutdown's grace period ended: the loop is closing
+        return status, content_type, payload, len(payload)
+
+    def _call(self, request: Request) -> tuple[int, str, bytes]:
         try:
             return self.handler(request.method, request.target, request.body)
         except Exception:  # the handler's own bug; the server outlives it
             log.exception("REST %s %s failed", request.method, request.target)
-            return 500, JSON, json.dumps({"error": "internal error; see the server's log"})
+            return 500, JSON, json_error("internal error; see the server's log")
+
+    async def _write(self, writer: asyncio.StreamWriter, head: bytes, payload: bytes) -> None:
+        """Writes an answer a chunk at a time, so that the transport never copies it whole; the same deadline
+        as a request (TimeoutError for a client that reads too slowly)."""
+        async with asyncio.timeout(self.request_timeout_s):
+            writer.write(head)
+            view = memoryview(payload)
+            for start in range(0, len(view), CHUNK_BYTES):
+                writer.write(view[start:start + CHUNK_BYTES])
+                await writer.drain()
+            await writer.drain()
 
     async def _flush(self, writer: asyncio.StreamWriter) -> None:
         """Waits until the answer has gone to the kernel (TimeoutError for a client that reads nothing)."""

@@ -12,12 +12,16 @@ wrong in the request (a value of the wrong type or beyond the dtype's range,
 `true` as a number, null, ragged rows, JSON nested too deep, a version that is not
 a base-10 int64), 404 for unknown paths and methods, and 500 only for a bug here.
 The HTTP limits (deadlines, connections, sizes) are http_server's; complete
-requests run on its bounded pool of threads.
+requests run on its bounded pool of threads. A predict answer is rendered a few
+thousand values at a time on that thread, and refused with 400 once it would pass
+`max_answer_bytes` (http_server.DEFAULT_MAX_ANSWER_BYTES, 64 MiB): a 20 KB request
+for 4096 VAE images would otherwise answer 68 MiB of JSON.
 """
 
 from __future__ import annotations
 
 import base64
+import io
 import json
 import logging
 import re
@@ -31,7 +35,7 @@ import tensorflow as tf
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2
 
-from serving.http_server import HttpServer
+from serving.http_server import DEFAULT_MAX_ANSWER_BYTES, HttpServer
 from serving.manager import ModelManager
 from serving.servable import DEFAULT_SIGNATURE
 from serving.service import ModelRequest, Service, status_response
@@ -45,6 +49,8 @@ MODEL_URL = re.compile(
     r"(?:(?P<metadata>/metadata)|:(?P<verb>[a-z]+))?$"
 )
 MAX_INPUT_RANK = 32  # deeper JSON lists than any signature takes; numpy stops at 32 dimensions here
+LISTED_AT_ONCE = 1 << 12  # output values turned into Python objects at a time while rendering an answer
+MIN_JSON_BYTES_PER_VALUE = 3  # the shortest JSON value with its separator: "0, "
 
 
 def _describe(item) -> str:
@@ -163,14 +169,71 @@ def parse_predict_body(body: Mapping, input_dtypes: Mapping[str, tf.DType]) -> t
     return arrays, row_format
 
 
-def predict_body(outputs: Mapping[str, np.ndarray], row_format: bool) -> dict:
-    values = {key: _array_to_json(key, array) for key, array in outputs.items()}
+class _Answer:
+    """JSON written piece by piece into one buffer; INVALID_ARGUMENT once it would pass `limit` bytes."""
+
+    def __init__(self, limit: int):
+        self.limit, self.buffer = limit, io.BytesIO()
+
+    def refuse(self):
+        return invalid_argument(f"the answer would exceed the {self.limit}-byte limit on one REST answer; ask for "
+                                f"fewer examples per request, or use gRPC")
+
+    def write(self, piece: bytes) -> None:
+        if self.buffer.tell() + len(piece) > self.limit:
+            raise self.refuse()
+        self.buffer.write(piece)
+
+    def write_array(self, key: str, array: np.ndarray) -> None:
+        if array.ndim == 0 or array.size <= LISTED_AT_ONCE:
+            self.write(json.dumps(_array_to_json(key, array)).encode())
+            return
+        self.write(b"[")
+        if array.ndim == 1:
+            for start in range(0, len(array), LISTED_AT_ONCE):
+                self.write((b", " if start else b"") +
+                           json.dumps(_array_to_json(key, array[start:start + LISTED_AT_ONCE])).encode()[1:-1])
+        else:
+            for index in range(len(array)):
+                self.write(b", " if index else b"")
+                self.write_array(key, array[index])
+        self.write(b"]")
+
+    def write_object(self, arrays: Mapping[str, np.ndarray]) -> None:
+        self.write(b"{")
+        for index, (key, array) in enumerate(arrays.items()):
+            self.write((b", " if index else b"") + json.dumps(key).encode() + b": ")
+            self.write_array(key, array)
+        self.write(b"}")
+
+
+def predict_answer(outputs: Mapping[str, np.ndarray], row_format: bool, max_bytes: int) -> bytes:
+    """The JSON answer to a predict, as TF Serving shapes it, of `max_bytes` at most (else INVALID_ARGUMENT).
+
+    Rendered a row (or LISTED_AT_ONCE values) at a time, so that memory holds the answer's bytes once,
+    not also its Python lists and its text.
+    """
+    answer = _Answer(max_bytes)
+    if sum(array.size for array in outputs.values()) * MIN_JSON_BYTES_PER_VALUE > max_bytes:
+        raise answer.refuse()  # before rendering any of it
     if not row_format:
-        return {"outputs": next(iter(values.values())) if len(values) == 1 else values}
-    if len(values) == 1:
-        return {"predictions": next(iter(values.values()))}
-    rows = len(next(iter(outputs.values())))
-    return {"predictions": [{key: value[row] for key, value in values.items()} for row in range(rows)]}
+        answer.write(b'{"outputs": ')
+        if len(outputs) == 1:
+            answer.write_array(*next(iter(outputs.items())))
+        else:
+            answer.write_object(outputs)
+        answer.write(b"}")
+        return answer.buffer.getvalue()
+    answer.write(b'{"predictions": [')
+    for row in range(len(next(iter(outputs.values())))):
+        answer.write(b", " if row else b"")
+        if len(outputs) == 1:
+            key, array = next(iter(outputs.items()))
+            answer.write_array(key, array[row, ...])
+        else:
+            answer.write_object({key: array[row, ...] for key, array in outputs.items()})
+    answer.write(b"]}")
+    return answer.buffer.getvalue()
 
 
 def _version_number(text: str) -> int:
@@ -184,13 +247,14 @@ class RestApi:
     """Routes a request (method, path, body) to the service; returns (HTTP status, JSON or text)."""
 
     def __init__(self, service: Service, manager: ModelManager, timeout_seconds: float,
-                 metrics_path: str | None = None):
+                 metrics_path: str | None = None, max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES):
         self.service, self.manager = service, manager
         self.timeout_seconds = timeout_seconds
         self.metrics_path = metrics_path
+        self.max_answer_bytes = max_answer_bytes
 
-    def handle(self, method: str, target: str, body: bytes = b"") -> tuple[int, str, str]:
-        """(status, content type, body text) of a request; never raises. 500 means a bug here, not in the request."""
+    def handle(self, method: str, target: str, body: bytes = b"") -> tuple[int, str, bytes]:
+        """(status, content type, answer body) of a request; never raises. 500 means a bug here, not in the request."""
         path = target
         try:
             try:
@@ -198,7 +262,7 @@ class RestApi:
             except ValueError:
                 raise invalid_argument(f"malformed request target {target!r:.200}") from None
             if self.metrics_path and method == "GET" and path == self.metrics_path:
-                return 200, "text/plain; version=0.0.4", self.service.metrics.render()
+                return 200, "text/plain; version=0.0.4", self.service.metrics.render().encode()
             match = MODEL_URL.match(path)
             if match is None or (method, match["verb"], match["metadata"]) not in {
                 ("GET", None, None), ("GET", None, "/metadata"), ("POST", "predict", None),
@@ -214,21 +278,21 @@ class RestApi:
                 raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
                                    f"{match['verb']} is not served here; use :predict")
             if match["verb"] == "predict":
-                answer = self._predict(request, body)
-            elif match["metadata"]:
+                return 200, "application/json", self._predict(request, body)
+            if match["metadata"]:
                 answer = self._metadata(request)
             else:
                 answer = json_format.MessageToDict(
                     status_response(self.manager.status(request.name, request.version, request.label)),
                     preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
-            return 200, "application/json", json.dumps(answer)
+            return 200, "application/json", json.dumps(answer).encode()
         except ServingError as error:
-            return error.http_status, "application/json", json.dumps({"error": error.message})
+            return error.http_status, "application/json", json.dumps({"error": error.message}).encode()
         except Exception as error:  # the server outlives any request
             log.exception("REST %s %s failed", method, path)
-            return 500, "application/json", json.dumps({"error": f"{type(error).__name__}: {error}"})
+            return 500, "application/json", json.dumps({"error": f"{type(error).__name__}: {error}"}).encode()
 
-    def _predict(self, request: ModelRequest, raw: bytes) -> dict:
+    def _predict(self, request: ModelRequest, raw: bytes) -> bytes:
         try:
             body = json.loads(raw or b"null")
         except ValueError as error:  # UnicodeDecodeError and the int() digit limit too
@@ -247,7 +311,7 @@ class RestApi:
         inputs, row_format = parse_predict_body(body, dtypes)
         prediction = self.service.predict(request, inputs, deadline=time.monotonic() + self.timeout_seconds,
                                           entrypoint="REST")
-        return predict_body(prediction.outputs, row_format)
+        return predict_answer(prediction.outputs, row_format, self.max_answer_bytes)
 
     def _metadata(self, request: ModelRequest) -> dict:
         version, signature_defs = self.service.metadata(request, entrypoint="REST")
@@ -259,5 +323,7 @@ class RestApi:
 
 
 def make_server(api: RestApi, host: str, port: int, max_workers: int, **limits) -> HttpServer:
-    """The REST API on (host, port), bound now; `limits` are HttpServer's (timeouts, connections, sizes)."""
-    return HttpServer(api.handle, host, port, max_workers, **limits)
+    """The REST API on (host, port), bound now; `limits` are HttpServer's (timeouts, connections, sizes).
+
+    The answer cap is the API's, so that its own 400 comes first."""
+    return HttpServer(api.handle, host, port, max_workers, max_answer_bytes=api.max_answer_bytes, **limits)

@@ -12,23 +12,39 @@ from serving import images as image_lib
 
 
 class DivergenceError(RuntimeError):
-    """Training diverged: the loss became NaN or Inf, or exploded past its running range."""
+    """Training diverged: the loss became NaN or Inf, or exploded past its running range.
+
+    `exploded` is True for a finite loss past the ceiling, which a loss that may
+    legitimately jump that far can avoid with a larger `divergence_factor`.
+    """
+
+    def __init__(self, message: str, exploded: bool = False):
+        super().__init__(message)
+        self.exploded = exploded
 
 
 class StopOnDivergence(keras.callbacks.Callback):
     """Raises as soon as the training loss is NaN or Inf or explodes, before any checkpoint of it is saved.
 
-    The loss explodes when it exceeds `highest + factor · scale`, where `highest` and
-    `lowest` are the extremes of the loss so far (`starting_loss`, the model's loss
-    before training, then every report) and `scale = max(|highest|, |lowest|)`. The
-    ceiling never comes down, so the usual decrease of early training and the noise
-    between reports stay far below it (with the default factor 10, a positive loss
-    must grow eleven-fold past its largest value), while a divergence passes it by
-    orders of magnitude (a VAE at learning rate 1e9: 544 to about 5e19 in one step).
-    Keras reports the epoch's running mean once per call of `steps_per_execution`
-    steps, so without `starting_loss` the first report sets the scale, and a run that
-    explodes within its first call can only be stopped by NaN or Inf. `factor=None`
-    checks NaN and Inf only: for losses whose scale means nothing, such as a GAN's.
+    Keras logs the epoch's running mean of the loss, once per call of
+    `steps_per_execution` steps, so a late explosion would be diluted by the steps
+    before it (at step 900 of 938, by 900 times). Each report is turned back into
+    the mean of the steps it covers: with running mean m_n after n steps of the
+    epoch and m_p after the p steps of the report before,
+
+        mean of steps p+1..n = (n · m_n − p · m_p) / (n − p).
+
+    That mean explodes when it exceeds `highest + factor · scale`, where `highest`
+    and `lowest` are the extremes of the loss so far (`starting_loss`, the model's
+    loss before training, then every report's mean) and `scale = max(|highest|,
+    |lowest|)`. The ceiling never comes down, so the usual decrease of early
+    training and the noise between reports stay far below it (with the default
+    factor 10, a positive loss must grow eleven-fold past its largest value), while a
+    divergence passes it by orders of magnitude (a VAE at learning rate 1e9: 544 to
+    about 5e19 in one step). Without `starting_loss` the first report sets the
+    scale, and a run that explodes within its first call can only be stopped by NaN
+    or Inf. `factor=None` checks NaN and Inf only: for losses whose scale means
+    nothing, such as a GAN's.
 
     Async-safe: Keras runs it off the training thread and re-raises its error at
     the next step, so the check costs the training loop no device sync.
@@ -42,25 +58,32 @@ class StopOnDivergence(keras.callbacks.Callback):
         known = starting_loss is not None and math.isfinite(starting_loss)
         self.extremes = (starting_loss, starting_loss) if known else None
         self.epoch = 0
+        self.reported = (0, 0.0)  # (steps, running mean) of this epoch's last report
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
+        self.reported = (0, 0.0)  # Keras resets its metrics as each epoch begins
 
     def on_train_batch_end(self, batch, logs=None):
         if "loss" not in (logs or {}):
             return
-        loss = float(logs["loss"])
+        steps, running_mean = batch + 1, float(logs["loss"])  # `batch` is the last step of the call
+        before, mean_before = self.reported
+        self.reported = steps, running_mean
+        if steps <= before:
+            return
+        loss = (steps * running_mean - before * mean_before) / (steps - before)
+        if not math.isfinite(running_mean):
+            loss = running_mean  # inf - inf would read as NaN
         if math.isfinite(loss) and (self.factor is None or self._within_range(loss)):
             return
-        # With N steps per execution Keras reports once per N steps, `batch` being the last.
-        first = batch + 2 - self.model.steps_per_execution
-        steps = f"step {batch + 1}" if first == batch + 1 else f"steps {first}-{batch + 1}"
-        message = f"loss became {loss:.4g} at epoch {self.epoch + 1}, {steps}"
+        where = f"step {steps}" if steps == before + 1 else f"steps {before + 1}-{steps}"
+        message = f"loss became {loss:.4g} at epoch {self.epoch + 1}, {where}"
         if math.isfinite(loss):
             lowest, highest = self.extremes
             message += (f": more than divergence_factor={self.factor:g} times its scale "
                         f"({max(abs(lowest), abs(highest)):.4g}) above its largest value so far ({highest:.4g})")
-        raise DivergenceError(message)
+        raise DivergenceError(message, exploded=math.isfinite(loss))
 
     def _within_range(self, loss: float) -> bool:
         """Whether `loss` is below the ceiling; if so, it joins the extremes."""

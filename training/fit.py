@@ -152,7 +152,7 @@ def main(argv=None, extra_callbacks=()) -> int:
                 verbose=args.verbose,
             )
     except callbacks_lib.DivergenceError as error:
-        return _fail(f"{error}; training stopped and {_how_to_continue(workdir, config)}")
+        return _fail(f"{error}; training stopped and {_how_to_continue(workdir, config, error.exploded)}")
     if checkpointer.stopped_by is not None:
         where = f"saved {checkpointer.saved}" if chief else "the chief worker saves the checkpoint"
         print(f"\nstopped by {checkpointer.stopped_by.name} after {checkpointer.completed_epochs} complete "
@@ -185,22 +185,30 @@ def largest_divisor_at_most(steps_per_epoch: int, requested: int) -> int:
     return max(d for d in range(1, min(requested, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
 
 
-def _how_to_continue(workdir, config) -> str:
+def _how_to_continue(workdir, config, exploded: bool) -> str:
     """After a divergence: what is on disk, and the command line to go on from it."""
     from export import runs
 
     lower = f"{config.learning_rate / 10:g}"
     last = runs.latest_checkpoint(runs.checkpoint_dir(workdir))
+    resume = "--resume " if last else ""
+    if exploded:  # a finite loss past the ceiling: it may be a loss that legitimately jumps
+        larger = f"{config.divergence_factor * 10:g}"
+        jumps = (f" If this loss can legitimately jump that far, {'resume' if last else 'rerun'} with a larger "
+                 f"factor ({resume}--set divergence_factor={larger}) or with {resume}--set divergence_factor=none, "
+                 f"which stops only on NaN or Inf.")
+    else:
+        jumps = ""
     if last is None:
         return (f"no checkpoint had been saved yet. Rerun with a lower learning rate (e.g. --learning_rate {lower}) "
-                f"or check the data.")
+                f"or check the data.{jumps}")
     kept = runs.read_run(workdir)[1].learning_rate  # run.json is written with the checkpoints
     where = f"the last good checkpoint ({last['path']}, epoch {last['epoch']}) is intact"
     if kept != config.learning_rate:
         return (f"{where}, and run.json keeps its learning_rate={kept:g}: --resume continues with that, "
-                f"--resume --learning_rate X with another rate.")
+                f"--resume --learning_rate X with another rate.{jumps}")
     return (f"{where}. Continue from it with a lower learning rate, e.g. --resume --learning_rate {lower}, "
-            f"or check the data.")
+            f"or check the data.{jumps}")
 
 
 def _fail(error) -> int:

@@ -183,6 +183,7 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_p
     assert result.returncode == 2, result.explain()
     assert "error: loss became nan at epoch 2, steps 1-2" in result.stderr, result.explain()  # 2 per execution
     assert "last good checkpoint" in result.stderr and "epoch-00001.weights.h5, epoch 1) is intact" in result.stderr
+    assert "divergence_factor" not in result.stderr  # NaN is never a legitimate jump
     assert read_state(workdir) == expected_state("epoch-00001")
     assert not list((workdir / "checkpoints").glob("epoch-00002*"))
     _, _, model, epochs = runs.load_trained_model(workdir)
@@ -209,6 +210,10 @@ def test_an_exploding_finite_loss_stops_training_and_keeps_the_good_checkpoint_a
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert line.startswith("error: loss became ") and f" at epoch {2 if resumed else 1}, steps 1-2: more than " \
         "divergence_factor=10 times its scale" in line, line
+    resume = "--resume " if resumed else ""
+    assert line.endswith(f"If this loss can legitimately jump that far, {'resume' if resumed else 'rerun'} with a "
+                         f"larger factor ({resume}--set divergence_factor=100) or with {resume}--set "
+                         f"divergence_factor=none, which stops only on NaN or Inf."), line
     if resumed:
         assert f"the last good checkpoint ({workdir / 'checkpoints' / 'epoch-00001.weights.h5'}, epoch 1) is " \
                "intact, and run.json keeps its learning_rate=0.001: --resume continues with that" in line, line
@@ -245,24 +250,44 @@ def test_resume_with_another_learning_rate_trains_at_it_and_then_records_it(tmp_
     assert json.loads((workdir / "run.json").read_text())["config"]["learning_rate"] == 2e-4
 
 
+def _report(check, losses, steps_per_execution=1, epoch=0):
+    """Feeds `check` one epoch of per-step `losses` as Keras logs them: the running mean, once per call."""
+    check.set_model(types.SimpleNamespace(steps_per_execution=steps_per_execution))
+    check.on_epoch_begin(epoch)
+    running = np.cumsum(np.asarray(losses, np.float32)) / np.arange(1, len(losses) + 1, dtype=np.float32)
+    for last in range(steps_per_execution - 1, len(losses), steps_per_execution):
+        check.on_train_batch_end(last, {"loss": np.float32(running[last])})
+
+
 def test_divergence_check_ignores_noise_and_early_decrease_but_stops_an_explosion():
-    one_step_per_call = types.SimpleNamespace(steps_per_execution=1)
     check = callbacks.StopOnDivergence(factor=10, starting_loss=544.0)
-    check.set_model(one_step_per_call)
-    for batch, loss in enumerate([540.0, 620.0, 300.0, 180.0, 2000.0, 100.0, 95.0]):  # a noisy decrease
-        check.on_train_batch_end(batch, {"loss": loss})
-    with pytest.raises(callbacks.DivergenceError, match=r"loss became 2\.2e\+04 at epoch 1, step 8: more than "
-                                                         r"divergence_factor=10 times its scale \(2000\)"):
-        check.on_train_batch_end(7, {"loss": 22_001.0})
-    negative = callbacks.StopOnDivergence(factor=10, starting_loss=-50.0)  # e.g. a Gaussian likelihood
-    negative.set_model(one_step_per_call)
-    for batch, loss in enumerate([-60.0, -400.0, -900.0, -10.0, 5000.0]):
-        negative.on_train_batch_end(batch, {"loss": loss})
+    noisy_decrease = [540.0, 620.0, 300.0, 180.0, 2000.0, 100.0, 95.0]
+    _report(check, noisy_decrease)
+    with pytest.raises(callbacks.DivergenceError, match=r"loss became 2\.2e\+04 at epoch 2, step 8: more than "
+                                                         r"divergence_factor=10 times its scale \(2000\)") as raised:
+        _report(check, [*noisy_decrease, 22_001.0], epoch=1)
+    assert raised.value.exploded
+    _report(callbacks.StopOnDivergence(factor=10, starting_loss=-50.0),  # e.g. a Gaussian likelihood
+            [-60.0, -400.0, -900.0, -10.0, 5000.0])
     off = callbacks.StopOnDivergence(factor=None, starting_loss=544.0)
-    off.set_model(one_step_per_call)
-    off.on_train_batch_end(0, {"loss": 1e30})
-    with pytest.raises(callbacks.DivergenceError, match="loss became inf"):
-        off.on_train_batch_end(1, {"loss": float("inf")})
+    _report(off, [1e30])
+    with pytest.raises(callbacks.DivergenceError, match="loss became inf") as raised:
+        _report(off, [1.0, float("inf")])
+    assert not raised.value.exploded
+
+
+@pytest.mark.parametrize("steps_per_execution", [1, 2, 7])
+def test_divergence_check_stops_an_explosion_late_in_a_long_epoch(steps_per_execution):
+    """Keras logs the epoch's running mean: from step 925 of 938 a 60-fold jump moves it by 6%, yet must stop the run."""
+    losses = 100.0 + np.random.default_rng(0).normal(0.0, 5.0, 938)
+    losses[924:] = 6000.0  # past the ceiling of 100 + 10 · 100 from step 925, the first of a call for each case
+    _report(callbacks.StopOnDivergence(factor=10, starting_loss=100.0), losses[:924], steps_per_execution=1)
+
+    last = 924 + steps_per_execution
+    where = "step 925" if steps_per_execution == 1 else f"steps 925-{last}"
+    with pytest.raises(callbacks.DivergenceError, match=rf"loss became 6000 at epoch 1, {where}: more than "):
+        _report(callbacks.StopOnDivergence(factor=10, starting_loss=100.0), losses,
+                steps_per_execution=steps_per_execution)
 
 
 def test_gans_check_only_for_nan_and_inf_and_the_others_for_divergence():

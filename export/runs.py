@@ -21,14 +21,17 @@ Checkpoint layout under `WORKDIR/checkpoints/`:
 
 Each save writes the new weights file under a temporary name, renames it into
 place, and only then replaces state.json (again by rename), so a process killed at
-any instant leaves a state.json whose files are complete. Weights files state.json
-no longer names are removed after it moved on.
+any instant leaves a state.json whose files are complete. After it moved on, the
+save removes the weights files older than its own checkpoint, except the previous
+one: a file newer than the checkpoint just saved (from a run this save knows
+nothing of) is never removed.
 
 Restoring verifies a checkpoint by loading it: a weights file that is missing or
-does not load (truncated, or without the optimizer state the model has) is
-reported and the previous one is loaded instead, overwriting whatever the failed
-attempt had set. A state.json that cannot be read is reported and the weights
-files in the folder are tried, newest first.
+unreadable (truncated), or that opens but does not load into the model (damaged
+inside, without the optimizer state the model has, or saved for another
+architecture), is reported and the previous one is loaded instead, overwriting
+whatever the failed attempt had set. A state.json that is missing or cannot be
+read is reported and the weights files in the folder are tried, newest first.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import sys
 import tempfile
 import warnings
 
+import h5py
 import keras
 
 import zoo
@@ -159,7 +163,8 @@ def _recorded_checkpoints(directory) -> tuple[list[dict], str | None]:
     directory = pathlib.Path(directory)
     state_path = directory / STATE_FILE
     if not state_path.exists():
-        return [], None
+        found = _weights_files(directory)
+        return found, f"{state_path} is missing" if found else None
     try:
         return _parse_state(directory, state_path.read_text()), None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
@@ -167,8 +172,8 @@ def _recorded_checkpoints(directory) -> tuple[list[dict], str | None]:
 
 
 def has_checkpoint(directory: str | os.PathLike) -> bool:
-    """Whether a save has happened in `directory` (state.json exists, readable or not)."""
-    return (pathlib.Path(directory) / STATE_FILE).exists()
+    """Whether a save has happened in `directory`: state.json exists (readable or not), or a weights file does."""
+    return (pathlib.Path(directory) / STATE_FILE).exists() or bool(_weights_files(pathlib.Path(directory)))
 
 
 def latest_checkpoint(directory: str | os.PathLike) -> dict | None:
@@ -183,7 +188,9 @@ def save_checkpoint(model: keras.Model, directory: str | os.PathLike, epoch: int
 
     The checkpoint before it stays on disk as the fallback: `keep` if given (one known
     to load, such as the checkpoint a run resumed from), else the newest one recorded.
-    Weights files of older checkpoints are removed.
+    Weights files older than this checkpoint are then removed, and so are the
+    temporaries of saves that were killed; newer ones, which this save cannot have
+    made stale, are kept.
     """
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -198,7 +205,9 @@ def save_checkpoint(model: keras.Model, directory: str | os.PathLike, epoch: int
     _write_atomically(directory / STATE_FILE,
                       json.dumps({"epoch": epoch, "weights": name, "interrupted": interrupted, "previous": record}))
     for stale in directory.glob("*.weights.h5"):
-        if stale.name not in (name, record and record["weights"]):
+        match = WEIGHTS_FILE.fullmatch(stale.name)
+        older = match is not None and (int(match[1]), bool(match[2])) < (epoch, interrupted)
+        if stale.name not in (name, record and record["weights"]) and (older or stale.name.startswith("saving-")):
             stale.unlink()
     return str(directory / name)
 
@@ -208,7 +217,8 @@ def load_checkpoint(model: keras.Model, directory: str | os.PathLike) -> dict | 
 
     A checkpoint that does not load is reported on stderr with the one used instead.
     Returns None when `directory` holds no checkpoint; raises WorkdirError, naming the
-    files and what to do, when none loads.
+    files and what to do, when none loads: removing the folder is suggested only when
+    no file in it even opens.
 
     Constant learning rates stay the config's: Keras saves them as optimizer variables,
     and `--resume --learning_rate X` must train at X.
@@ -218,11 +228,16 @@ def load_checkpoint(model: keras.Model, directory: str | os.PathLike) -> dict | 
         return None
     failures = [problem] if problem else []
     configured = _constant_learning_rates(model)
+    opened = []  # the files that are whole HDF5 files, though they do not load
     for checkpoint in checkpoints:
         try:
             _load_weights(model, checkpoint["path"])
         except Exception as error:  # whatever the reason, this file cannot be resumed from
-            failures.append(f"{checkpoint['path']} is unreadable ({_reason(error)})")
+            if _opens(checkpoint["path"]):
+                opened.append(checkpoint["path"])
+                failures.append(f"{checkpoint['path']} does not load into this model ({_reason(error)})")
+            else:
+                failures.append(f"{checkpoint['path']} is unreadable ({_reason(error)})")
             continue
         for optimizer, learning_rate in configured:
             optimizer.learning_rate = learning_rate
@@ -232,9 +247,52 @@ def load_checkpoint(model: keras.Model, directory: str | os.PathLike) -> dict | 
         return checkpoint
     if not checkpoints:
         failures.append("no weights files are left")
+    if opened:
+        files = (f"{opened[0]} opens as a weights file, so keep it" if len(opened) == 1
+                 else f"{', '.join(opened)} open as weights files, so keep them")
+        raise WorkdirError(
+            f"no checkpoint in {directory} loads into this model: {'; '.join(failures)}. {files}: if the model was "
+            f"built with another config than the checkpoints were trained with, rebuild it with theirs "
+            f"({RUN_FILE}'s, without overrides that change the architecture); otherwise restore the files from a "
+            f"backup, or train afresh in another --workdir")
     raise WorkdirError(f"no readable checkpoint in {directory}: {'; '.join(failures)}. Restore these files "
                        f"from a backup, or train afresh: another --workdir, or remove {directory} and rerun "
                        f"without --resume")
+
+
+def overrides_that_do_not_fit(build, saved, overrides: dict, directory: str | os.PathLike) -> list[str]:
+    """The keys of `overrides` that stop the run's checkpoints from loading: those that change the architecture.
+
+    `build(config)` makes the model as the run does (compiled, when it resumes
+    the optimizer too). The newest checkpoint that loads into the model of the
+    saved config is tried with each override alone; an override that cannot be
+    applied alone (it is valid only with the others) counts as one that does not
+    fit. Empty when no checkpoint loads into the saved config's model either: then
+    the files, not the overrides, are at fault.
+    """
+    fitting = next((checkpoint["path"] for checkpoint in _recorded_checkpoints(directory)[0]
+                    if _loads(build, saved, checkpoint["path"])), None)
+    if fitting is None:
+        return []
+    return [key for key, value in overrides.items() if not _loads(build, saved, fitting, **{key: value})]
+
+
+def _loads(build, config, path: str, **overrides) -> bool:
+    """Whether the weights file at `path` loads into `build(config with overrides)`, quietly."""
+    try:
+        _load_weights(build(config_lib.replace(config, **overrides)), path)
+    except Exception:  # a config invalid alone, a file that does not load: either way, it does not fit
+        return False
+    return True
+
+
+def _opens(path: str) -> bool:
+    """Whether `path` is a whole HDF5 file, as every weights file Keras finished writing is."""
+    try:
+        with h5py.File(path, "r"):
+            return True
+    except OSError:
+        return False
 
 
 def restore_checkpoint(model: keras.Model, directory: str | os.PathLike) -> int:
@@ -258,6 +316,31 @@ def _load_weights(model: keras.Model, path: str) -> None:
 
 def _constant_learning_rates(model: keras.Model) -> list[tuple[keras.optimizers.Optimizer, float]]:
     """(optimizer, its learning rate) for the model's optimizers whose rate is a variable, not a schedule."""
-    optimizers = [value for value in vars(model).values() if isinstance(value, keras.optimizers.Optimizer)]
-    return [(optimizer, float(optimizer.learning_rate.numpy())) for optimizer in optimizers
+    return [(optimizer, float(keras.ops.convert_to_numpy(optimizer.learning_rate))) for optimizer in _optimizers(model)
             if isinstance(optimizer.learning_rate, keras.Variable)]
+
+
+def _optimizers(model: keras.Model) -> list[keras.optimizers.Optimizer]:
+    """Every optimizer `model` holds: `model.optimizer` and any other in the attributes of the model or of
+    its layers, also inside lists, tuples and dicts (as Keras's weights file finds them to save)."""
+    found, seen = [], set()
+
+    def visit(value) -> None:
+        if id(value) in seen:
+            return
+        seen.add(id(value))
+        if isinstance(value, keras.optimizers.Optimizer):
+            found.append(value)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                visit(item)
+        elif isinstance(value, dict):
+            for item in value.values():
+                visit(item)
+        elif isinstance(value, keras.layers.Layer):
+            for item in vars(value).values():
+                visit(item)
+
+    visit(getattr(model, "optimizer", None))
+    visit(model)
+    return found

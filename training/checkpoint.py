@@ -5,7 +5,12 @@ The files and their crash-safe layout are `export.runs`'s (`save_checkpoint`,
 saves its mid-epoch weights with the count of *completed* epochs; resuming re-runs
 that epoch from the saved weights, so no progress is lost. The run's config
 (run.json) is written with the first checkpoint, so it never holds settings no
-checkpoint was trained with (say, a learning rate that diverged at once).
+checkpoint was trained with (say, a learning rate that diverged at once): a resumed
+run replaces it only after that checkpoint is on disk, so a crash between the two
+leaves the old config, which resumes the new checkpoint fine (an override that
+changes the architecture cannot be resumed). A run that did not resume from a
+checkpoint writes it before its first one instead: checkpoints without a run.json
+that matches them could not be resumed at all.
 
 SIGTERM and Ctrl-C do not tear `fit` down mid-step: `Checkpointer` turns the
 signal into `model.stop_training`, so the current step (and its asynchronous
@@ -47,6 +52,7 @@ class Checkpointer(keras.callbacks.Callback):
         self.run = spec, config
         self.completed_epochs = restored["epoch"] if restored else 0
         self.enabled = enabled
+        self.resumed = restored is not None
         self._keep = restored  # the fallback for the first save; later ones keep the save before
         self.stopped_by: signal.Signals | None = None
         self.saved: str | None = None
@@ -102,8 +108,11 @@ class Checkpointer(keras.callbacks.Callback):
             self._save(interrupted)
 
     def _save(self, interrupted: bool) -> None:
-        if self.saved is None:
+        first = self.saved is None
+        if first and not self.resumed:  # run.json first: a checkpoint without it could not be resumed
             runs.write_run(self.workdir, *self.run)
         self.saved = runs.save_checkpoint(self.model, runs.checkpoint_dir(self.workdir), self.completed_epochs,
                                           interrupted=interrupted, keep=self._keep)
         self._keep = None
+        if first:  # a resumed run's new settings, now that a checkpoint trained with them exists
+            runs.write_run(self.workdir, *self.run)

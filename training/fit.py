@@ -70,9 +70,11 @@ def main(argv=None, extra_callbacks=()) -> int:
         spec = zoo.get(args.model)
         workdir = args.workdir or f"runs/{spec.short_name}"
         overrides = zoo.config.parse_assignments(args.assignments, spec.config_class)
+        flags = {assignment.partition("=")[0].strip(): f"--set {assignment}" for assignment in args.assignments}
         for field in ("epochs", "batch_size", "learning_rate", "dataset"):
             if getattr(args, field) is not None:
                 overrides[field] = getattr(args, field)
+                flags[field] = f"--{field} {getattr(args, field)}"
         if args.resume:
             spec, saved = runs.read_run(workdir)
             config = zoo.config.replace(saved, **overrides)
@@ -116,7 +118,7 @@ def main(argv=None, extra_callbacks=()) -> int:
         try:
             restored = runs.load_checkpoint(model, runs.checkpoint_dir(workdir)) if args.resume else None
         except runs.WorkdirError as error:
-            return _fail(error)
+            return _fail(_architecture_change(spec, saved, overrides, flags, workdir, steps_per_epoch) or error)
     initial_epoch = restored["epoch"] if restored else 0
 
     print(f"model: {spec.name} ({type(model).__name__}, {model.count_params():,} parameters)")
@@ -183,6 +185,32 @@ def largest_divisor_at_most(steps_per_epoch: int, requested: int) -> int:
     the epoch-based learning-rate schedule) to the next multiple.
     """
     return max(d for d in range(1, min(requested, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
+
+
+def _architecture_change(spec, saved, overrides: dict, flags: dict, workdir, steps_per_epoch: int) -> str | None:
+    """When no checkpoint loads on --resume: the message naming the overrides that changed the model, if they did."""
+    from export import runs
+
+    def build(config):
+        model = spec.build(config)
+        model.compile_for_training(steps_per_epoch)
+        return model
+
+    directory = runs.checkpoint_dir(workdir)
+    changed = runs.overrides_that_do_not_fit(build, saved, overrides, directory) if overrides else []
+    if not changed:
+        return None
+    named = " ".join(flags[key] for key in changed)
+    trained = ", ".join(f"{key}={_as_set_value(getattr(saved, key))}" for key in changed)
+    return (f"{named} change{'s' if len(changed) == 1 else ''} the model: the checkpoints in {directory} were "
+            f"trained with {trained} ({runs.RUN_FILE}) and do not load into the model it builds. They are intact: "
+            f"resume without changing the architecture (drop {named}), or train the changed model in another "
+            f"--workdir")
+
+
+def _as_set_value(value) -> str:
+    """A config value as `--set` reads it: tuples comma-separated."""
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
 def _how_to_continue(workdir, config, exploded: bool) -> str:

@@ -57,7 +57,7 @@ def _signal_after_first_epoch(processes, workdirs, read_state):
 
 def _tiny_vae(**overrides):
     spec = zoo.get("zoo.vae")
-    model = spec.build(spec.make_config(hidden_units=(16,), latent_units=(4,), k=2, **overrides))
+    model = spec.build(spec.make_config(**{"hidden_units": (16,), "latent_units": (4,), "k": 2, **overrides}))
     model.compile_for_training(steps_per_epoch=10)
     return model
 
@@ -103,11 +103,12 @@ def test_restore_loads_weights_and_optimizer_iterations(tmp_path, tiny_model):
     assert json.loads((tmp_path / "state.json").read_text())["weights"] == "epoch-00003-interrupted.weights.h5"
 
 
-DAMAGES = {  # how a weights file gets damaged → what the report says
-    "truncated": "truncated file",  # a full disk, a copy cut short
-    "missing": "the file is missing",
-    "without_a_layer": "could not be loaded",  # opens, and loads the rest of the model before failing
-    "without_optimizer_state": "Skipping variable loading for optimizer",  # Keras alone would only warn
+DAMAGES = {  # how a weights file gets damaged → how the report says so, and why
+    "truncated": ("is unreadable", "truncated file"),  # a full disk, a copy cut short
+    "missing": ("is unreadable", "the file is missing"),
+    # These open, so they are reported as not loading, never as unreadable:
+    "without_a_layer": ("does not load into this model", "could not be loaded"),  # loads the rest first
+    "without_optimizer_state": ("does not load into this model", "Skipping variable loading for optimizer"),
 }
 
 
@@ -148,8 +149,9 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one_entirely(how
     for restored, saved in zip(model.get_weights(), first, strict=True):
         np.testing.assert_array_equal(restored, saved)
     (report,) = capsys.readouterr().err.splitlines()
-    assert report.startswith(f"warning: {directory / 'epoch-00002.weights.h5'} is unreadable ("), report
-    assert DAMAGES[how] in report
+    status, reason = DAMAGES[how]
+    assert report.startswith(f"warning: {directory / 'epoch-00002.weights.h5'} {status} ("), report
+    assert reason in report
     assert report.endswith(f"; using the checkpoint of epoch 1 ({directory / 'epoch-00001.weights.h5'}) instead")
 
 
@@ -184,6 +186,53 @@ def test_no_readable_checkpoint_is_one_error_naming_the_files_and_the_fix(two_ch
     assert f"{directory / 'epoch-00001.weights.h5'} is unreadable (Unable to synchronously open file (truncated" \
         in message
     assert f"remove {directory} and rerun without --resume" in message
+
+
+def test_checkpoints_that_open_but_do_not_load_are_never_advised_removed(two_checkpoints):
+    directory, _ = two_checkpoints
+    _damage(directory / "epoch-00002.weights.h5", "truncated")
+    with pytest.raises(runs.WorkdirError) as raised:  # a model of another architecture than the files'
+        runs.restore_checkpoint(_tiny_vae(latent_units=(8,)), directory)
+
+    message = str(raised.value)
+    assert message.startswith(f"no checkpoint in {directory} loads into this model: "
+                              f"{directory / 'epoch-00002.weights.h5'} is unreadable (") and "\n" not in message
+    assert f"{directory / 'epoch-00001.weights.h5'} does not load into this model (" in message
+    assert f"{directory / 'epoch-00001.weights.h5'} opens as a weights file, so keep it: if the model was built " \
+           "with another config than the checkpoints were trained with, rebuild it with theirs" in message
+    assert "remove" not in message
+
+
+@pytest.mark.parametrize("state", ["missing", "unreadable"])
+def test_without_a_readable_state_json_the_weights_files_are_resumed_and_kept(state, two_checkpoints, tiny_model,
+                                                                             capsys, expected_state):
+    directory, _ = two_checkpoints
+    if state == "missing":
+        (directory / "state.json").unlink()
+    else:
+        (directory / "state.json").write_text("{")
+    assert runs.has_checkpoint(directory)  # so a run without --resume refuses the workdir
+    assert runs.latest_checkpoint(directory)["weights"] == "epoch-00002.weights.h5"
+
+    restored = runs.load_checkpoint(_tiny_vae(), directory)
+    assert restored["epoch"] == 2 and f"warning: {directory / 'state.json'} is {state}" in capsys.readouterr().err
+    runs.save_checkpoint(tiny_model, directory, 3, keep=restored)
+
+    assert json.loads((directory / "state.json").read_text()) == expected_state("epoch-00003", "epoch-00002")
+    assert sorted(path.name for path in directory.glob("*.h5")) == ["epoch-00002.weights.h5", "epoch-00003.weights.h5"]
+
+
+def test_a_save_never_removes_weights_files_newer_than_its_checkpoint(tmp_path, tiny_model, expected_state):
+    runs.save_checkpoint(tiny_model, tmp_path, 7)
+    runs.save_checkpoint(tiny_model, tmp_path, 8)
+    (tmp_path / "state.json").unlink()  # whatever the reason, the next save starts a new record
+
+    runs.save_checkpoint(tiny_model, tmp_path, 1)
+    runs.save_checkpoint(tiny_model, tmp_path, 2)
+
+    assert json.loads((tmp_path / "state.json").read_text()) == expected_state("epoch-00002", "epoch-00001")
+    assert sorted(path.name for path in tmp_path.glob("*.h5")) == [
+        "epoch-00001.weights.h5", "epoch-00002.weights.h5", "epoch-00007.weights.h5", "epoch-00008.weights.h5"]
 
 
 def test_the_first_save_after_a_fallback_keeps_the_checkpoint_that_loaded(tmp_path, tiny_model, expected_state):
@@ -243,6 +292,40 @@ def test_a_save_killed_at_any_step_leaves_the_checkpoints_loadable(step, newest,
         f"epoch-{newest:05d}.weights.h5", "epoch-00004.weights.h5"]
 
 
+class Players(keras.Model):
+    """A model holding optimizers the ways a model may: compiled, in a list attribute, on a sub-layer."""
+
+    def __init__(self, learning_rate):
+        super().__init__()
+        self.dense = keras.layers.Dense(2)
+        self.critic = keras.layers.Dense(1)
+        self.critic.optimizer = keras.optimizers.SGD(learning_rate * 2)
+        self.encoders = [keras.layers.Dense(3)]
+        self.others = [keras.optimizers.RMSprop(learning_rate * 3)]
+        self.compile(optimizer=keras.optimizers.Adam(learning_rate))
+        self.build((None, 4))
+
+    def build(self, input_shape):
+        for layer in (self.dense, self.critic, *self.encoders):
+            layer.build(input_shape)
+        for optimizer in (self.optimizer, self.critic.optimizer, *self.others):
+            optimizer.build(self.dense.trainable_variables)
+
+    def call(self, inputs):
+        return self.dense(inputs)
+
+
+def test_restore_keeps_the_constant_learning_rates_of_every_optimizer_the_model_holds(tmp_path):
+    runs.save_checkpoint(Players(1e-3), tmp_path, 1)
+    resumed = Players(5e-2)
+
+    assert runs.restore_checkpoint(resumed, tmp_path) == 1
+
+    rates = [float(optimizer.learning_rate.numpy()) for optimizer in
+             (resumed.optimizer, resumed.critic.optimizer, *resumed.others)]
+    assert rates == pytest.approx([5e-2, 1e-1, 1.5e-1])
+
+
 @pytest.mark.parametrize("name, overrides, optimizers", [("zoo.vae", {"learning_rate_schedule": "constant"}, 1),
                                                          ("zoo.wgan_gp", {}, 2)])
 def test_restore_keeps_the_configs_constant_learning_rates(name, overrides, optimizers, tmp_path):
@@ -297,6 +380,66 @@ def test_resume_without_a_readable_checkpoint_is_one_error_line(tmp_path, fit_ar
     assert line.startswith(f"error: no readable checkpoint in {runs.checkpoint_dir(workdir)}: "
                            f"{runs.checkpoint_dir(workdir) / 'epoch-00001.weights.h5'} is unreadable ("), line
     assert "rerun without --resume" in line
+
+
+def test_resume_that_changes_the_architecture_names_the_override_and_keeps_the_checkpoints(
+        tmp_path, fit_argv, fit_in_process, read_state, expected_state):
+    workdir = tmp_path / "run"
+    spec = zoo.get("zoo.vae")
+    config = spec.make_config(hidden_units=(16,), latent_units=(4,), k=2, batch_size=20)
+    model = spec.build(config)
+    model.compile_for_training(steps_per_epoch=2)
+    runs.write_run(workdir, spec, config)
+    runs.save_checkpoint(model, runs.checkpoint_dir(workdir), 1)
+
+    result = fit_in_process(fit_argv("zoo.vae", workdir, "--epochs", "2", "--resume", "--set", "latent_units=8",
+                                     "--learning_rate", "2e-4"))
+
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.explain()
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert line == (f"error: --set latent_units=8 changes the model: the checkpoints in {runs.checkpoint_dir(workdir)} "
+                    "were trained with latent_units=4 (run.json) and do not load into the model it builds. They are "
+                    "intact: resume without changing the architecture (drop --set latent_units=8), or train the "
+                    "changed model in another --workdir"), line
+    assert read_state(workdir) == expected_state("epoch-00001")
+
+
+class Crash(BaseException):
+    """Stands for a crash of the process."""
+
+
+@pytest.mark.parametrize("crash", ["before_the_checkpoint", "after_the_checkpoint"])
+@pytest.mark.parametrize("resumed", [False, True], ids=["fresh", "resumed"])
+def test_a_crash_while_saving_never_leaves_run_json_with_settings_no_checkpoint_has(crash, resumed, tmp_path,
+                                                                                    monkeypatch):
+    from training import checkpoint
+
+    spec, model = zoo.get("zoo.vae"), _tiny_vae()
+    directory = runs.checkpoint_dir(tmp_path)
+    if resumed:
+        runs.write_run(tmp_path, spec, model.config)
+        runs.save_checkpoint(model, directory, 1)
+    restored = runs.load_checkpoint(model, directory)
+    new = zoo.config.replace(model.config, learning_rate=model.config.learning_rate / 5)  # maybe a diverging one
+    checkpointer = checkpoint.Checkpointer(tmp_path, spec, new, restored)
+    checkpointer.set_model(model)
+    save = runs.save_checkpoint
+
+    def crashing_save(*args, **kwargs):
+        if crash == "after_the_checkpoint":
+            save(*args, **kwargs)
+        raise Crash
+
+    with monkeypatch.context() as patched:
+        patched.setattr(runs, "save_checkpoint", crashing_save)
+        with pytest.raises(Crash):
+            checkpointer.on_epoch_end(int(resumed))
+
+    # A new run's run.json comes first (checkpoints without one could not be resumed); a resumed run's
+    # new settings only once a checkpoint trained with them exists.
+    assert runs.read_run(tmp_path)[1] == (model.config if resumed else new)
+    checkpointer.on_epoch_end(int(resumed))
+    assert runs.read_run(tmp_path)[1] == new
 
 
 def test_resume_after_two_epochs_ends_like_three_epochs_in_one_go(tmp_path, tiny_fits, fit_argv, fit_in_process,

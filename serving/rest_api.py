@@ -325,5 +325,6 @@ class RestApi:
 def make_server(api: RestApi, host: str, port: int, max_workers: int, **limits) -> HttpServer:
     """The REST API on (host, port), bound now; `limits` are HttpServer's (timeouts, connections, sizes).
 
-    The answer cap is the API's, so that its own 400 comes first."""
+    The answer cap is the API's, so that its own 400 comes first.
+    """
     return HttpServer(api.handle, host, port, max_workers, max_answer_bytes=api.max_answer_bytes, **limits)

@@ -297,8 +297,8 @@ GRPC_CLIENT_ERRORS = {"INVALID_ARGUMENT", "NOT_FOUND", "FAILED_PRECONDITION", "R
                       "DEADLINE_EXCEEDED"}
 
 
-def print_attacks(title: str, tally: Tally, acceptable: Callable[[str], bool]) -> bool:
-    print(f"\n{title}\n\n| attack | sent | answers |\n|---|---|---|")
+def print_attacks(title: str, tally: Tally, acceptable: Callable[[str], bool], counted: str = "sent") -> bool:
+    print(f"\n{title}\n\n| attack | {counted} | answers |\n|---|---|---|")
     good = True
     for name, answers in tally.answers.items():
         text = ", ".join(f"{answer} × {count}" for answer, count in answers.most_common())
@@ -378,7 +378,7 @@ def main(argv=None) -> int:
     grpc_ok = print_attacks("Malformed gRPC requests", grpc_tally, lambda code: code in GRPC_CLIENT_ERRORS)
     rest_ok = print_attacks("Malformed REST requests", rest_tally,
                             lambda status: status.isdigit() and 400 <= int(status) < 500 or status in ("503", "504"))
-    print_attacks("Sockets held open", socket_tally, lambda answer: True)
+    print_attacks("Sockets held open", socket_tally, lambda answer: True, counted="connections")
 
     print("\n| good request | phase | answered | failed | p50 ms | max ms |\n|---|---|---|---|---|---|")
     failures, p50 = 0, {}

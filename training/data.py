@@ -138,6 +138,10 @@ def load(
         return {**example, "image": prepare(index, example["image"])}
 
     examples = examples.enumerate().cache()  # decode each image once
+    # Fill the cache with one full pass now. Its first pass would fill it otherwise, and a first
+    # reader that stops early (one batch for the loss before training, --validation_steps, a grid)
+    # would discard what it cached, with a tf.data warning, and leave the decoding to the next pass.
+    examples.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1)
     if train:
         examples = examples.shuffle(num_examples, reshuffle_each_iteration=True).repeat()
     batches = examples.map(features, num_parallel_calls=tf.data.AUTOTUNE)

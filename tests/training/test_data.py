@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from training import data
@@ -52,6 +53,18 @@ def test_evaluation_binarization_is_fixed_across_passes(role):
     for one, other in zip(first, second):
         assert set(np.unique(one)) <= {0.0, 1.0}
         np.testing.assert_array_equal(one, other)
+
+
+def test_evaluation_images_are_one_draw_per_example_index_even_after_a_partial_first_read():
+    evaluation, _ = data.load(MNIST_BERNOULLI, "eval", 30, max_examples=70, download=False)
+    (first,) = batches(evaluation, 1)  # as training's loss before the first step reads it
+    images = np.concatenate(batches(evaluation, 3))
+    grey = raw_images("mnist", "test[:70]").astype(np.float32) / 255.0
+    draws = [tf.random.stateless_uniform(image.shape, seed=np.array([data.EVALUATION_BINARIZATION_SEED, index]))
+             for index, image in enumerate(grey)]
+
+    np.testing.assert_array_equal(images, (np.stack(draws) < grey).astype(np.float32))
+    np.testing.assert_array_equal(first, images[:30])
 
 
 def test_binarized_mnist_passes_through_unchanged():

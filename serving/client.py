@@ -24,6 +24,11 @@ import pathlib
 import sys
 from typing import Any, Mapping
 
+if __name__ == "__main__":  # the command: quiet TensorFlow's start-up logs before it loads, below
+    from serving import startup
+
+    startup.quiet_tensorflow()
+
 import grpc
 import numpy as np
 import tensorflow as tf

@@ -19,6 +19,7 @@ import signal
 import sys
 import threading
 
+from serving import startup
 from serving.status import ServingError
 
 log = logging.getLogger("serving")
@@ -112,6 +113,7 @@ def _checked(args: argparse.Namespace):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    startup.quiet_tensorflow()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         configs, batching, monitoring = _checked(args)

@@ -35,6 +35,8 @@ import os
 import re
 import sys
 
+from serving import startup
+
 SAMPLES_PER_BATCH = 50_000
 NUM_SAMPLES = 10_000  # Heusel et al.'s code (bioinf-jku/TTUR) recommends at least 10 000 for FID
 SAMPLE_QUALITY_FLAGS = ("num_samples", "feature_extractor", "inception_weights", "classifier_epochs",
@@ -69,7 +71,8 @@ def parse_args(argv=None):
     parser.add_argument("--classifier_max_examples", type=int,
                         help="train the classifier on the first N train examples (quick runs; a separate cache file)")
     parser.add_argument("--no_download", action="store_true", help="fail instead of downloading missing data")
-    parser.add_argument("--verbose", type=int, default=0, help="Keras progress bar (0 silent, 1 bar)")
+    parser.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2, 3),
+                        help="Keras progress: 0 silent, 1 bar, 2 one line; 3 as 2, plus TensorFlow's own logs")
     return parser.parse_args(argv)
 
 
@@ -124,6 +127,7 @@ def _feature_extractor(args, dataset: str):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    startup.quiet_tensorflow(show=args.verbose == 3)
     problem = flag_error(args)
     if problem:
         return _fail(problem)
@@ -157,7 +161,7 @@ def main(argv=None) -> int:
     if likelihood:
         model.use_importance_samples(args.k)
     model.compile(jit_compile=config.jit_compile)
-    logs = model.evaluate(dataset, steps=steps, return_dict=True, verbose=args.verbose)
+    logs = model.evaluate(dataset, steps=steps, return_dict=True, verbose=min(args.verbose, 2))
     result = {
         "model": spec.name,
         "split": data.split_name(dataset_spec, args.split, args.max_examples),

@@ -15,6 +15,8 @@ import argparse
 import json
 import sys
 
+from serving import startup
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m training.fit", description=__doc__,
@@ -40,13 +42,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--no_download", action="store_true",
                         help="fail instead of downloading data missing from TFDS_DATA_DIR")
     parser.add_argument("--no_export", action="store_true", help="skip the export at the end")
-    parser.add_argument("--verbose", type=int, default=1, help="Keras progress: 0 silent, 1 bar, 2 line per epoch")
+    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2, 3),
+                        help="Keras progress: 0 silent, 1 bar, 2 line per epoch; 3 as 2, plus TensorFlow's own logs")
     return parser.parse_args(argv)
 
 
 def main(argv=None, extra_callbacks=()) -> int:
     """Runs the CLI; `extra_callbacks` lets benchmarks observe the exact same fit."""
     args = parse_args(argv)
+    startup.quiet_tensorflow(show=args.verbose == 3)
     for flag in ("steps_per_epoch", "validation_steps", "steps_per_execution", "max_examples"):
         value = getattr(args, flag)
         if value is not None and value < 1:
@@ -151,7 +155,7 @@ def main(argv=None, extra_callbacks=()) -> int:
                 validation_data=evaluation,
                 callbacks=callbacks,
                 shuffle=False,
-                verbose=args.verbose,
+                verbose=min(args.verbose, 2),
             )
     except callbacks_lib.DivergenceError as error:
         return _fail(f"{error}; training stopped and {_how_to_continue(workdir, config, error.exploded)}")

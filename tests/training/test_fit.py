@@ -4,6 +4,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import re
 import types
 
 import keras
@@ -326,3 +327,34 @@ def test_several_steps_per_execution_train_exactly_the_epochs_steps(tmp_path, fi
     model.compile_for_training(steps_per_epoch=6)
     runs.restore_checkpoint(model, workdir / "checkpoints")
     assert int(model.optimizer.iterations) == 12
+
+
+# A clean start: TensorFlow's own start-up lines only when asked for, and no tf.data warnings at all.
+
+TENSORFLOW_LOG_LINE = re.compile(r"^[IWEF]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\]", re.MULTILINE)
+QUIETNESS = {  # case → (extra flags, TF_CPP_MIN_LOG_LEVEL, whether TensorFlow's logs show)
+    "quiet": ([], None, False),
+    "verbose_3": (["--verbose", "3"], None, True),
+    "user_level_0": ([], "0", True),
+}
+
+
+@pytest.fixture(scope="module")
+def quietness_fits(tmp_path_factory, fit_argv, start_fit, subprocess_env):
+    """Each QUIETNESS case as a tiny run (2 of the 10 eval batches per epoch: a partial read), side by side."""
+    started = {}
+    for case, (flags, level, _) in QUIETNESS.items():
+        argv = fit_argv("zoo.vae", tmp_path_factory.mktemp(case) / "run", "--epochs", "2", *flags)
+        started[case] = start_fit(argv, env=subprocess_env(TF_CPP_MIN_LOG_LEVEL=level))
+    return {case: process.wait() for case, process in started.items()}
+
+
+@pytest.mark.parametrize("case", QUIETNESS)
+def test_tensorflow_logs_show_only_when_asked_and_tf_data_never_warns(case, quietness_fits):
+    result = quietness_fits[case]
+    assert result.returncode == 0, result.explain()
+    assert "partially cached" not in result.stderr, result.explain()
+    if QUIETNESS[case][2]:
+        assert TENSORFLOW_LOG_LINE.search(result.stderr), result.explain()
+    else:
+        assert result.stderr == "", result.explain()

@@ -7,20 +7,34 @@ The model declares its signatures (`model.serving_signatures()`: name →
 or TFP installed.
 
     WORKDIR/model.keras
+    WORKDIR/samples.png                 (`model.sample` on the seeds 0 … 15, as the serving client draws them)
     WORKDIR/serving/<name>/<version>/   (integer versions; a new export takes the next one)
 
 Each SavedModel is written to a hidden staging folder and renamed into place, so a
-server polling `serving/<name>/` never sees a partial version.
+server polling `serving/<name>/` never sees a partial version; the files are written
+beside their names and renamed the same way.
+
+TensorFlow and Keras are imported when an export runs, so that `python -m export` can quiet
+TensorFlow's start-up logs before it loads.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 import pathlib
 import shutil
 
-import keras
+import numpy as np
+
+from serving import images as image_lib
+
+SAMPLES_FILE = "samples.png"
+SAMPLE_GRID_SIZE = 16
+"""Samples in samples.png, 4 × 4: the seeds 0 … 15, the grid `python -m serving.client --num_samples 16` draws.
+Not more, for the pixel-by-pixel samplers: the default PixelCNN++ takes about 2.5 minutes for these 16 on
+2 busy CPU cores, even compiled."""
 
 
 class ExportError(RuntimeError):
@@ -33,6 +47,11 @@ class Exported:
     savedmodel_dir: str
     version: int
 
+    @property
+    def samples_path(self) -> str:
+        """samples.png, beside model.keras."""
+        return str(pathlib.Path(self.keras_path).with_name(SAMPLES_FILE))
+
 
 def versions(base_dir) -> list[int]:
     """Integer version folders under a TF Serving model base path, ascending."""
@@ -42,7 +61,9 @@ def versions(base_dir) -> list[int]:
     return sorted(int(path.name) for path in base_dir.iterdir() if path.is_dir() and path.name.isdigit())
 
 
-def write_savedmodel(model: keras.Model, directory) -> None:
+def write_savedmodel(model, directory) -> None:
+    import keras
+
     archive = keras.export.ExportArchive()
     archive.track(model)
     for name, (function, input_signature) in model.serving_signatures().items():
@@ -50,8 +71,24 @@ def write_savedmodel(model: keras.Model, directory) -> None:
     archive.write_out(str(directory), verbose=False)
 
 
-def export(model: keras.Model, workdir, name: str, version: int | None = None) -> Exported:
-    """Writes WORKDIR/model.keras and WORKDIR/serving/<name>/<version>/."""
+def write_samples(model, workdir) -> pathlib.Path:
+    """Writes WORKDIR/samples.png, the grid of `model.sample` on the seeds 0 … SAMPLE_GRID_SIZE − 1.
+
+    A model whose `sample` offers `jit_compile` (a pixel-by-pixel loop) draws them compiled by XLA,
+    10–30× faster on CPU, the same images up to float rounding (`docs/autoregressive.md`).
+    """
+    import tensorflow as tf
+
+    seeds = tf.range(SAMPLE_GRID_SIZE, dtype=tf.int64)
+    compiled = {"jit_compile": True} if "jit_compile" in inspect.signature(model.sample).parameters else {}
+    grid = image_lib.grid(np.asarray(model.sample(seeds, **compiled)))
+    path = pathlib.Path(workdir) / SAMPLES_FILE
+    _write_then_rename(lambda staging: image_lib.save_png(staging, grid), path)
+    return path
+
+
+def export(model, workdir, name: str, version: int | None = None) -> Exported:
+    """Writes WORKDIR/model.keras, WORKDIR/samples.png and WORKDIR/serving/<name>/<version>/ of a zoo model."""
     workdir = pathlib.Path(workdir)
     base_dir = workdir / "serving" / name
     existing = versions(base_dir)
@@ -66,12 +103,18 @@ def export(model: keras.Model, workdir, name: str, version: int | None = None) -
 
     base_dir.mkdir(parents=True, exist_ok=True)  # and the workdir, for model.keras
     keras_path = workdir / "model.keras"
-    staging_keras = workdir / ".staging-model.keras"
-    model.save(staging_keras)
-    os.replace(staging_keras, keras_path)
+    _write_then_rename(model.save, keras_path)
+    write_samples(model, workdir)
 
     staging = base_dir / f".staging-{version}"
     shutil.rmtree(staging, ignore_errors=True)
     write_savedmodel(model, staging)
     os.rename(staging, base_dir / str(version))
     return Exported(str(keras_path), str(base_dir / str(version)), version)
+
+
+def _write_then_rename(write, path: pathlib.Path) -> None:
+    """`write(staging path)`, then the rename: a reader sees the old file or the whole new one."""
+    staging = path.with_name(f".staging-{path.name}")
+    write(staging)
+    os.replace(staging, path)

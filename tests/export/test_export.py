@@ -7,10 +7,13 @@ import shutil
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
+from PIL import Image
 
 import export
 import zoo
 from export import __main__ as export_cli, runs
+from serving import images as image_lib
 
 SEEDS = np.array([0, 1, 2, 3, 2**40, -5], np.int64)
 
@@ -83,6 +86,16 @@ def test_exports_into_a_new_folder_take_consecutive_versions_from_one(tiny_model
     assert staging_folders(workdir) == []
 
 
+def test_export_writes_the_grid_of_the_models_samples_on_seeds_0_to_15_as_a_png(tiny_model, tmp_path):
+    exported = export.export(tiny_model, tmp_path, "iwae")
+    assert exported.samples_path == str(tmp_path / "samples.png")
+    decoded = np.asarray(Image.open(exported.samples_path))
+    assert decoded.shape == (4 * 29 + 1, 4 * 29 + 1)  # 4 × 4 images of 28 × 28, 1 pixel apart
+    samples = tiny_model.sample(tf.range(16, dtype=tf.int64)).numpy()
+    np.testing.assert_array_equal(decoded, np.round(image_lib.grid(samples)[..., 0] * 255))
+    assert staging_folders(tmp_path) == []
+
+
 def test_export_refuses_an_existing_version_and_writes_nothing(tiny_model, tmp_path):
     base = tmp_path / "serving" / "iwae"
     for version in ("1", "3"):
@@ -116,6 +129,7 @@ def test_cli_exports_the_checkpoint_as_the_next_version(run_main, iwae_workdir):
     assert result.returncode == 0, result.stderr
     base = iwae_workdir / "serving" / "iwae"
     assert f"savedmodel: {base / '2'} (version 2)" in result.stdout
+    assert f"samples: {iwae_workdir / 'samples.png'}" in result.stdout
     assert "after 1 epochs" in result.stdout
     assert export.versions(base) == [1, 2]
     assert staging_folders(iwae_workdir) == []

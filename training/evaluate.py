@@ -42,6 +42,7 @@ NUM_SAMPLES = 10_000  # Heusel et al.'s code (bioinf-jku/TTUR) recommends at lea
 SAMPLE_QUALITY_FLAGS = ("num_samples", "feature_extractor", "inception_weights", "classifier_epochs",
                         "classifier_max_examples")
 SAMPLE_QUALITY_SCALARS = ("fid", "classifier_score", "modes_covered", "class_kl", "fid_floor", "classifier_accuracy")
+QUICK_EXAMPLES = {"likelihood": 500, "exact_likelihood": 2000}  # test images of README's table, for `command`
 INCEPTION_WEIGHTS_FIX = ("a Keras InceptionV3 weights file (with the top); on a machine with internet, "
                          "keras.applications.InceptionV3(weights=\"imagenet\") downloads it to "
                          "~/.keras/models/inception_v3_weights_tf_dim_ordering_tf_kernels.h5")
@@ -94,6 +95,13 @@ def flag_error(args) -> str | None:
     elif args.inception_weights:
         return "--inception_weights is used only with --feature_extractor inception; add that flag"
     return None
+
+
+def command(workdir, evaluation, download: bool = True) -> str:
+    """This CLI's command line for a run whose entry declares `evaluation` (`ModelSpec.evaluation`), as
+    training prints it at the end: what the entry measures, on the first test images where that is slow."""
+    flags = [f"--max_examples {QUICK_EXAMPLES[kind]}" for kind in evaluation if kind in QUICK_EXAMPLES][:1]
+    return " ".join(["python -m training.evaluate", str(workdir), *flags, *([] if download else ["--no_download"])])
 
 
 def group_per_layer(logs: dict) -> dict:

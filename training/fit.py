@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
 
 from serving import startup
 
@@ -145,9 +147,10 @@ def main(argv=None, extra_callbacks=()) -> int:
         callbacks_lib.RunSummaries(log_dir, {"model": spec.name, **zoo.config.to_dict(config)}, example_images),
         *extra_callbacks,
     ]
+    started = time.monotonic()
     try:
         with checkpointer.stop_on_signals():
-            model.fit(
+            history = model.fit(
                 train,
                 epochs=config.epochs,
                 initial_epoch=initial_epoch,
@@ -165,10 +168,51 @@ def main(argv=None, extra_callbacks=()) -> int:
               f"epochs; {where}; continue with --resume", file=sys.stderr)
         return 130
 
-    if chief and not args.no_export:
-        exported = export.export(model, workdir, spec.short_name)
-        print(f"exported: {exported.keras_path} and {exported.savedmodel_dir}")
+    if chief:
+        exported = None if args.no_export else export.export(model, workdir, spec.short_name)
+        print("\n" + "\n".join(summary(spec, workdir, history.history, time.monotonic() - started, exported,
+                                        download=not args.no_download)))
     return 0
+
+
+def summary(spec, workdir, history: dict, seconds: float, exported, download: bool = True) -> list[str]:
+    """The lines printed at the end of a run: its final metrics, its files and the commands to go on with.
+
+    `history` is Keras's (metric → a value per epoch trained now); `exported` an `export.Exported`,
+    or None when the run was not exported.
+    """
+    from export import runs
+    from training import evaluate
+
+    epochs = len(history.get("loss", ()))
+    lines = [f"trained {spec.name} for {epochs} epoch{'s' * (epochs != 1)} in {_duration(seconds)}; "
+             f"workdir {workdir}"]
+    for run, names in (("train", [name for name in history if not name.startswith("val_")]),
+                       ("validation", [name for name in history if name.startswith("val_")])):
+        if epochs and names:
+            values = ", ".join(f"{name.removeprefix('val_')} {history[name][-1]:.4g}" for name in sorted(names))
+            lines.append(f"  {run + ':':12}{values}")
+    if exported is None:
+        lines.append("not exported (--no_export); export the last checkpoint with:")
+        lines.append(f"  python -m export {workdir}")
+    else:
+        lines += [f"  {'model:':12}{exported.keras_path}",
+                  f"  {'SavedModel:':12}{exported.savedmodel_dir}",
+                  f"  {'samples:':12}{exported.samples_path}"]
+    lines += ["next:", f"  tensorboard --logdir {runs.tensorboard_dir(workdir)}",
+              f"  {evaluate.command(workdir, spec.evaluation, download)}"]
+    if exported is not None:
+        base_path = os.path.abspath(os.path.dirname(exported.savedmodel_dir))
+        lines += [f"  python -m serving.server --model_name {spec.short_name} --model_base_path {base_path}",
+                  f"  python -m serving.client --model {spec.short_name} --num_samples 16 --out samples.png"
+                  f"   # in another shell, while the server runs"]
+    return lines
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
 
 
 def steps_per_call(steps_per_epoch: int, requested: int, spec, replicas: int) -> int:

@@ -158,12 +158,45 @@ def test_tiny_fit_writes_scalar_image_and_config_summaries(name, tiny_fits, read
 
 
 @pytest.mark.parametrize("name", ["zoo.vae", "zoo.iwae"])
-def test_tiny_fit_exports_keras_file_and_savedmodel(name, tiny_fits):
+def test_tiny_fit_exports_and_ends_with_metrics_files_and_the_next_commands(name, tiny_fits):
     fit = tiny_fits[name]
     assert fit.result.returncode == 0, fit.result.explain()
-    serving = fit.workdir / "serving" / name.removeprefix("zoo.") / "1"
+    short = name.removeprefix("zoo.")
+    serving = fit.workdir / "serving" / short / "1"
     assert (fit.workdir / "model.keras").is_file() and (serving / "saved_model.pb").is_file()
-    assert f"exported: {fit.workdir / 'model.keras'} and {serving}" in fit.result.stdout
+    assert (fit.workdir / "samples.png").is_file()
+    summary = fit.result.stdout[fit.result.stdout.index(f"\ntrained {name} for 3 epochs in "):].splitlines()[1:]
+    assert len(summary) <= 12, summary
+    assert re.fullmatch(r"  train: +(\w+ -?[\d.e+-]+, )*loss -?[\d.e+-]+(, \w+ -?[\d.e+-]+)*", summary[1]), summary
+    assert summary[2].startswith("  validation: ") and " nll " in summary[2], summary
+    assert summary[3:] == [
+        f"  model:      {fit.workdir / 'model.keras'}",
+        f"  SavedModel: {serving}",
+        f"  samples:    {fit.workdir / 'samples.png'}",
+        "next:",
+        f"  tensorboard --logdir {fit.workdir / 'tensorboard'}",
+        f"  python -m training.evaluate {fit.workdir} --max_examples 500 --no_download",
+        f"  python -m serving.server --model_name {short} --model_base_path {serving.parent}",
+        f"  python -m serving.client --model {short} --num_samples 16 --out samples.png"
+        f"   # in another shell, while the server runs",
+    ]
+
+
+@pytest.mark.parametrize("name, flags", [("zoo.pixelcnn", " --max_examples 2000"), ("zoo.dcgan", "")])
+def test_summary_without_export_says_so_and_suggests_the_evaluation_the_entry_declares(name, flags):
+    from training import fit
+
+    history = {"loss": [3.0, 2.0], "val_loss": [2.5, 1.25], "val_bits_per_dim": [0.5, 0.25]}
+    lines = fit.summary(zoo.get(name), "runs/x", history, 75.0, exported=None)
+
+    assert lines == [f"trained {name} for 2 epochs in 1 min 15 s; workdir runs/x",
+                     "  train:      loss 2",
+                     "  validation: bits_per_dim 0.25, loss 1.25",
+                     "not exported (--no_export); export the last checkpoint with:",
+                     "  python -m export runs/x",
+                     "next:",
+                     "  tensorboard --logdir runs/x/tensorboard",
+                     f"  python -m training.evaluate runs/x{flags}"]
 
 
 def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, fit_argv,

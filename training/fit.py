@@ -178,13 +178,13 @@ def main(argv=None, extra_callbacks=()) -> int:
 def summary(spec, workdir, history: dict, seconds: float, exported, download: bool = True) -> list[str]:
     """The lines printed at the end of a run: its final metrics, its files and the commands to go on with.
 
-    `history` is Keras's (metric → a value per epoch trained now); `exported` an `export.Exported`,
-    or None when the run was not exported.
+    `history` is Keras's (metric → a value per epoch trained now); `seconds` the time from the first
+    step to the end of the export; `exported` an `export.Exported`, or None when the run was not exported.
     """
     from export import runs
     from training import evaluate
 
-    epochs = len(history.get("loss", ()))
+    epochs = max(map(len, history.values()), default=0)
     lines = [f"trained {spec.name} for {epochs} epoch{'s' * (epochs != 1)} in {_duration(seconds)}; "
              f"workdir {workdir}"]
     for run, names in (("train", [name for name in history if not name.startswith("val_")]),

@@ -140,8 +140,10 @@ class DiagonalBiLSTM(ResidualLSTM):
     (i − 1, W − 1) (mask A, then mask B everywhere), so only the first layer's kernel brings
     it, to columns j ≥ W − 1 − r of row i (r its radius: 3 for Table 1's 7×7).
 
-    Both directions step together, as the two groups of one grouped convolution: the state
-    is [left h | right h] and the gates [left 4h | right 4h].
+    Both directions step together in one convolution whose kernel is block-diagonal: the
+    state is [left h | right h], the gates [left 4h | right 4h], and each direction's K^ss
+    maps only its own half (a grouped convolution, written out, because TensorFlow has no
+    gradient for grouped convolutions on CPUs without oneDNN).
     """
 
     directions = 2
@@ -156,8 +158,12 @@ class DiagonalBiLSTM(ResidualLSTM):
         gates = tf.concat([left, tf.reverse(right, [2])], axis=-1)  # the right direction on the mirrored map
         columns = tf.transpose(skew(gates), [2, 0, 1, 3])  # [W + H − 1, batch, H, 8h]
 
+        left_kernel, right_kernel = tf.split(self.state_to_state, 2, axis=-1)  # [2, h, 4h] each
+        zeros = tf.zeros_like(left_kernel)
+        kernel = tf.concat([tf.concat([left_kernel, zeros], -1), tf.concat([zeros, right_kernel], -1)], 1)
+
         def state_to_state(hidden):  # the previous column's states at rows i − 1 and i
-            return tf.nn.conv1d(tf.pad(hidden, [[0, 0], [1, 0], [0, 0]]), self.state_to_state, 1, "VALID")
+            return tf.nn.conv1d(tf.pad(hidden, [[0, 0], [1, 0], [0, 0]]), kernel, 1, "VALID")
 
         hidden = unskew(tf.transpose(self.scan(state_to_state, columns), [1, 2, 0, 3]), width)
         left, right = tf.split(hidden, 2, axis=-1)

@@ -30,7 +30,6 @@ import zoo
 from export import runs
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-TFDS_DATA_DIR = os.environ.get("TFDS_DATA_DIR") or str(REPO.parent / "shared" / "tensorflow_datasets")
 FIT_TIMEOUT_S = 300
 SUBPROCESS_TIMEOUT_S = 180
 
@@ -47,7 +46,7 @@ IMPORTANCE_SAMPLES = np.array([1, 7, 30, 2], np.int64)  # per image of `inputs["
 
 
 def subprocess_env() -> dict:
-    return {**os.environ, "TFDS_DATA_DIR": TFDS_DATA_DIR, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 def _run_python(args, timeout=SUBPROCESS_TIMEOUT_S, cwd=REPO) -> subprocess.CompletedProcess:
@@ -120,17 +119,6 @@ def workdir_copy(trained_run, tmp_path) -> pathlib.Path:
     return pathlib.Path(shutil.copytree(trained_run.workdir, tmp_path / trained_run.variant))
 
 
-@contextlib.contextmanager
-def _tfds_data_dir():
-    """Points TFDS at the prepared data: it reads TFDS_DATA_DIR once, when first imported."""
-    import tensorflow_datasets as tfds
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TFDS_DATA_DIR", TFDS_DATA_DIR)
-        patch.setattr(tfds.core.constants, "DATA_DIR", TFDS_DATA_DIR)
-        yield
-
-
 @dataclasses.dataclass(frozen=True)
 class CliResult:
     returncode: int
@@ -140,7 +128,7 @@ class CliResult:
 
 def _run_main(main, argv) -> CliResult:
     stdout, stderr = io.StringIO(), io.StringIO()
-    with _tfds_data_dir(), contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         returncode = main([str(arg) for arg in argv])
     return CliResult(returncode, stdout.getvalue(), stderr.getvalue())
 

@@ -29,7 +29,6 @@ from tensorflow_serving.apis import (
 )
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-TFDS_DATA_DIR = os.environ.get("TFDS_DATA_DIR") or str(REPO.parent / "shared" / "tensorflow_datasets")
 START_TIMEOUT_S = 180
 STOP_TIMEOUT_S = 60
 IMPLEMENTATIONS = ("serving.server", "tensorflow_model_server")
@@ -39,7 +38,7 @@ TINY_FIT = ["--set", "hidden_units=16", "--set", "latent_units=4", "--epochs", "
 
 
 def environment() -> dict[str, str]:
-    return {**os.environ, "TFDS_DATA_DIR": TFDS_DATA_DIR, "TF_CPP_MIN_LOG_LEVEL": "2",
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
 
 

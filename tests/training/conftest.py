@@ -1,7 +1,7 @@
 """Fixtures for tests of `training/`: tiny fit commands, in subprocesses and in-process.
 
-Subprocesses run `python -m training.fit` from the repository root with
-TFDS_DATA_DIR pointing at the prepared datasets (never downloading) and with a
+Subprocesses run `python -m training.fit` from the repository root with the
+session's TFDS_DATA_DIR (tests/conftest.py; never downloading) and with a
 timeout; their output goes to files so that a full pipe can never block them.
 """
 
@@ -19,7 +19,6 @@ import sys
 import pytest
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
-os.environ.setdefault("TFDS_DATA_DIR", str(REPO_ROOT.parent / "shared" / "tensorflow_datasets"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 TINY_MODEL = ["--set", "hidden_units=16", "--set", "latent_units=4", "--set", "k=2"]

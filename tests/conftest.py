@@ -1,0 +1,69 @@
+"""The suite's data: generated stand-ins by default, the prepared datasets for the tests that need them.
+
+Every test runs against a TFDS data directory that the session writes itself
+(`synthetic_tfds`: `mnist`, `binarized_mnist`, `fashion_mnist` with TFDS's own
+features and splits, a few thousand generated images), so the suite needs neither
+prepared data nor a network. `TFDS_DATA_DIR` points there for the whole session,
+in this process and in every child process a test starts.
+
+Tests marked `real_data` check what only the real datasets have (split sizes, the
+fixed Larochelle–Murray binarization, the papers' protocols). They run against
+the `TFDS_DATA_DIR` the suite was started with when it holds the prepared
+datasets, and are skipped otherwise, with a reason saying how to enable them.
+With `ZOO_REQUIRE_REAL_DATA=1` (set by `.ci/run`) such a skip is a failure instead.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import pytest
+
+PREPARED = {"mnist": "3.0.1", "binarized_mnist": "1.0.0", "fashion_mnist": "3.0.1"}
+REAL_DATA_DIR = os.environ.get("TFDS_DATA_DIR")  # read before the session replaces it
+
+
+def _missing_prepared_datasets() -> list[str]:
+    return [f"{name} {version}" for name, version in PREPARED.items()
+            if not REAL_DATA_DIR or not (pathlib.Path(REAL_DATA_DIR) / name / version / "dataset_info.json").is_file()]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "real_data: needs the prepared TFDS datasets mnist, binarized_mnist and "
+                                       "fashion_mnist in TFDS_DATA_DIR; skipped without them")
+
+
+def _use_data_dir(patch: pytest.MonkeyPatch, data_dir: str) -> None:
+    """TFDS reads TFDS_DATA_DIR once, when imported; the zoo and child processes read the variable."""
+    import tensorflow_datasets as tfds
+
+    patch.setenv("TFDS_DATA_DIR", data_dir)
+    patch.setattr(tfds.core.constants, "DATA_DIR", data_dir)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def synthetic_data_dir(tmp_path_factory) -> str:
+    """The session's generated TFDS data directory, in force for every test."""
+    import synthetic_tfds
+
+    data_dir = str(tmp_path_factory.mktemp("tensorflow_datasets"))
+    synthetic_tfds.write(data_dir)
+    with pytest.MonkeyPatch.context() as patch:
+        _use_data_dir(patch, data_dir)
+        yield data_dir
+
+
+@pytest.fixture(autouse=True)
+def _real_data_for_marked_tests(request, monkeypatch):
+    if request.node.get_closest_marker("real_data") is None:
+        return
+    missing = _missing_prepared_datasets()
+    if missing:
+        reason = (f"needs the prepared TFDS datasets ({', '.join(missing)} missing from TFDS_DATA_DIR="
+                  f"{REAL_DATA_DIR or '(unset)'}): run with TFDS_DATA_DIR set to a TFDS data directory that "
+                  f"holds them (`tfds build mnist binarized_mnist fashion_mnist` with internet makes one)")
+        if os.environ.get("ZOO_REQUIRE_REAL_DATA") == "1":
+            pytest.fail(f"ZOO_REQUIRE_REAL_DATA=1, but this test {reason}")
+        pytest.skip(reason)
+    _use_data_dir(monkeypatch, REAL_DATA_DIR)

@@ -17,6 +17,8 @@ from typing import Callable
 
 import tensorflow as tf
 
+from zoo.common.stateless import ROWS_PER_BLOCK
+
 
 def log_mean_exp(values: tf.Tensor, axis: int = 0) -> tf.Tensor:
     """log (1/n) Σ_j exp(values_j) along `axis`, without overflow.
@@ -82,3 +84,45 @@ def iwae_bound_in_chunks(
     empty = tf.fill(tf.shape(num_samples), tf.constant(-math.inf, dtype))
     _, log_total = tf.while_loop(lambda start, _: start < largest, add_chunk, [tf.constant(0), empty])
     return log_total - tf.math.log(tf.cast(num_samples, log_total.dtype))
+
+
+def iwae_bound_per_example(
+    log_weights_of_samples: Callable[[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor], tf.Tensor],
+    examples: tf.Tensor,
+    num_samples: tf.Tensor,
+    seeds: tf.Tensor,
+    samples_per_chunk: int,
+) -> tf.Tensor:
+    """L_k per example ([2], Eq. 8), k = num_samples[b], in memory bounded by `samples_per_chunk`.
+
+    Examples go in groups of at most samples_per_chunk / ROWS_PER_BLOCK, and each group's
+    samples are summed by `iwae_bound_in_chunks` in chunks of samples_per_chunk
+    (examples × samples), whole noise blocks (`zoo.common.stateless.per_example_normal_rows`)
+    per example. Neither memory nor the value of an example depends on the rest of the batch.
+
+    Args:
+      log_weights_of_samples: (examples, seeds, start, count) → [count, len(examples)] log w_j
+        of samples j = start … start + count − 1, sample j drawn from (seeds[b], j) alone.
+      examples: [batch, ...], grouped along axis 0 with `seeds`.
+      num_samples: int [batch], k ≥ 1 per example (checked).
+      seeds: int64 [batch].
+      samples_per_chunk: examples × samples computed at once.
+    """
+    num_samples = tf.cast(num_samples, tf.int32)
+    tf.debugging.assert_positive(num_samples, "num_importance_samples must be >= 1")
+    examples_per_group = max(1, samples_per_chunk // ROWS_PER_BLOCK)
+    batch = tf.shape(examples)[0]
+
+    def group_bound(start, bounds_so_far):
+        end = tf.minimum(start + examples_per_group, batch)
+        group, group_seeds = examples[start:end], seeds[start:end]
+        blocks_per_example = tf.maximum(1, examples_per_group // (end - start))
+        bound = iwae_bound_in_chunks(
+            lambda first_sample, count: log_weights_of_samples(group, group_seeds, first_sample, count),
+            num_samples[start:end], blocks_per_example * ROWS_PER_BLOCK)
+        return end, bounds_so_far.write(bounds_so_far.size(), bound)
+
+    empty = tf.TensorArray(tf.float32, size=0, dynamic_size=True, infer_shape=False,
+                           element_shape=tf.TensorShape([None]))
+    _, per_group = tf.while_loop(lambda start, _: start < batch, group_bound, [tf.constant(0), empty])
+    return tf.cond(batch > 0, per_group.concat, lambda: tf.zeros([0]))

@@ -143,6 +143,18 @@ def standard_normal(event_size: int) -> tfd.Distribution:
     )
 
 
+def kl_from_standard_normal(gaussian: tfd.Independent) -> tf.Tensor:
+    """KL(N(μ, diag σ²) ‖ N(0, I)) in closed form, summed over the event:
+    −½ Σ_j (1 + log σ_j² − μ_j² − σ_j²) (Kingma & Welling 2014, Appendix B; Gregor et al. 2015, Eq. 11).
+
+    The constant is −½ per dimension j, inside the sum.
+    """
+    normal = gaussian.distribution
+    log_variance = 2.0 * tf.math.log(normal.scale)
+    per_dimension = -0.5 * (1.0 + log_variance - tf.square(normal.loc) - tf.square(normal.scale))
+    return tf.reduce_sum(per_dimension, axis=list(range(-len(gaussian.event_shape), 0)))
+
+
 def reparameterize(gaussian: tfd.Independent, noise: tf.Tensor) -> tf.Tensor:
     """h = μ + σ ⊙ ε for ε ~ N(0, I) (Kingma & Welling 2014, Sec. 2.4).
 

@@ -38,6 +38,25 @@ def checked_finite(values: tf.Tensor, name: str) -> tf.Tensor:
     return tf.debugging.assert_all_finite(values, f"input '{name}' must be finite; it holds NaN or Inf")
 
 
+def checked_importance_budget(images: tf.Tensor, num_importance_samples: tf.Tensor, most: int) -> tf.Tensor:
+    """`num_importance_samples` (int64 [N]), with checks that fail the request (INVALID_ARGUMENT) when
+    images × max(num_importance_samples) exceeds `most`, before any sample is drawn.
+
+    Both factors are checked on their own first, so their product cannot overflow int64.
+    """
+    most_samples = tf.constant(most, tf.int64)
+    largest = tf.reduce_max(num_importance_samples)
+    count = tf.cast(tf.shape(images)[0], tf.int64)
+    message = (f"images x max(num_importance_samples) must be <= {most}; "
+               f"send fewer images or fewer samples per request")
+    within_budget = [tf.debugging.assert_less_equal(largest, most_samples, message=message),
+                     tf.debugging.assert_less_equal(count, most_samples, message=message)]
+    with tf.control_dependencies(within_budget):
+        samples = count * largest  # both factors <= most: no overflow
+    with tf.control_dependencies([tf.debugging.assert_less_equal(samples, most_samples, message=message)]):
+        return tf.identity(num_importance_samples)
+
+
 def seed_signatures(sample) -> dict:
     """The two signatures of every sampler, given `sample`: int64 seeds [N] → images [N, H, W, C]:
 

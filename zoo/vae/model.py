@@ -24,7 +24,7 @@ from zoo import config as config_lib, registry
 from zoo.common import bounds, distributions, signatures, steps
 from zoo.common.metrics import ActiveUnits
 from zoo.common.serialization import ConfigSerialization
-from zoo.common.stateless import ROWS_PER_BLOCK, per_example_normal, per_example_normal_rows
+from zoo.common.stateless import per_example_normal, per_example_normal_rows
 
 PAPER_ARCHITECTURES = {  # Burda et al. 2016, Sec. 5
     1: {"hidden_units": (200,), "latent_units": (50,)},
@@ -329,35 +329,16 @@ class VAE(ConfigSerialization, keras.Model):
     def log_likelihood(self, images, num_importance_samples, seeds):
         """L_k per image, k = num_importance_samples[b], noise from seeds[b] (Eq. 8).
 
-        Sample j of image b is drawn from (seeds[b], j) alone, so an image's value does not
-        depend on the rest of the batch. Memory does not grow with k or the batch: images go
-        in groups of at most SAMPLES_PER_CHUNK / ROWS_PER_BLOCK, and each group's samples are
-        summed in chunks of SAMPLES_PER_CHUNK (images × samples), whole noise blocks per image.
+        Sample j of image b is drawn from (seeds[b], j) alone; memory is bounded by
+        SAMPLES_PER_CHUNK images × samples (`zoo.common.bounds.iwae_bound_per_example`).
         """
-        num_importance_samples = tf.cast(num_importance_samples, tf.int32)
-        tf.debugging.assert_positive(num_importance_samples, "num_importance_samples must be >= 1")
-        images_per_group = max(1, SAMPLES_PER_CHUNK // ROWS_PER_BLOCK)
-        batch = tf.shape(images)[0]
+        def log_weights(group, group_seeds, first_sample, count):
+            noise = [tf.transpose(per_example_normal_rows(group_seeds, first_sample, count, units, stream=layer),
+                                  [1, 0, 2])
+                     for layer, units in enumerate(self.latent_units)]
+            return self._importance_terms(group, noise)["log_weights"]
 
-        def group_bound(start, bounds_so_far):
-            end = tf.minimum(start + images_per_group, batch)
-            group, group_seeds = images[start:end], seeds[start:end]
-
-            def log_weights(first_sample, count):
-                noise = [tf.transpose(per_example_normal_rows(group_seeds, first_sample, count, units, stream=layer),
-                                      [1, 0, 2])
-                         for layer, units in enumerate(self.latent_units)]
-                return self._importance_terms(group, noise)["log_weights"]
-
-            blocks_per_image = tf.maximum(1, images_per_group // (end - start))
-            bound = bounds.iwae_bound_in_chunks(log_weights, num_importance_samples[start:end],
-                                                blocks_per_image * ROWS_PER_BLOCK)
-            return end, bounds_so_far.write(bounds_so_far.size(), bound)
-
-        empty = tf.TensorArray(tf.float32, size=0, dynamic_size=True, infer_shape=False,
-                               element_shape=tf.TensorShape([None]))
-        _, per_group = tf.while_loop(lambda start, _: start < batch, group_bound, [tf.constant(0), empty])
-        return tf.cond(batch > 0, per_group.concat, lambda: tf.zeros([0]))
+        return bounds.iwae_bound_per_example(log_weights, images, num_importance_samples, seeds, SAMPLES_PER_CHUNK)
 
     def serving_signatures(self):
         """Samplers from seeds, and the paths from images or latents, which refuse NaN and Inf."""
@@ -378,22 +359,9 @@ class VAE(ConfigSerialization, keras.Model):
         }
 
     def _served_log_likelihood(self, images, num_importance_samples, seed):
-        """The log_likelihood signature: refuses requests beyond MAX_SERVED_IMPORTANCE_SAMPLES.
-
-        Both factors are checked on their own first, so the product cannot overflow int64.
-        """
-        most = tf.constant(MAX_SERVED_IMPORTANCE_SAMPLES, tf.int64)
-        largest = tf.reduce_max(num_importance_samples)
-        message = (f"images x max(num_importance_samples) must be <= {MAX_SERVED_IMPORTANCE_SAMPLES}; "
-                   f"send fewer images or fewer samples per request")
-        within_budget = [
-            tf.debugging.assert_less_equal(largest, most, message=message),
-            tf.debugging.assert_less_equal(tf.cast(tf.shape(images)[0], tf.int64), most, message=message),
-        ]
-        with tf.control_dependencies(within_budget):
-            samples = tf.cast(tf.shape(images)[0], tf.int64) * largest  # both factors <= 2^20: no overflow
-        with tf.control_dependencies([tf.debugging.assert_less_equal(samples, most, message=message)]):
-            num_importance_samples = tf.identity(num_importance_samples)  # check before any sample is drawn
+        """The log_likelihood signature: refuses requests beyond MAX_SERVED_IMPORTANCE_SAMPLES."""
+        num_importance_samples = signatures.checked_importance_budget(
+            images, num_importance_samples, MAX_SERVED_IMPORTANCE_SAMPLES)
         images = signatures.checked_finite(images, "images")
         return {"log_likelihood": self.log_likelihood(images, num_importance_samples, seed)}
 

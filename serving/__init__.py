@@ -7,7 +7,8 @@
 loaded version and checked calls), `service` (what both front ends share),
 `grpc_api` and `rest_api` (the wire formats), `batching`, `metrics` and
 `config_files` (TF Serving's text-format configs); `client` and `images` (its PNG
-grids) talk to a server. `deploy/` runs the same model folders under the real
+grids) talk to a server; `startup` keeps TensorFlow's start-up logs out of every
+command's output (training and export use it too). `deploy/` runs the same model folders under the real
 `tensorflow_model_server`. See docs/serving.md.
 
 This package imports nothing of `zoo`, `training` or `export`: the server and client

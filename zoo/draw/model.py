@@ -1,0 +1,298 @@
+"""DRAW: the Deep Recurrent Attentive Writer.
+
+Gregor, Danihelka, Graves, Rezende, Wierstra. DRAW: A Recurrent Neural Network For
+Image Generation. ICML 2015, arXiv:1502.04623.
+
+An encoder LSTM reads the image and the error of the canvas so far, a diagonal
+Gaussian q(z_t | h_enc_t) is sampled, a decoder LSTM turns z_t into an additive write
+onto the canvas, T times (Sec. 2, Eq. 3–8); x ~ Bernoulli(σ(c_T)). The loss is
+−log p(x | c_T) plus Σ_t KL(q(z_t | ·) ‖ N(0, I)) in closed form (Sec. 2, Eq. 9–12).
+Read and write attend through Gaussian filterbanks (Sec. 3.2–3.3, `zoo.draw.attention`)
+or, with `attention=False`, see and write the whole image (Sec. 3.1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from zoo import config as config_lib, registry
+from zoo.common import bounds, distributions, signatures, steps
+from zoo.common.serialization import ConfigSerialization
+from zoo.common.stateless import per_example_normal, per_example_normal_rows
+from zoo.draw import attention
+
+
+@dataclasses.dataclass(frozen=True)
+class DRAWConfig(config_lib.TrainingConfig):
+    # Architecture: Gregor et al. 2015, Table 3, the MNIST model row.
+    glimpses: int = 64                  # Table 3: T = 64
+    encoder_units: int = 256            # Table 3: LSTM #h = 256
+    decoder_units: int = 256            # Table 3: LSTM #h = 256
+    latent_units: int = 100             # Table 3: #z = 100
+    attention: bool = True              # Sec. 3.2; false: "DRAW without attention" (Sec. 3.1, Table 2)
+    read_size: int = 2                  # Table 3: read size 2 × 2
+    write_size: int = 5                 # Table 3: write size 5 × 5
+    image_shape: tuple[int, ...] = (28, 28, 1)
+    # Data and optimisation.
+    dataset: str = "binarized_mnist"    # Sec. 4.1: the fixed binarization of Larochelle & Murray 2011
+    batch_size: int = 100               # ours: not given in the paper
+    learning_rate: float = 1e-3         # ours: the paper uses Adam without stating a rate; Adam's own default
+    gradient_clip_norm: float | None = 10.0  # ours: early writes divide by a small γ̂ (Sec. 3.3) and can jolt
+                                             # the gradient; None: no clipping
+
+    def __post_init__(self):
+        super().__post_init__()
+        config_lib.check(self, [
+            (self.glimpses >= 1, f"glimpses must be >= 1, got {self.glimpses}"),
+            (min(self.encoder_units, self.decoder_units, self.latent_units) >= 1, "units must be >= 1"),
+            (self.read_size >= 1 and self.write_size >= 1, "read_size and write_size must be >= 1"),
+            (len(self.image_shape) == 3, f"image_shape must be (height, width, channels), got {self.image_shape}"),
+            (self.gradient_clip_norm is None or self.gradient_clip_norm > 0, "gradient_clip_norm must be > 0 or none"),
+        ])
+
+
+# Images × importance samples one log_likelihood request may ask for, and computed at once.
+# One DRAW sample costs T steps of two LSTMs: at the paper's size about 170 GFLOP per chunk of
+# 2048 samples, some 3 s on 2 CPU cores, so the budget is 2^13 (a k = 5000 bound of one image).
+MAX_SERVED_IMPORTANCE_SAMPLES = 1 << 13
+SAMPLES_PER_CHUNK = 1 << 11
+
+CANVAS_STRIP_SEEDS = 8  # summary_images: rows of canvas sequences, one per seed
+CANVAS_STRIP_STEPS = 8  # and columns, steps spread evenly over 1 … T
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class DRAW(ConfigSerialization, keras.Model):
+    """DRAW with (or without) attention, for binary images (Sec. 2–3).
+
+    Data contract: batches are dicts with "image", float32 [batch, *image_shape] in {0, 1}.
+    """
+
+    config_class = DRAWConfig
+
+    def __init__(self, config: DRAWConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        shape = config.image_shape
+        if config.attention:
+            self.reader = attention.AttentiveRead(shape, config.read_size, name="read")
+            self.writer = attention.AttentiveWrite(shape, config.write_size, name="write")
+        else:
+            self.reader = attention.FullRead(shape, name="read")
+            self.writer = attention.FullWrite(shape, name="write")
+        self.encoder = keras.layers.LSTMCell(config.encoder_units, name="encoder")
+        self.decoder = keras.layers.LSTMCell(config.decoder_units, name="decoder")
+        self.posterior = distributions.GaussianLayer((config.latent_units,), name="q_z")
+        self.prior = distributions.standard_normal(config.latent_units)
+        self.seed_generator = keras.random.SeedGenerator(config.seed)
+        self.evaluation_samples = 1  # k of test_step; see use_importance_samples
+        self.trackers = {name: keras.metrics.Mean(name=name)
+                         for name in ("loss", "elbo", "nll", "reconstruction", "kl")}
+
+    def build(self, input_shape):
+        config = self.config
+        self.reader.build((None, config.decoder_units))
+        self.encoder.build((None, self.reader.output_size + config.decoder_units))
+        self.posterior.build((None, config.encoder_units))
+        self.decoder.build((None, config.latent_units))
+        self.writer.build((None, config.decoder_units))
+        super().build(input_shape)
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    # The drawing loop (Sec. 2).
+
+    @staticmethod
+    def _zero_state(batch, units):
+        return [tf.zeros([batch, units]), tf.zeros([batch, units])]  # LSTM [h, cell]; ours: zeros, not learned
+
+    def _draw_from_posterior(self, images, noise):
+        """T steps of Eq. 3–8 with z_t = μ_t + σ_t ε_t, ε_t = noise[:, t].
+
+        Args:
+          images: [batch, *image_shape].
+          noise: [batch, T, latent_units], standard normal.
+        Returns the canvas c_T [batch, *image_shape] (logits) and, per example, Σ_t of the closed-form
+        KL (Eq. 11) and of log N(z_t; 0, I) − log q(z_t | ·).
+        """
+        batch = tf.shape(images)[0]
+        canvas = tf.zeros_like(images)
+        encoder_state = self._zero_state(batch, self.config.encoder_units)
+        decoder_state = self._zero_state(batch, self.config.decoder_units)
+        kl, log_prior_ratio = 0.0, 0.0
+        for t in range(self.config.glimpses):
+            error_images = images - tf.sigmoid(canvas)                                          # Eq. 3
+            glimpse = self.reader(images, error_images, decoder_state[0])                        # Eq. 4
+            encoded, encoder_state = self.encoder(tf.concat([glimpse, decoder_state[0]], -1), encoder_state)  # Eq. 5
+            posterior = self.posterior(encoded)
+            z = distributions.reparameterize(posterior, noise[:, t])                             # Eq. 6
+            decoded, decoder_state = self.decoder(z, decoder_state)                              # Eq. 7
+            canvas = canvas + self.writer(decoded)                                               # Eq. 8
+            kl += distributions.kl_from_standard_normal(posterior)
+            log_prior_ratio += self.prior.log_prob(z) - posterior.log_prob(z)
+        return canvas, kl, log_prior_ratio
+
+    def _draw_from_prior(self, noise):
+        """The canvases c_1 … c_T (logits) drawn with z_t = noise[:, t] ~ N(0, I) (Sec. 2.3)."""
+        batch = tf.shape(noise)[0]
+        canvas = tf.zeros([batch, *self.config.image_shape])
+        decoder_state = self._zero_state(batch, self.config.decoder_units)
+        canvases = []
+        for t in range(self.config.glimpses):
+            decoded, decoder_state = self.decoder(noise[:, t], decoder_state)
+            canvas = canvas + self.writer(decoded)
+            canvases.append(canvas)
+        return canvases
+
+    def _log_likelihood_of(self, canvas, images):
+        """log D(x | c_T), D = Bernoulli(σ(c_T)) (Sec. 2, Eq. 9)."""
+        likelihood = distributions.tfd.Bernoulli(logits=canvas, dtype=tf.float32)
+        return distributions.tfd.Independent(likelihood, reinterpreted_batch_ndims=3).log_prob(images)
+
+    # The objective (Sec. 2, Eq. 9–12) and importance sampling over z_1 … z_T.
+
+    def _importance_terms(self, images, noise):
+        """Per [k, batch]: log w = log p(x | z_1..T) + Σ_t [log N(z_t; 0, I) − log q(z_t | ·)],
+        the reconstruction log p(x | c_T) and the closed-form KL Σ_t (Eq. 11).
+
+        Args:
+          images: [batch, *image_shape].
+          noise: [k, batch, T, latent_units], standard normal.
+        """
+        k, batch = tf.shape(noise)[0], tf.shape(images)[0]
+        repeated = tf.reshape(tf.tile(images[None], [k, 1, 1, 1, 1]), [k * batch, *self.config.image_shape])
+        canvas, kl, log_prior_ratio = self._draw_from_posterior(
+            repeated, tf.reshape(noise, [k * batch, self.config.glimpses, self.config.latent_units]))
+        reconstruction = self._log_likelihood_of(canvas, repeated)
+        terms = {"log_weights": reconstruction + log_prior_ratio, "reconstruction": reconstruction, "kl": kl}
+        return {name: tf.reshape(value, [k, batch]) for name, value in terms.items()}
+
+    def _training_noise(self, k, batch):
+        """ε [k, batch, T, latent_units]: a fresh draw for every step t (Eq. 6), from this step's seed."""
+        return tf.random.stateless_normal([k, batch, self.config.glimpses, self.config.latent_units],
+                                          seed=steps.replica_seed(self.seed_generator))
+
+    def _objective(self, images, k: int):
+        """Per-example terms with k posterior samples: the ELBO −(L^x + L^z) (Eq. 12) and −L_k."""
+        terms = self._importance_terms(images, self._training_noise(k, tf.shape(images)[0]))
+        reconstruction, kl = tf.reduce_mean(terms["reconstruction"], 0), tf.reduce_mean(terms["kl"], 0)
+        return {"elbo": reconstruction - kl, "nll": -bounds.iwae_bound(terms["log_weights"]),
+                "reconstruction": reconstruction, "kl": kl}
+
+    def train_step(self, data):
+        images = data["image"]
+        with tf.GradientTape() as tape:
+            terms = self._objective(images, 1)
+            loss = -tf.reduce_sum(terms["elbo"]) / steps.global_batch_size(images)  # L = ⟨L^x + L^z⟩ (Eq. 12)
+        gradients = tape.gradient(loss, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+        return self._update_trackers(terms)
+
+    def test_step(self, data):
+        return self._update_trackers(self._objective(data["image"], self.evaluation_samples))
+
+    def _update_trackers(self, terms):
+        return steps.update_trackers(self.trackers, {**terms, "loss": -terms["elbo"]})
+
+    def use_importance_samples(self, k: int) -> None:
+        """Evaluates (`test_step`) with k importance samples over z_1 … z_T: `nll` is then −L_k."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        self.evaluation_samples = k
+
+    def compile_for_training(self, steps_per_epoch: int):
+        """Adam, as in the paper, with the config's rate and gradient clipping."""
+        del steps_per_epoch  # a constant rate
+        optimizer = keras.optimizers.Adam(self.config.learning_rate, global_clipnorm=self.config.gradient_clip_norm)
+        self.compile(optimizer=optimizer, jit_compile=self.config.jit_compile)
+        optimizer.build(self.trainable_variables)  # slots now, so train_step is traced once
+
+    # Deterministic paths and samplers; these back the serving signatures.
+
+    def call(self, images):
+        """Reconstruction σ(c_T) with every z_t at its posterior mean."""
+        noise = tf.zeros([tf.shape(images)[0], self.config.glimpses, self.config.latent_units])
+        return tf.sigmoid(self._draw_from_posterior(images, noise)[0])
+
+    def _prior_noise(self, seeds):
+        """z_1 … z_T ~ N(0, I), [len(seeds), T, latent_units]: one draw of [T, z] per seed."""
+        return per_example_normal(seeds, [self.config.glimpses, self.config.latent_units], stream=0)
+
+    def sample(self, seeds):
+        """x ~ p(x), one image per int64 seed; returns the Bernoulli means σ(c_T)."""
+        return tf.sigmoid(self._draw_from_prior(self._prior_noise(seeds))[-1])
+
+    def canvas_sequence(self, seeds):
+        """σ(c_t) after every step t = 1 … T of the sampler, [len(seeds), T, *image_shape]."""
+        return tf.sigmoid(tf.stack(self._draw_from_prior(self._prior_noise(seeds)), axis=1))
+
+    def log_likelihood(self, images, num_importance_samples, seeds):
+        """L_k per image (Burda et al. 2016, Eq. 8), k = num_importance_samples[b], q over z_1 … z_T.
+
+        Sample j of image b is drawn from (seeds[b], j) alone; memory is bounded by
+        SAMPLES_PER_CHUNK images × samples (`zoo.common.bounds.iwae_bound_per_example`).
+        """
+        glimpses, units = self.config.glimpses, self.config.latent_units
+
+        def log_weights(group, group_seeds, first_sample, count):
+            rows = per_example_normal_rows(group_seeds, first_sample, count, glimpses * units, stream=0)
+            noise = tf.reshape(tf.transpose(rows, [1, 0, 2]), [count, -1, glimpses, units])
+            return self._importance_terms(group, noise)["log_weights"]
+
+        return bounds.iwae_bound_per_example(log_weights, images, num_importance_samples, seeds, SAMPLES_PER_CHUNK)
+
+    def serving_signatures(self):
+        """Samplers and canvas sequences from seeds; reconstructions and L_k of images, which refuse NaN and Inf."""
+        images = tf.TensorSpec([None, *self.config.image_shape], tf.float32, name="images")
+        return {
+            **signatures.seed_signatures(self.sample),
+            "canvas_sequence": (lambda seed: {"images": self.canvas_sequence(seed)}, [signatures.SEED]),
+            "reconstruct": (lambda images: {"images": self(signatures.checked_finite(images, "images"))}, [images]),
+            "log_likelihood": (
+                self._served_log_likelihood,
+                [images, tf.TensorSpec([None], tf.int64, name="num_importance_samples"), signatures.SEED],
+            ),
+        }
+
+    def _served_log_likelihood(self, images, num_importance_samples, seed):
+        """The log_likelihood signature: refuses requests beyond MAX_SERVED_IMPORTANCE_SAMPLES."""
+        num_importance_samples = signatures.checked_importance_budget(
+            images, num_importance_samples, MAX_SERVED_IMPORTANCE_SAMPLES)
+        images = signatures.checked_finite(images, "images")
+        return {"log_likelihood": self.log_likelihood(images, num_importance_samples, seed)}
+
+    def summary_images(self, images):
+        """TensorBoard grids: 64 prior samples, inputs beside their reconstructions, and canvas
+        sequences (a row per seed, CANVAS_STRIP_STEPS steps spread over 1 … T)."""
+        pairs = tf.stack([images, self(images)], axis=1)
+        shown_steps = np.linspace(0, self.config.glimpses - 1, CANVAS_STRIP_STEPS).round().astype(int)
+        strips = tf.gather(self.canvas_sequence(tf.range(CANVAS_STRIP_SEEDS, dtype=tf.int64)), shown_steps, axis=1)
+        return {
+            "prior_samples": self.sample(tf.range(64, dtype=tf.int64)),
+            "reconstructions": tf.reshape(pairs, [-1, *self.config.image_shape]),
+            "canvas_sequences": tf.reshape(strips, [-1, *self.config.image_shape]),
+        }
+
+
+def build(config: DRAWConfig) -> DRAW:
+    model = DRAW(config, name="draw" if config.attention else "draw_without_attention")
+    model.build((None, *config.image_shape))
+    return model
+
+
+def dataset(config: DRAWConfig) -> registry.DatasetSpec:
+    return registry.DatasetSpec(config.dataset, binarize=True)
+
+
+TINY = {"glimpses": 3, "encoder_units": 8, "decoder_units": 8, "latent_units": 4, "read_size": 2, "write_size": 3,
+        "image_shape": (6, 6, 1), "batch_size": 8}
+
+registry.register(registry.ModelSpec(
+    "zoo.draw", "DRAW (Gregor et al. 2015) with read and write attention", DRAWConfig, build, dataset,
+    tiny=TINY, evaluation=("likelihood",)))

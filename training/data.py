@@ -84,8 +84,9 @@ def _load_tfds(spec: DatasetSpec, role: str, max_examples: int | None, download:
             f"cannot load TFDS dataset {source.tfds_name!r} (split {split!r}) from TFDS_DATA_DIR="
             f"{data_dir()}: {type(error).__name__}: {error}\n"
             f"Fix: point TFDS_DATA_DIR at a folder holding the prepared dataset (e.g. built with "
-            f"`tfds build {source.tfds_name}` on a machine with internet), or allow TFDS to download it "
-            f"(drop --no_download)."
+            f"`tfds build {source.tfds_name}` on a machine with internet), or "
+            + ("check the internet connection: TFDS downloads the dataset on first use." if download
+               else "allow TFDS to download it (drop --no_download).")
         ) from None
     return dataset, info.splits[split].num_examples
 

@@ -157,3 +157,26 @@ def test_batches_hold_only_images_unless_labels_are_asked_for():
 def test_a_dataset_without_labels_is_an_error_for_a_model_that_needs_them():
     with pytest.raises(data.DataError, match="'binarized_mnist' has no labels.*fashion_mnist, mnist"):
         data.load(DatasetSpec("binarized_mnist", binarize=True, labels=True), "train", 20, download=False)
+
+
+class NetworkRefused(Exception):
+    """What this test's TFDS gets instead of a download."""
+
+
+def test_a_missing_dataset_gets_as_far_as_the_download_and_its_error_says_to_check_the_network(tmp_path, monkeypatch):
+    """TFDS's download path imports more than TFDS declares (importlib_resources); the project declares it, so a
+    user with internet gets the download. Here the network is refused, so the error is that refusal, and the fix
+    names the connection rather than --no_download."""
+    from tensorflow_datasets.core.utils import gcs_utils
+
+    def refuse(*args, **kwargs):
+        raise NetworkRefused("no network in tests")
+
+    monkeypatch.setattr(gcs_utils, "is_dataset_on_gcs", lambda name: False)
+    monkeypatch.setattr(tfds.download.DownloadManager, "download", refuse)
+    monkeypatch.setattr(tfds.download.DownloadManager, "download_and_extract", refuse)
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
+    with pytest.raises(data.DataError) as error:
+        data.load(MNIST_BERNOULLI, "train", 20, download=True)
+    assert "NetworkRefused: no network in tests" in str(error.value)
+    assert "check the internet connection" in str(error.value) and "--no_download" not in str(error.value)

@@ -56,9 +56,9 @@ class DRAWConfig(config_lib.TrainingConfig):
 
 
 # Images × importance samples one log_likelihood request may ask for, and computed at once.
-# One DRAW sample costs T steps of two LSTMs: at the paper's size about 170 GFLOP per chunk of
-# 2048 samples, some 3 s on 2 CPU cores, so the budget is 2^13 (a k = 5000 bound of one image).
-MAX_SERVED_IMPORTANCE_SAMPLES = 1 << 13
+# A DRAW sample costs T steps of two LSTMs: at the paper's size a chunk of 2048 samples took
+# 5.0 s on 2 loaded CPU cores (benchmarks/draw_step.py), so the budget is two chunks.
+MAX_SERVED_IMPORTANCE_SAMPLES = 1 << 12
 SAMPLES_PER_CHUNK = 1 << 11
 
 CANVAS_STRIP_SEEDS = 8  # summary_images: rows of canvas sequences, one per seed
@@ -173,17 +173,26 @@ class DRAW(ConfigSerialization, keras.Model):
         terms = {"log_weights": reconstruction + log_prior_ratio, "reconstruction": reconstruction, "kl": kl}
         return {name: tf.reshape(value, [k, batch]) for name, value in terms.items()}
 
-    def _training_noise(self, k, batch):
-        """ε [k, batch, T, latent_units]: a fresh draw for every step t (Eq. 6), from this step's seed."""
-        return tf.random.stateless_normal([k, batch, self.config.glimpses, self.config.latent_units],
+    def _training_noise(self, batch):
+        """ε [1, batch, T, latent_units]: a fresh draw for every step t (Eq. 6), from this step's seed."""
+        return tf.random.stateless_normal([1, batch, self.config.glimpses, self.config.latent_units],
                                           seed=steps.replica_seed(self.seed_generator))
 
     def _objective(self, images, k: int):
-        """Per-example terms with k posterior samples: the ELBO −(L^x + L^z) (Eq. 12) and −L_k."""
-        terms = self._importance_terms(images, self._training_noise(k, tf.shape(images)[0]))
-        reconstruction, kl = tf.reduce_mean(terms["reconstruction"], 0), tf.reduce_mean(terms["kl"], 0)
-        return {"elbo": reconstruction - kl, "nll": -bounds.iwae_bound(terms["log_weights"]),
-                "reconstruction": reconstruction, "kl": kl}
+        """Per-example terms: the ELBO −(L^x + L^z) (Eq. 12) of one posterior sample, and −L_k.
+
+        With k > 1, L_k comes from `log_likelihood`, whose memory is bounded whatever k is.
+        """
+        batch = tf.shape(images)[0]
+        terms = self._importance_terms(images, self._training_noise(batch))
+        reconstruction, kl = terms["reconstruction"][0], terms["kl"][0]
+        if k == 1:
+            bound = terms["log_weights"][0]
+        else:
+            seeds = tf.random.stateless_uniform([batch], seed=steps.replica_seed(self.seed_generator),
+                                                minval=None, maxval=None, dtype=tf.int64)
+            bound = self.log_likelihood(images, tf.fill([batch], k), seeds)
+        return {"elbo": reconstruction - kl, "nll": -bound, "reconstruction": reconstruction, "kl": kl}
 
     def train_step(self, data):
         images = data["image"]

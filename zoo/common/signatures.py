@@ -38,7 +38,7 @@ def checked_finite(values: tf.Tensor, name: str) -> tf.Tensor:
     return tf.debugging.assert_all_finite(values, f"input '{name}' must be finite; it holds NaN or Inf")
 
 
-def checked_importance_budget(images: tf.Tensor, num_importance_samples: tf.Tensor, most: int) -> tf.Tensor:
+def _checked_importance_budget(images: tf.Tensor, num_importance_samples: tf.Tensor, most: int) -> tf.Tensor:
     """`num_importance_samples` (int64 [N]), with checks that fail the request (INVALID_ARGUMENT) when
     images × max(num_importance_samples) exceeds `most`, before any sample is drawn.
 
@@ -55,6 +55,22 @@ def checked_importance_budget(images: tf.Tensor, num_importance_samples: tf.Tens
         samples = count * largest  # both factors <= most: no overflow
     with tf.control_dependencies([tf.debugging.assert_less_equal(samples, most_samples, message=message)]):
         return tf.identity(num_importance_samples)
+
+
+def log_likelihood_signature(log_likelihood, image_shape, most: int) -> tuple:
+    """The `log_likelihood` signature of a model with an importance-sampled bound, given
+    `log_likelihood`: (images, num_importance_samples, seeds) → L_k per image:
+
+    * log_likelihood: images [N, *image_shape], num_importance_samples int64 [N], seed int64 [N]
+      → {"log_likelihood"} [N]; refuses non-finite images, and requests of more than `most`
+      images × max(num_importance_samples), before any sample is drawn.
+    """
+    def served(images, num_importance_samples, seed):
+        num_importance_samples = _checked_importance_budget(images, num_importance_samples, most)
+        return {"log_likelihood": log_likelihood(checked_finite(images, "images"), num_importance_samples, seed)}
+
+    return served, [tf.TensorSpec([None, *image_shape], tf.float32, name="images"),
+                    tf.TensorSpec([None], tf.int64, name="num_importance_samples"), SEED]
 
 
 def seed_signatures(sample) -> dict:

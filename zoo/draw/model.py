@@ -263,18 +263,9 @@ class DRAW(ConfigSerialization, keras.Model):
             **signatures.seed_signatures(self.sample),
             "canvas_sequence": (lambda seed: {"images": self.canvas_sequence(seed)}, [signatures.SEED]),
             "reconstruct": (lambda images: {"images": self(signatures.checked_finite(images, "images"))}, [images]),
-            "log_likelihood": (
-                self._served_log_likelihood,
-                [images, tf.TensorSpec([None], tf.int64, name="num_importance_samples"), signatures.SEED],
-            ),
+            "log_likelihood": signatures.log_likelihood_signature(
+                self.log_likelihood, self.config.image_shape, MAX_SERVED_IMPORTANCE_SAMPLES),
         }
-
-    def _served_log_likelihood(self, images, num_importance_samples, seed):
-        """The log_likelihood signature: refuses requests beyond MAX_SERVED_IMPORTANCE_SAMPLES."""
-        num_importance_samples = signatures.checked_importance_budget(
-            images, num_importance_samples, MAX_SERVED_IMPORTANCE_SAMPLES)
-        images = signatures.checked_finite(images, "images")
-        return {"log_likelihood": self.log_likelihood(images, num_importance_samples, seed)}
 
     def summary_images(self, images):
         """TensorBoard grids: 64 prior samples, inputs beside their reconstructions, and canvas

@@ -352,18 +352,9 @@ class VAE(ConfigSerialization, keras.Model):
                 lambda latent: {"images": self.decode(finite(latent, "latent"))},
                 [tf.TensorSpec([None, self.latent_units[-1]], tf.float32, name="latent")],
             ),
-            "log_likelihood": (
-                self._served_log_likelihood,
-                [images, tf.TensorSpec([None], tf.int64, name="num_importance_samples"), signatures.SEED],
-            ),
+            "log_likelihood": signatures.log_likelihood_signature(
+                self.log_likelihood, self.config.image_shape, MAX_SERVED_IMPORTANCE_SAMPLES),
         }
-
-    def _served_log_likelihood(self, images, num_importance_samples, seed):
-        """The log_likelihood signature: refuses requests beyond MAX_SERVED_IMPORTANCE_SAMPLES."""
-        num_importance_samples = signatures.checked_importance_budget(
-            images, num_importance_samples, MAX_SERVED_IMPORTANCE_SAMPLES)
-        images = signatures.checked_finite(images, "images")
-        return {"log_likelihood": self.log_likelihood(images, num_importance_samples, seed)}
 
     def summary_images(self, images):
         """TensorBoard grids: 64 prior samples, and inputs beside their reconstructions."""

@@ -87,9 +87,10 @@ def test_log_likelihood_in_small_groups_and_chunks_equals_one_chunk(monkeypatch)
 def test_served_log_likelihood_refuses_requests_beyond_its_budget_before_sampling():
     model = tiny_model()
     images = tf.zeros([2, *model.config.image_shape])
+    served_log_likelihood, _ = model.serving_signatures()["log_likelihood"]
     with pytest.raises(tf.errors.InvalidArgumentError, match="send fewer images or fewer samples per request"):
-        model._served_log_likelihood(images, tf.fill([2], tf.constant(draw.MAX_SERVED_IMPORTANCE_SAMPLES, tf.int64)),
-                                     SEEDS[:2])
+        served_log_likelihood(images, tf.fill([2], tf.constant(draw.MAX_SERVED_IMPORTANCE_SAMPLES, tf.int64)),
+                              SEEDS[:2])
 
 
 def test_canvas_sequence_ends_at_the_sample_and_stays_in_the_unit_interval():

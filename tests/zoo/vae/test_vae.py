@@ -177,9 +177,10 @@ def test_log_likelihood_in_small_groups_and_chunks_equals_one_chunk(make_model, 
 def test_served_log_likelihood_refuses_requests_beyond_its_budget_before_sampling(make_model, images, samples):
     model = make_model()
     batch = tf.zeros([images, *model.config.image_shape])
+    served_log_likelihood, _ = model.serving_signatures()["log_likelihood"]
     with pytest.raises(tf.errors.InvalidArgumentError, match="send fewer images or fewer samples per request"):
-        model._served_log_likelihood(batch, tf.fill([images], tf.constant(samples, tf.int64)),
-                                     tf.range(images, dtype=tf.int64))
+        served_log_likelihood(batch, tf.fill([images], tf.constant(samples, tf.int64)),
+                              tf.range(images, dtype=tf.int64))
 
 
 def test_log_likelihood_rejects_non_positive_sample_counts(make_model):

@@ -7,6 +7,11 @@ Grey-scale images go to Bernoulli models binarized: dynamically for training
 et al. 2016, Sec. 5), and with one fixed draw per example for evaluation, so test
 numbers are reproducible. `binarized_mnist` is the fixed Larochelle–Murray
 binarization and passes through unchanged.
+
+`two_digit_mnist` is DRAW's two-digit task (Gregor et al. 2015, Sec. 4.2): two MNIST
+digits placed at random on a 60×60 black canvas, intensities added and clipped at
+white where they overlap; each canvas is a fixed function of its index (see
+`two_digit_layout`), built from the local MNIST split.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from typing import Callable
 
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -31,6 +37,41 @@ class Source:
     splits: dict  # role → TFDS split; "eval" is monitored every epoch
     binary: bool  # pixels are already in {0, 1}
     num_classes: int = 0  # 0: the dataset has no labels
+    compose: Callable[[tf.data.Dataset], tf.data.Dataset] | None = None  # builds the examples from the TFDS ones
+
+
+TWO_DIGIT_CANVAS = 60  # Gregor et al. 2015, Sec. 4.2: 60×60
+TWO_DIGIT_SEED = 20150216
+"""Seeds the layout of the two-digit canvases: each canvas's partner digit and both digits' corners."""
+
+
+def two_digit_layout(index, count) -> tuple[tf.Tensor, tf.Tensor]:
+    """Canvas `index` of a split of `count` digits: (its second digit's index, int64 [2, 2] corners).
+
+    Canvas i shows digit i and a partner digit drawn uniformly from the split, their top-left
+    corners (row, column) uniform over the positions where a 28×28 digit fits on the canvas.
+    """
+    partner = tf.random.stateless_uniform([], [TWO_DIGIT_SEED, index], maxval=count, dtype=tf.int64)
+    corners = tf.random.stateless_uniform([2, 2], [TWO_DIGIT_SEED + 1, index], maxval=TWO_DIGIT_CANVAS - 28 + 1,
+                                          dtype=tf.int64)
+    return partner, corners
+
+
+def two_digit_canvases(examples: tf.data.Dataset) -> tf.data.Dataset:
+    """MNIST examples → {"image": uint8 [60, 60, 1]}: two digits added and clipped at 255 (Sec. 4.2)."""
+    digits = examples.map(lambda example: example["image"]).batch(2**31 - 1).get_single_element()
+    count = tf.shape(digits, out_type=tf.int64)[0]
+    margin = TWO_DIGIT_CANVAS - 28
+
+    def canvas(index):
+        partner, corners = two_digit_layout(index, count)
+        placed = [tf.pad(tf.cast(digits[digit], tf.int32), [[corners[k, 0], margin - corners[k, 0]],
+                                                              [corners[k, 1], margin - corners[k, 1]], [0, 0]])
+                  for k, digit in enumerate((index, partner))]
+        image = tf.cast(tf.minimum(placed[0] + placed[1], 255), tf.uint8)
+        return {"image": tf.ensure_shape(image, [TWO_DIGIT_CANVAS, TWO_DIGIT_CANVAS, 1])}
+
+    return tf.data.Dataset.range(count).map(canvas, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 SOURCES = {
@@ -40,6 +81,9 @@ SOURCES = {
     ),
     "fashion_mnist": Source(
         "fashion_mnist", {"train": "train", "eval": "test", "test": "test"}, binary=False, num_classes=10
+    ),
+    "two_digit_mnist": Source(
+        "mnist", {"train": "train", "eval": "test", "test": "test"}, binary=False, compose=two_digit_canvases
     ),
 }
 
@@ -77,7 +121,7 @@ def _load_tfds(spec: DatasetSpec, role: str, max_examples: int | None, download:
     try:
         dataset, info = tfds.load(
             source.tfds_name, split=split, data_dir=data_dir(), with_info=True, download=download,
-            shuffle_files=role == "train",
+            shuffle_files=role == "train" and source.compose is None,  # a composition reads the digits in order
         )
     except Exception as error:  # TFDS raises many types: missing files, no network, bad split
         raise DataError(
@@ -116,6 +160,8 @@ def load(
         labelled = ", ".join(name for name, other in sorted(SOURCES.items()) if other.num_classes)
         raise DataError(f"dataset {spec.name!r} has no labels, which this model needs; use one of: {labelled}")
     dataset, num_examples = _load_tfds(spec, role, max_examples, download)
+    if source.compose:
+        dataset = source.compose(dataset)
     keys = ("image", "label") if spec.labels else ("image",)
     examples = dataset.map(lambda example: {key: example[key] for key in keys}, num_parallel_calls=tf.data.AUTOTUNE)
     train = role == "train"
@@ -150,6 +196,14 @@ def load(
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return batches.with_options(options), num_examples
+
+
+def check_image_shape(dataset: tf.data.Dataset, name: str, image_shape) -> None:
+    """Refuses a dataset whose images are not the model's `image_shape` (its config's), naming the fix."""
+    shape = tuple(dataset.element_spec["image"].shape[1:])
+    if shape != tuple(image_shape):
+        raise DataError(f"dataset {name!r} has images of shape {shape}, but the model's image_shape is "
+                        f"{tuple(image_shape)}; pass --set image_shape={','.join(map(str, shape))}")
 
 
 def steps(num_examples: int, batch_size: int, role: str) -> int:

@@ -158,6 +158,7 @@ def main(argv=None) -> int:
         batch_size = args.batch_size or default_batch
         dataset, examples = data.load(dataset_spec, args.split, batch_size,
                                       max_examples=args.max_examples, download=not args.no_download)
+        data.check_image_shape(dataset, dataset_spec.name, config.image_shape)
         steps = data.steps(examples, batch_size, args.split)  # the train role repeats: one pass of it
         if measure_samples and examples < 4:
             return _fail(f"sample quality compares two halves of the real images, so it needs at least 4; "

@@ -36,6 +36,7 @@ class TrainingConfig:
     """
 
     dataset: str = "mnist"        # a TFDS catalog name known to training.data
+    image_shape: tuple[int, ...] = (28, 28, 1)  # height, width, channels of the dataset's images
     batch_size: int = 64          # the global batch, split over replicas
     epochs: int = 1               # passes over the training split
     learning_rate: float = 1e-3
@@ -46,6 +47,9 @@ class TrainingConfig:
 
     def __post_init__(self):
         check(self, [
+            (len(self.image_shape) == 3 and min(self.image_shape) >= 1,
+             f"image_shape must be three positive sizes (height, width, channels), got {self.image_shape}; "
+             f"pass e.g. --set image_shape=28,28,1"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}; pass e.g. --batch_size 64"),
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}; pass e.g. --epochs 10"),
             (self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}; "

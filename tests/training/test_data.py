@@ -90,7 +90,7 @@ def test_grey_levels_are_pixels_over_255_without_binarize(role):
 
 
 def test_unknown_dataset_is_an_error_listing_known_ones():
-    with pytest.raises(data.DataError, match="known datasets: binarized_mnist, fashion_mnist, mnist"):
+    with pytest.raises(data.DataError, match="known datasets: binarized_mnist, fashion_mnist, mnist, two_digit_mnist"):
         data.load(DatasetSpec("cifar10", binarize=True), "train", 20, download=False)
 
 
@@ -180,3 +180,34 @@ def test_a_missing_dataset_gets_as_far_as_the_download_and_its_error_says_to_che
         data.load(MNIST_BERNOULLI, "train", 20, download=True)
     assert "NetworkRefused: no network in tests" in str(error.value)
     assert "check the internet connection" in str(error.value) and "--no_download" not in str(error.value)
+
+
+def test_two_digit_canvases_are_two_mnist_digits_added_and_clipped_at_their_drawn_corners():
+    """Gregor et al. 2015, Sec. 4.2: two digits on a 60×60 canvas, intensities added and clipped where they overlap."""
+    evaluation, examples = data.load(DatasetSpec("two_digit_mnist", binarize=False), "eval", 12, max_examples=12,
+                                     download=False)
+    (canvases,) = batches(evaluation, 1)
+    digits = raw_images("mnist", "test[:12]").astype(np.int64)
+
+    assert examples == 12 and canvases.shape == (12, 60, 60, 1)
+    layouts = [tuple(np.asarray(part) for part in data.two_digit_layout(index, 12)) for index in range(12)]
+    for index, (canvas, (partner, corners)) in enumerate(zip(canvases, layouts)):
+        expected = np.zeros((60, 60, 1), np.int64)
+        for digit, (row, column) in zip((digits[index], digits[partner]), corners):
+            expected[row:row + 28, column:column + 28] += digit
+        np.testing.assert_array_equal(canvas, np.minimum(expected, 255).astype(np.float32) / 255.0)
+    corners = np.stack([corners for _, corners in layouts])
+    assert corners.min() >= 0 and corners.max() <= 32 and len(np.unique(corners)) > 10
+    assert len({int(partner) for partner, _ in layouts}) > 5
+
+
+def test_two_digit_training_canvases_are_binarized_afresh_from_the_same_layout():
+    train, examples = data.load(DatasetSpec("two_digit_mnist", binarize=True), "train", 8, max_examples=8,
+                                download=False)
+    first, second = batches(train, 2)  # each batch is one pass over the 8 canvases, shuffled
+    grey, _ = data.load(DatasetSpec("two_digit_mnist", binarize=False), "train", 8, max_examples=8, download=False)
+    (grey,) = batches(grey, 1)
+
+    assert examples == 8 and first.shape == (8, 60, 60, 1) and set(np.unique(first)) <= {0.0, 1.0}
+    assert not np.array_equal(first.sum(axis=0), second.sum(axis=0))  # fresh draws
+    assert np.all(first.sum(axis=0)[grey.sum(axis=0) == 0] == 0)  # ink only where a digit is

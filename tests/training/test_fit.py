@@ -25,9 +25,8 @@ class CliError:
 
 
 CLI_ERRORS = {
-    "unknown_model": CliError(("unknown model 'zoo.nosuch'", "known models: zoo.cgan, zoo.dcgan, zoo.ebgan, "
-                               "zoo.gan, zoo.gated_pixelcnn, zoo.infogan, zoo.iwae, zoo.pixelcnn, zoo.pixelcnn_pp, "
-                               "zoo.pixelrnn, zoo.vae, zoo.wgan, zoo.wgan_gp"), model="zoo.nosuch"),
+    "unknown_model": CliError(("unknown model 'zoo.nosuch'", f"known models: {', '.join(sorted(zoo.names()))}"),
+                              model="zoo.nosuch"),
     "unknown_config_key": CliError(("unknown config key(s) nosuchkey", "valid keys: ", " stochastic_layers,", " k,"),
                                    flags=("--set", "nosuchkey=1")),
     "badly_typed_config_value": CliError(("k='abc': expected int",), flags=("--set", "k=abc")),
@@ -54,6 +53,11 @@ CLI_ERRORS = {
                                                flags=("--strategy", "multi_worker"), env=(("TF_CONFIG", None),)),
     "zero_steps_per_execution": CliError(("--steps_per_execution must be at least 1, got 0",),
                                          flags=("--steps_per_execution", "0")),
+    "images_of_another_shape": CliError(("dataset 'two_digit_mnist' has images of shape (60, 60, 1)",
+                                         "image_shape is (28, 28, 1)", "--set image_shape=60,60,1"),
+                                        flags=("--dataset", "two_digit_mnist")),
+    "image_shape_of_two_sizes": CliError(("image_shape must be three positive sizes", "got (28, 28)"),
+                                         flags=("--set", "image_shape=28,28")),
     "batch_larger_than_examples": CliError(("batch_size=20 exceeds the 10 training examples", "--max_examples"),
                                            flags=("--max_examples", "10")),
 }
@@ -391,3 +395,12 @@ def test_tensorflow_logs_show_only_when_asked_and_tf_data_never_warns(case, quie
         assert TENSORFLOW_LOG_LINE.search(result.stderr), result.explain()
     else:
         assert result.stderr == "", result.explain()
+
+
+def test_a_model_trains_on_two_digit_canvases_once_told_their_shape(tmp_path, fit_argv, fit_in_process):
+    workdir = tmp_path / "run"
+    result = fit_in_process(fit_argv("zoo.vae", workdir, "--dataset", "two_digit_mnist",
+                                     "--set", "image_shape=60,60,1", "--epochs", "1"))
+
+    assert result.returncode == 0, result.explain()
+    assert json.loads((workdir / "run.json").read_text())["config"]["image_shape"] == [60, 60, 1]

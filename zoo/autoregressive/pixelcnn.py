@@ -64,7 +64,6 @@ class PixelCNNConfig(config_lib.TrainingConfig):
     output_filters: int = 32                # the head's hidden 1×1 conv: 2016a Table 1, 32 maps for MNIST
     likelihood: str = "bernoulli"           # "bernoulli" (sigmoid, 2016a Table 1, binarized MNIST) or
                                             # "categorical" (256-way softmax, 2016a Sec. 2.2)
-    image_shape: tuple[int, ...] = (28, 28, 1)
     conditional: bool = False               # 2016b Sec. 2.3: one-hot label h into every gate (Eq. 4); gated only
     num_classes: int = 10
     # Data and optimisation.

@@ -36,7 +36,6 @@ class DRAWConfig(config_lib.TrainingConfig):
     attention: bool = True              # Sec. 3.2; false: "DRAW without attention" (Sec. 3.1, Table 2)
     read_size: int = 2                  # Table 3: read size 2 × 2
     write_size: int = 5                 # Table 3: write size 5 × 5
-    image_shape: tuple[int, ...] = (28, 28, 1)
     # Data and optimisation.
     dataset: str = "binarized_mnist"    # Sec. 4.1: the fixed binarization of Larochelle & Murray 2011
     batch_size: int = 100               # ours: not given in the paper
@@ -50,7 +49,6 @@ class DRAWConfig(config_lib.TrainingConfig):
             (self.glimpses >= 1, f"glimpses must be >= 1, got {self.glimpses}"),
             (min(self.encoder_units, self.decoder_units, self.latent_units) >= 1, "units must be >= 1"),
             (self.read_size >= 1 and self.write_size >= 1, "read_size and write_size must be >= 1"),
-            (len(self.image_shape) == 3, f"image_shape must be (height, width, channels), got {self.image_shape}"),
             (self.gradient_clip_norm is None or self.gradient_clip_norm > 0, "gradient_clip_norm must be > 0 or none"),
         ])
 

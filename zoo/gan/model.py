@@ -76,7 +76,6 @@ class GANConfig(config_lib.TrainingConfig):
                                             # 1 left D reconstructing only the background (docs/results.md)
     pulling_away_weight: float = 0.1        # EBGAN-PT, Zhao Sec. 4.2: λ_PT = 0.1
     # Data and optimisation.
-    image_shape: tuple[int, ...] = (28, 28, 1)
     batch_size: int = 64                    # per train step: critic_steps minibatches of batch_size / critic_steps
     epochs: int = 25                        # deviation: a budget; the papers stop by inspection
     optimizer: str = "adam"                 # "adam" (Radford Sec. 4) or "rmsprop" (Arjovsky Alg. 1)

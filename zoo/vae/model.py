@@ -41,7 +41,6 @@ class VAEConfig(config_lib.TrainingConfig):
     deterministic_layers: int = 2           # Sec. 5: two tanh layers per stochastic layer
     likelihood: str = "bernoulli"           # Sec. 5 (binarized data); "gaussian" for grey levels in [0, 1]
     scale_activation: str = "softplus"      # deviation: the authors' code uses exp; softplus cannot overflow
-    image_shape: tuple[int, ...] = (28, 28, 1)
     # Objective.
     objective: str = "elbo"                 # "elbo" (VAE) or "iwae" (L_k, Eq. 8)
     k: int = 1                              # Table 1: k in 1, 5, 50

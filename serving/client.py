@@ -241,10 +241,13 @@ def parse_input(text: str) -> tuple[str, Any]:
 
 
 def _output_kind(spec: tf.TensorSpec) -> str:
+    """"images" for float [N, H, W, C], "image_sequences" for float [N, T, H, W, C], else "bytes" or "array"."""
     if spec.dtype == tf.string:
         return "bytes"
     if spec.dtype.is_floating and spec.shape.rank == 4:
         return "images"
+    if spec.dtype.is_floating and spec.shape.rank == 5:
+        return "image_sequences"
     return "array"
 
 
@@ -252,10 +255,13 @@ def _write(path: pathlib.Path, kind: str, array: np.ndarray) -> list[pathlib.Pat
     if path.suffix == ".npy":
         np.save(path, array)
         return [path]
-    if kind == "images":
+    if kind in ("images", "image_sequences"):
         if array.shape[-1] not in (1, 3):
             raise ClientError(f"images with {array.shape[-1]} channels make no PNG; write --out FILE.npy")
-        image_lib.save_png(path, image_lib.grid(array))
+        if kind == "images":
+            image_lib.save_png(path, image_lib.grid(array))
+        else:  # a row per example, a column per step
+            image_lib.save_png(path, image_lib.grid(array.reshape(-1, *array.shape[2:]), columns=array.shape[1]))
         return [path]
     blobs = array.reshape(-1)
     paths = [path] if blobs.size == 1 else [
@@ -275,7 +281,9 @@ def _parser() -> argparse.ArgumentParser:
             "(image i depends on its seed alone) and, with --out, writes them as one PNG grid."
         ),
         epilog=(
-            "What --out PATH writes: float images [N, H, W, 1 or 3] as one PNG grid; string "
+            "What --out PATH writes: float images [N, H, W, 1 or 3] as one PNG grid; float image "
+            "sequences [N, T, H, W, 1 or 3] (e.g. canvas_sequence) as one PNG grid with a row per "
+            "example and a column per step; string "
             "outputs (e.g. sample_png's images_bytes) as their bytes, to PATH for one sample, "
             "else to PATH-0.png, PATH-1.png, ... (PATH's stem and suffix); any output as an "
             "array if PATH ends in .npy. Without --out, other outputs (e.g. log_likelihood) "

@@ -21,6 +21,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, predict
 from serving import client as client_lib
 
 IMAGE_SHAPE = [None, 28, 28, 1]
+SEQUENCE_SHAPE = [None, 3, 6, 6, 1]  # [N, T, H, W, C]: an image after each of T steps, as DRAW's canvas_sequence
 SLOW_SEED = 999  # the fake sleeps on this seed, past short deadlines
 
 
@@ -41,6 +42,7 @@ def _signature(inputs, outputs):
 SIGNATURES = {
     "serving_default": _signature({"seed": (tf.int64, [None])}, {"images": (tf.float32, IMAGE_SHAPE)}),
     "sample_png": _signature({"seed": (tf.int64, [None])}, {"images_bytes": (tf.string, [None])}),
+    "canvas_sequence": _signature({"seed": (tf.int64, [None])}, {"images": (tf.float32, SEQUENCE_SHAPE)}),
     "decode": _signature({"latent": (tf.float32, [None, 4])}, {"images": (tf.float32, IMAGE_SHAPE)}),
     "encode": _signature(
         {"images": (tf.float32, IMAGE_SHAPE)},
@@ -58,6 +60,11 @@ SIGNATURES = {
 def sample_value(seed: int) -> float:
     """The fake's image for a seed is filled with this grey level."""
     return (seed % 5) / 4
+
+
+def step_value(seed: int, step: int) -> float:
+    """The fake's image sequence for a seed has step t filled with this grey level."""
+    return ((seed + 2 * step) % 5) / 4
 
 
 def png_bytes(seed: int) -> bytes:
@@ -101,6 +108,10 @@ class FakePredictionService(prediction_service_pb2_grpc.PredictionServiceService
             outputs = {"images": np.stack([np.full([28, 28, 1], sample_value(s), np.float32) for s in seeds])}
         elif signature == "sample_png":
             outputs = {"images_bytes": np.array([png_bytes(s) for s in seeds], dtype=object)}
+        elif signature == "canvas_sequence":
+            steps = [[np.full(SEQUENCE_SHAPE[2:], step_value(s, t), np.float32) for t in range(SEQUENCE_SHAPE[1])]
+                     for s in seeds]
+            outputs = {"images": np.array(steps)}
         elif signature == "decode":
             outputs = {"images": np.zeros([len(inputs["latent"]), 28, 28, 1], np.float32)}
         elif signature == "encode":
@@ -179,6 +190,19 @@ def test_grid_png_has_one_tile_per_seed_in_seed_order(run, tmp_path):
         top, left = 1 + (i // 4) * 29, 1 + (i % 4) * 29
         assert pixels[top, left] == round(sample_value(3 + i) * 255)
     np.testing.assert_array_equal(pixels[0], 255)  # padding is white
+
+
+def test_image_sequences_are_a_grid_with_a_row_per_seed_and_a_column_per_step(run, tmp_path):
+    path = tmp_path / "strips.png"
+    status, out, err = run("--signature", "canvas_sequence", "--num_samples", "4", "--seed", "2", "--out", str(path))
+    assert status == 0, err
+    assert "images [4, 3, 6, 6, 1]" in out
+    pixels = read_png(path)
+    assert pixels.shape == (4 * 7 + 1, 3 * 7 + 1)  # 4 rows × 3 steps of 6 px tiles, 1 px padding
+    for row in range(4):
+        for step in range(3):
+            tile = pixels[1 + row * 7 : 7 + row * 7, 1 + step * 7 : 7 + step * 7]
+            np.testing.assert_array_equal(tile, round(step_value(2 + row, step) * 255))
 
 
 def test_same_seed_gives_same_tile_whatever_the_batch(run, tmp_path):
@@ -267,7 +291,7 @@ def test_missing_seed_is_filled_to_the_batch_of_other_inputs(fake, run, tmp_path
     (["--input", "seed=[0.5]"], "must hold int64 values"),
     (["--input", "seed=[\"a\"]"], "must be numbers"),
     (["--signature", "nope"],
-     "has no signature 'nope'; it has: decode, encode, log_likelihood, sample_png, serving_default"),
+     "has no signature 'nope'; it has: canvas_sequence, decode, encode, log_likelihood, sample_png, serving_default"),
     (["--signature", "encode", "--input", "images=[]", "--out", "x.png"], "several outputs"),
     (["--output", "nope"], "has no output 'nope'; its outputs: images (float32 [?, 28, 28, 1])"),
 ])

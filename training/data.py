@@ -24,6 +24,7 @@ from typing import Callable
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from training.canvas import paste_digits
 from zoo.registry import DatasetSpec
 
 ROLES = ("train", "eval", "test")
@@ -61,15 +62,10 @@ def two_digit_canvases(examples: tf.data.Dataset) -> tf.data.Dataset:
     """MNIST examples → {"image": uint8 [60, 60, 1]}: two digits added and clipped at 255 (Sec. 4.2)."""
     digits = examples.map(lambda example: example["image"]).batch(2**31 - 1).get_single_element()
     count = tf.shape(digits, out_type=tf.int64)[0]
-    margin = TWO_DIGIT_CANVAS - 28
 
     def canvas(index):
         partner, corners = two_digit_layout(index, count)
-        placed = [tf.pad(tf.cast(digits[digit], tf.int32), [[corners[k, 0], margin - corners[k, 0]],
-                                                              [corners[k, 1], margin - corners[k, 1]], [0, 0]])
-                  for k, digit in enumerate((index, partner))]
-        image = tf.cast(tf.minimum(placed[0] + placed[1], 255), tf.uint8)
-        return {"image": tf.ensure_shape(image, [TWO_DIGIT_CANVAS, TWO_DIGIT_CANVAS, 1])}
+        return {"image": paste_digits(tf.gather(digits, tf.stack([index, partner])), corners, TWO_DIGIT_CANVAS)}
 
     return tf.data.Dataset.range(count).map(canvas, num_parallel_calls=tf.data.AUTOTUNE)
 

@@ -1,6 +1,7 @@
 """Input pipelines: TFDS datasets → batches of {"image": float32 [batch, H, W, C]}.
 
-Models that ask for labels (`DatasetSpec.labels`) also get "label", int64 [batch].
+Models that ask for labels (`DatasetSpec.labels`) also get "label", int64 [batch]; models that ask for
+captions (`DatasetSpec.captions`) get "caption", int64 [batch, captions.MAX_WORDS] word ids padded with 0.
 
 Grey-scale images go to Bernoulli models binarized: dynamically for training
 (a fresh draw x ~ Bernoulli(pixel/255) each time an example is seen, as in Burda
@@ -12,6 +13,10 @@ binarization and passes through unchanged.
 digits placed at random on a 60×60 black canvas, intensities added and clipped at
 white where they overlap; each canvas is a fixed function of its index (see
 `two_digit_layout`), built from the local MNIST split.
+
+`mnist_captions` is alignDRAW's MNIST with captions (Mansimov et al. 2016, Sec. 4.1, Appendix A): one or two
+digits on a 60×60 canvas with a caption saying where; `mnist_captions_held_out` holds only the captions kept
+out of `mnist_captions`, for evaluation (see `training.captions`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Callable
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from training import captions
 from training.canvas import paste_digits
 from zoo.registry import DatasetSpec
 
@@ -38,6 +44,7 @@ class Source:
     splits: dict  # role → TFDS split; "eval" is monitored every epoch
     binary: bool  # pixels are already in {0, 1}
     num_classes: int = 0  # 0: the dataset has no labels
+    captions: bool = False  # examples carry "caption" (word ids) and "caption_text"
     compose: Callable[[tf.data.Dataset], tf.data.Dataset] | None = None  # builds the examples from the TFDS ones
 
 
@@ -81,6 +88,13 @@ SOURCES = {
     "two_digit_mnist": Source(
         "mnist", {"train": "train", "eval": "test", "test": "test"}, binary=False, compose=two_digit_canvases
     ),
+    "mnist_captions": Source(
+        "mnist", {"train": "train", "eval": "test", "test": "test"}, binary=False, captions=True,
+        compose=captions.captioned_canvases,
+    ),
+    "mnist_captions_held_out": Source(  # evaluation only: its captions are the ones training never sees
+        "mnist", {"eval": "test", "test": "test"}, binary=False, captions=True, compose=captions.held_out_canvases
+    ),
 }
 
 EVALUATION_BINARIZATION_SEED = 20160201
@@ -107,7 +121,10 @@ def num_classes(name: str) -> int:
 
 
 def split_name(spec: DatasetSpec, role: str, max_examples: int | None = None) -> str:
-    split = _source(spec.name).splits[role]
+    splits = _source(spec.name).splits
+    if role not in splits:
+        raise DataError(f"dataset {spec.name!r} has no {role!r} role, only {', '.join(splits)}")
+    split = splits[role]
     return f"{split}[:{max_examples}]" if max_examples else split
 
 
@@ -143,7 +160,7 @@ def load(
     max_examples: int | None = None,
     download: bool = True,
 ) -> tuple[tf.data.Dataset, int]:
-    """Returns (batched dataset of {"image": float32[, "label": int64]}, number of examples).
+    """Returns (batched dataset of {"image": float32[, "label": int64][, "caption": int64]}, number of examples).
 
     The "train" role repeats forever, reshuffles every epoch and drops the last
     partial batch (callers pass steps_per_epoch = examples // batch_size); "eval"
@@ -155,10 +172,13 @@ def load(
     if spec.labels and not source.num_classes:
         labelled = ", ".join(name for name, other in sorted(SOURCES.items()) if other.num_classes)
         raise DataError(f"dataset {spec.name!r} has no labels, which this model needs; use one of: {labelled}")
+    if spec.captions and not source.captions:
+        captioned = ", ".join(name for name, other in sorted(SOURCES.items()) if other.captions)
+        raise DataError(f"dataset {spec.name!r} has no captions, which this model needs; use one of: {captioned}")
     dataset, num_examples = _load_tfds(spec, role, max_examples, download)
     if source.compose:
         dataset = source.compose(dataset)
-    keys = ("image", "label") if spec.labels else ("image",)
+    keys = ("image",) + ("label",) * spec.labels + ("caption",) * spec.captions
     examples = dataset.map(lambda example: {key: example[key] for key in keys}, num_parallel_calls=tf.data.AUTOTUNE)
     train = role == "train"
 

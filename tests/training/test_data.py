@@ -90,7 +90,7 @@ def test_grey_levels_are_pixels_over_255_without_binarize(role):
 
 
 def test_unknown_dataset_is_an_error_listing_known_ones():
-    with pytest.raises(data.DataError, match="known datasets: binarized_mnist, fashion_mnist, mnist, two_digit_mnist"):
+    with pytest.raises(data.DataError, match="known datasets: binarized_mnist, fashion_mnist, mnist, mnist_captions, mnist_captions_held_out, two_digit_mnist"):
         data.load(DatasetSpec("cifar10", binarize=True), "train", 20, download=False)
 
 

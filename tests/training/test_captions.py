@@ -1,0 +1,129 @@
+"""MNIST with captions (Mansimov et al. 2016, Sec. 4.1, Appendix A), built from the suite's synthetic MNIST."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from training import captions, data
+from zoo.registry import DatasetSpec
+
+CAPTIONED = DatasetSpec("mnist_captions", binarize=False, captions=True)
+HELD_OUT = DatasetSpec("mnist_captions_held_out", binarize=False, captions=True)
+
+
+def raw_mnist(split):
+    """uint8 [N, 28, 28, 1] images and int64 [N] labels straight from TFDS, in split order."""
+    examples = list(tfds.as_numpy(tfds.load("mnist", split=split, data_dir=data.data_dir(), download=False)))
+    return np.stack([example["image"] for example in examples]), np.array([example["label"] for example in examples])
+
+
+def composed(name, split):
+    """The dataset's examples before batching: uint8 images, caption ids and the caption strings."""
+    examples = data.SOURCES[name].compose(tfds.load("mnist", split=split, data_dir=data.data_dir(), download=False))
+    return list(tfds.as_numpy(examples))
+
+
+def held_out_captions():
+    """The held-out captions, written out from `captions.HELD_OUT`."""
+    return {f"the digit {subject} is {relation} " + ("the image" if other is None else f"the digit {other}") + " ."
+            for relation, subject, other in captions.HELD_OUT}
+
+
+def test_batches_carry_the_canvas_and_its_padded_caption_ids():
+    evaluation, examples = data.load(CAPTIONED, "eval", 6, max_examples=6, download=False)
+    batch = next(iter(evaluation))
+    assert examples == 6 and set(batch) == {"image", "caption"}
+    assert batch["image"].dtype == tf.float32 and batch["image"].shape == (6, 60, 60, 1)
+    assert batch["caption"].dtype == tf.int64 and batch["caption"].shape == (6, captions.MAX_WORDS)
+
+
+def test_two_loads_give_the_same_canvases_and_captions():
+    first, second = (next(iter(data.load(CAPTIONED, "eval", 20, max_examples=20, download=False)[0]))
+                     for _ in range(2))
+    np.testing.assert_array_equal(first["image"], second["image"])
+    np.testing.assert_array_equal(first["caption"], second["caption"])
+
+
+def test_each_caption_names_its_mnist_digits_and_says_where_they_were_placed():
+    """Recomputes each canvas from raw MNIST and `caption_layout`, and checks the caption against the geometry."""
+    images, labels = raw_mnist("test[:60]")
+    examples = composed("mnist_captions", "test[:60]")
+    relations_seen = set()
+    for index, example in enumerate(examples):
+        relation, digits, corners = (np.asarray(part) for part in captions.caption_layout(index, tf.constant(labels)))
+        words = example["caption_text"].decode().split()
+        pair = words[-3:] != ["the", "image", "."]
+        relations_seen.add(" ".join(words[4:-3 if not pair else -4]))
+        assert words[:2] == ["the", "digit"] and int(words[2]) == labels[digits[0]] and words[3] == "is"
+        (subject_row, subject_column), (other_row, other_column) = corners + 14  # the digits' centres
+        expected = np.zeros((60, 60, 1), np.int64)
+        for digit, (row, column) in list(zip(digits, corners))[:2 if pair else 1]:
+            expected[row:row + 28, column:column + 28] += images[digit]
+        np.testing.assert_array_equal(example["image"], np.minimum(expected, 255))
+        if pair:
+            assert words[-4:-2] == ["the", "digit"] and int(words[-2]) == labels[digits[1]]
+            apart = {"left": other_column - subject_column, "right": subject_column - other_column,
+                     "top": other_row - subject_row, "bottom": subject_row - other_row}[words[-6]]
+            assert apart >= 20, (words, corners)
+            aligned = subject_row == other_row if words[-6] in ("left", "right") else subject_column == other_column
+            assert aligned, (words, corners)
+        else:
+            vertical, horizontal = words[-6:-4]
+            assert (subject_row < 30) == (vertical == "top") and (subject_column < 30) == (horizontal == "left")
+    assert len(relations_seen) == 8
+
+
+def test_caption_ids_are_the_words_vocabulary_ids_then_padding():
+    for example in composed("mnist_captions", "test[:30]"):
+        words = example["caption_text"].decode().split()
+        ids = example["caption"]
+        assert ids.dtype == np.int64 and len(words) <= captions.MAX_WORDS
+        assert [captions.VOCABULARY[token] for token in ids[:len(words)]] == words
+        assert np.all(ids[len(words):] == captions.PADDING_ID)
+
+
+def test_vocabulary_is_a_few_dozen_distinct_words_with_padding_first():
+    assert 20 <= len(captions.VOCABULARY) <= 40 and len(set(captions.VOCABULARY)) == len(captions.VOCABULARY)
+    assert captions.VOCABULARY[captions.PADDING_ID] == "<pad>" and captions.VOCABULARY[captions.UNKNOWN_ID] == "<unk>"
+    tokens = np.stack([example["caption"] for example in composed("mnist_captions", "test[:200]")])
+    assert tokens.min() >= 0 and tokens.max() < len(captions.VOCABULARY) and not np.any(tokens == captions.UNKNOWN_ID)
+
+
+def test_unknown_words_become_the_unknown_id_and_long_captions_are_cut():
+    ids = captions.tokenize(tf.constant(["the digit 7 is purple", " ".join(["the"] * 20)]), captions.vocabulary_table())
+    the, digit, seven, is_ = (captions.VOCABULARY.index(word) for word in ("the", "digit", "7", "is"))
+    np.testing.assert_array_equal(ids[0], [the, digit, seven, is_, captions.UNKNOWN_ID] + [0] * 7)
+    np.testing.assert_array_equal(ids[1], [the] * captions.MAX_WORDS)
+
+
+def test_no_training_caption_is_held_out_and_the_held_out_set_holds_only_them():
+    held_out = held_out_captions()
+    training = [example["caption_text"].decode() for example in composed("mnist_captions", "train")]
+    evaluation = [example["caption_text"].decode() for example in composed("mnist_captions_held_out", "test")]
+
+    assert len(held_out) == 8 and not held_out & set(training)
+    assert len(set(training)) > 300  # of the 432 captions left in
+    assert set(evaluation) == held_out
+
+
+def test_held_out_canvases_show_digits_of_their_captions_labels():
+    images, labels = raw_mnist("test[:100]")
+    for index, example in enumerate(composed("mnist_captions_held_out", "test[:100]")):
+        relation, digits, corners = (np.asarray(part) for part in captions.held_out_layout(index, tf.constant(labels)))
+        words = example["caption_text"].decode().split()
+        assert int(words[2]) == labels[digits[0]] and captions.RELATIONS[relation] in example["caption_text"].decode()
+        if relation < captions.PAIR_RELATIONS:
+            assert int(words[-2]) == labels[digits[1]]
+        row, column = corners[0]
+        np.testing.assert_array_equal(example["image"][row:row + 28, column:column + 28] >= images[digits[0]], True)
+
+
+def test_the_held_out_set_is_for_evaluation_only():
+    with pytest.raises(data.DataError, match="'mnist_captions_held_out' has no 'train' role, only eval, test"):
+        data.load(HELD_OUT, "train", 8, download=False)
+
+
+def test_a_dataset_without_captions_is_an_error_for_a_model_that_needs_them():
+    with pytest.raises(data.DataError, match="'mnist' has no captions.*mnist_captions, mnist_captions_held_out"):
+        data.load(DatasetSpec("mnist", binarize=True, captions=True), "train", 20, download=False)

@@ -1,0 +1,145 @@
+"""MNIST with captions (Mansimov et al. 2016, "Generating Images from Captions with Attention", arXiv:1511.02793,
+Sec. 4.1 and Appendix A): 60×60 canvases holding one or two MNIST digits, each with a caption saying where they are.
+
+From the paper and the authors' generator (mansimov/text2image, mnist-captions/create-captions.py): the 60×60
+canvas; the eight caption forms, four relating two digits ("the digit 7 is at the top of the digit 5 .") and four
+placing one digit in a corner ("the digit 3 is at the bottom left of the image ."), drawn uniformly; the ranges
+each digit's top-left corner is drawn from (`BOXES`: e.g. a left digit's column in 0…4, a right one's in 28…32,
+two digits side by side share their row, one in 16…18); the 22 words and the full stop as a word; captions
+never seen in training as the test of generalisation.
+
+Ours: every example is a fixed function of its index (stateless seeds) — canvas i shows MNIST digit i as the
+caption's subject, the relation and the other digit drawn from `CAPTION_SEED`; overlapping digits are added and
+clipped at white (the authors' code overwrites); the held-out rule below; the padding and unknown words.
+
+Held out: `HELD_OUT` names one caption per relation, as (relation, subject digit, other digit or None). Canvas i
+of `mnist_captions` draws its caption as above and, where that is held out, takes the mirror relation instead
+(left ↔ right, top ↔ bottom, top left ↔ bottom right, top right ↔ bottom left, `relation ^ 1`), so no role of
+`mnist_captions` holds a held-out caption. `mnist_captions_held_out` holds only them, drawn from the MNIST test
+digits as `mnist_captions`' test role is, so a model's captions can be scored held-in against held-out. The held
+captions are new sentences; "the digit 1 is on the left of the digit 7" is held out, while the same scene
+captioned "the digit 7 is on the right of the digit 1" is trained on.
+
+Tokens: `VOCABULARY` is fixed; a caption is its words' ids, padded with `PADDING_ID` (0) to `MAX_WORDS`; a word
+outside the vocabulary (never in these datasets; possible in a served caption) becomes `UNKNOWN_ID` (1), and
+words past `MAX_WORDS` are dropped.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from training.canvas import paste_digits
+
+CANVAS = 60  # Mansimov et al. 2016, Appendix A: 60×60
+PADDING_ID = 0
+UNKNOWN_ID = 1
+VOCABULARY = ("<pad>", "<unk>", "the", "digit", "is", "on", "at", "of", "left", "right", "top", "bottom", "image",
+              ".", *map(str, range(10)))
+MAX_WORDS = 12  # the longest caption, "the digit 3 is at the bottom left of the image ."
+
+_TOP, _BOTTOM, _LEFT, _RIGHT, _MIDDLE = (0, 2), (30, 32), (0, 4), (28, 32), (16, 18)  # corner ranges, inclusive
+RELATIONS = ("on the left of", "on the right of", "at the top of", "at the bottom of",
+             "at the top left of", "at the bottom right of", "at the top right of", "at the bottom left of")
+"""A caption is "the digit <subject> is <relation> the digit <other> ." (the first four) or "… the image ."."""
+PAIR_RELATIONS = 4
+BOXES = np.array([  # relation → (subject, other) → (row, column) → inclusive corner range
+    [[_MIDDLE, _LEFT], [_MIDDLE, _RIGHT]], [[_MIDDLE, _RIGHT], [_MIDDLE, _LEFT]],
+    [[_TOP, _MIDDLE], [_BOTTOM, _MIDDLE]], [[_BOTTOM, _MIDDLE], [_TOP, _MIDDLE]],
+    [[_TOP, _LEFT], [_TOP, _LEFT]], [[_BOTTOM, _RIGHT], [_TOP, _LEFT]],
+    [[_TOP, _RIGHT], [_TOP, _LEFT]], [[_BOTTOM, _LEFT], [_TOP, _LEFT]],
+], np.int64)  # the one-digit relations' second box is unused
+SHARED_AXIS = (0, 0, 1, 1, -1, -1, -1, -1)  # two digits side by side share their row; one above the other, their column
+
+HELD_OUT = (("on the left of", 1, 7), ("on the right of", 2, 5), ("at the top of", 3, 9), ("at the bottom of", 4, 0),
+            ("at the top left of", 6, None), ("at the bottom right of", 8, None),
+            ("at the top right of", 0, None), ("at the bottom left of", 5, None))
+CAPTION_SEED = 20151109
+"""Seeds each canvas's relation, other digit and corners."""
+HELD_OUT_SEED = 20160502
+"""Seeds each held-out canvas's caption, digits and corners."""
+
+
+def _held_out_table() -> np.ndarray:
+    """bool [relation, subject digit, other digit]: True for a held-out caption (any other digit for one-digit ones)."""
+    table = np.zeros((len(RELATIONS), 10, 10), bool)
+    for relation, subject, other in HELD_OUT:
+        table[RELATIONS.index(relation), subject, slice(None) if other is None else other] = True
+    return table
+
+
+def _corners(relation, seed) -> tf.Tensor:
+    """int64 [2, 2]: the (row, column) corners of the subject and the other digit, uniform over `BOXES[relation]`."""
+    low, high = tf.unstack(tf.gather(BOXES, relation), axis=-1)
+    corners = low + tf.cast(tf.random.stateless_uniform([2, 2], seed) * tf.cast(high - low + 1, tf.float32), tf.int64)
+    shared = tf.cast(tf.one_hot(tf.gather(SHARED_AXIS, relation), 2), tf.bool)
+    return tf.stack([corners[0], tf.where(shared, corners[0], corners[1])])
+
+
+def caption_layout(index, labels) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Canvas `index` of `mnist_captions` over a split's `labels`: (relation, int64 [2] digit indices, corners)."""
+    count = tf.size(labels, out_type=tf.int64)
+    relation = tf.random.stateless_uniform([], [CAPTION_SEED, index], maxval=len(RELATIONS), dtype=tf.int64)
+    other = tf.random.stateless_uniform([], [CAPTION_SEED + 1, index], maxval=count, dtype=tf.int64)
+    held_out = tf.gather_nd(_held_out_table(), tf.stack([relation, labels[index], labels[other]]))
+    relation = tf.where(held_out, tf.bitwise.bitwise_xor(relation, 1), relation)
+    return relation, tf.stack([index, other]), _corners(relation, [CAPTION_SEED + 2, index])
+
+
+def held_out_layout(index, labels) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Canvas `index` of `mnist_captions_held_out`: a held-out caption and digits of its labels from the split."""
+    choice = tf.random.stateless_uniform([], [HELD_OUT_SEED, index], maxval=len(HELD_OUT), dtype=tf.int64)
+    relation, *wanted = tf.unstack(tf.gather([(RELATIONS.index(relation), subject, subject if other is None else other)
+                                              for relation, subject, other in HELD_OUT], choice))
+    digits = []
+    for k, label in enumerate(wanted):
+        candidates = tf.where(tf.equal(labels, tf.cast(label, labels.dtype)))[:, 0]
+        pick = tf.random.stateless_uniform([], [HELD_OUT_SEED + 1 + k, index], maxval=tf.size(candidates, tf.int64),
+                                           dtype=tf.int64)
+        digits.append(candidates[pick])
+    return tf.cast(relation, tf.int64), tf.stack(digits), _corners(relation, [HELD_OUT_SEED + 3, index])
+
+
+def caption_text(relation, subject_label, other_label) -> tf.Tensor:
+    """The caption (a string scalar) of a relation between two digit labels; the other ignored for one-digit ones."""
+    other = tf.where(relation < PAIR_RELATIONS, tf.strings.join(["the digit", tf.strings.as_string(other_label)], " "),
+                     "the image")
+    return tf.strings.join(["the digit", tf.strings.as_string(subject_label), "is", tf.gather(RELATIONS, relation),
+                            other, "."], " ")
+
+
+def vocabulary_table() -> tf.lookup.StaticHashTable:
+    """Word → id over `VOCABULARY`; any other word → `UNKNOWN_ID`."""
+    return tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(tf.constant(VOCABULARY), tf.range(len(VOCABULARY), dtype=tf.int64)),
+        default_value=UNKNOWN_ID)
+
+
+def tokenize(captions: tf.Tensor, table: tf.lookup.StaticHashTable) -> tf.Tensor:
+    """string [batch] → int64 [batch, MAX_WORDS]: the words' ids (split on spaces), then `PADDING_ID`."""
+    return table.lookup(tf.strings.split(captions)).to_tensor(PADDING_ID, shape=[None, MAX_WORDS])
+
+
+def _canvases(layout):
+    def compose(examples: tf.data.Dataset) -> tf.data.Dataset:
+        split = examples.batch(2**31 - 1).get_single_element()
+        images, labels = split["image"], split["label"]
+        table = vocabulary_table()
+
+        def example(index):
+            relation, digits, corners = layout(index, labels)
+            shown = tf.stack([tf.ones([], tf.uint8), tf.cast(relation < PAIR_RELATIONS, tf.uint8)])
+            text = caption_text(relation, *tf.unstack(tf.gather(labels, digits)))
+            return {"image": paste_digits(tf.gather(images, digits) * shown[:, None, None, None], corners, CANVAS),
+                    "caption": tokenize(text[None], table)[0], "caption_text": text}
+
+        return tf.data.Dataset.range(tf.size(labels, tf.int64)).map(example, num_parallel_calls=tf.data.AUTOTUNE)
+
+    return compose
+
+
+captioned_canvases = _canvases(caption_layout)
+"""MNIST examples → {"image": uint8 [60, 60, 1], "caption": int64 [MAX_WORDS], "caption_text": string}."""
+held_out_canvases = _canvases(held_out_layout)
+"""As `captioned_canvases`, with only the held-out captions (`HELD_OUT`)."""

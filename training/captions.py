@@ -1,24 +1,26 @@
 """MNIST with captions (Mansimov et al. 2016, "Generating Images from Captions with Attention", arXiv:1511.02793,
 Sec. 4.1 and Appendix A): 60×60 canvases holding one or two MNIST digits, each with a caption saying where they are.
 
-From the paper and the authors' generator (mansimov/text2image, mnist-captions/create-captions.py): the 60×60
-canvas; the eight caption forms, four relating two digits ("the digit 7 is at the top of the digit 5 .") and four
-placing one digit in a corner ("the digit 3 is at the bottom left of the image ."), drawn uniformly; the ranges
-each digit's top-left corner is drawn from (`BOXES`: e.g. a left digit's column in 0…4, a right one's in 28…32,
-two digits side by side share their row, one in 16…18); the 22 words and the full stop as a word; captions
-never seen in training as the test of generalisation.
+From the paper: the 60×60 canvas with one or two digits, captions of their positions, and captions never seen in
+training as the test of generalisation (its abstract: "novel scene compositions corresponding to previously
+unseen captions"). From the authors' released generator (mansimov/text2image, mnist-captions/create-captions.py),
+which fixes what the paper leaves to it: the eight caption forms, drawn uniformly, four relating two digits ("the
+digit 7 is at the top of the digit 5 .") and four placing one in a corner ("the digit 3 is at the bottom left of
+the image ."); the ranges each digit's top-left corner is drawn from (`BOXES`: a left digit's column in 0…4, a
+right one's in 28…32, two digits side by side share their row, drawn in 16…18, …); its 22 words, "." one of them.
 
-Ours: every example is a fixed function of its index (stateless seeds) — canvas i shows MNIST digit i as the
-caption's subject, the relation and the other digit drawn from `CAPTION_SEED`; overlapping digits are added and
-clipped at white (the authors' code overwrites); the held-out rule below; the padding and unknown words.
+Ours: every example is a fixed function of its index (stateless seeds): canvas i shows MNIST digit i as the
+caption's subject, with a relation and (for two-digit captions) another digit of the split drawn from
+`CAPTION_SEED`. Overlapping digits are added and clipped at white (the authors' code overwrites). The held-out
+rule below; the padding and unknown words (the authors' ids give 0 to the word "0").
 
-Held out: `HELD_OUT` names one caption per relation, as (relation, subject digit, other digit or None). Canvas i
-of `mnist_captions` draws its caption as above and, where that is held out, takes the mirror relation instead
-(left ↔ right, top ↔ bottom, top left ↔ bottom right, top right ↔ bottom left, `relation ^ 1`), so no role of
-`mnist_captions` holds a held-out caption. `mnist_captions_held_out` holds only them, drawn from the MNIST test
-digits as `mnist_captions`' test role is, so a model's captions can be scored held-in against held-out. The held
-captions are new sentences; "the digit 1 is on the left of the digit 7" is held out, while the same scene
-captioned "the digit 7 is on the right of the digit 1" is trained on.
+Held out: `HELD_OUT` names one caption per relation, as (relation, subject digit, other digit or None for a corner).
+Canvas i of `mnist_captions` draws its caption as above and, where that is held out, takes the mirror relation
+instead (left ↔ right, top ↔ bottom, top left ↔ bottom right, top right ↔ bottom left: `relation ^ 1`), so no role
+of `mnist_captions` holds a held-out caption. `mnist_captions_held_out` holds only them, drawn from the MNIST test
+digits as `mnist_captions`' test role is, so a model can be scored on held-in against held-out captions. The held
+out captions are new sentences, not new scenes: "the digit 1 is on the left of the digit 7 ." is held out, while
+the same scene captioned "the digit 7 is on the right of the digit 1 ." is trained on.
 
 Tokens: `VOCABULARY` is fixed; a caption is its words' ids, padded with `PADDING_ID` (0) to `MAX_WORDS`; a word
 outside the vocabulary (never in these datasets; possible in a served caption) becomes `UNKNOWN_ID` (1), and
@@ -32,7 +34,7 @@ import tensorflow as tf
 
 from training.canvas import paste_digits
 
-CANVAS = 60  # Mansimov et al. 2016, Appendix A: 60×60
+CANVAS = 60  # Mansimov et al. 2016, Sec. 4.1, and the authors' generator: 60×60
 PADDING_ID = 0
 UNKNOWN_ID = 1
 VOCABULARY = ("<pad>", "<unk>", "the", "digit", "is", "on", "at", "of", "left", "right", "top", "bottom", "image",
@@ -69,6 +71,13 @@ def _held_out_table() -> np.ndarray:
     return table
 
 
+def _held_out_ids() -> np.ndarray:
+    """int64 [len(HELD_OUT), 3]: each held-out caption's relation, subject label and other label (the subject's
+    again for one-digit captions, whose other digit is not shown)."""
+    return np.array([(RELATIONS.index(relation), subject, subject if other is None else other)
+                     for relation, subject, other in HELD_OUT], np.int64)
+
+
 def _corners(relation, seed) -> tf.Tensor:
     """int64 [2, 2]: the (row, column) corners of the subject and the other digit, uniform over `BOXES[relation]`."""
     low, high = tf.unstack(tf.gather(BOXES, relation), axis=-1)
@@ -88,17 +97,19 @@ def caption_layout(index, labels) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
 
 
 def held_out_layout(index, labels) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """Canvas `index` of `mnist_captions_held_out`: a held-out caption and digits of its labels from the split."""
+    """Canvas `index` of `mnist_captions_held_out`: a held-out caption and digits of its labels from the split.
+
+    The split must hold a digit of every label `HELD_OUT` names.
+    """
     choice = tf.random.stateless_uniform([], [HELD_OUT_SEED, index], maxval=len(HELD_OUT), dtype=tf.int64)
-    relation, *wanted = tf.unstack(tf.gather([(RELATIONS.index(relation), subject, subject if other is None else other)
-                                              for relation, subject, other in HELD_OUT], choice))
+    relation, *wanted = tf.unstack(tf.gather(_held_out_ids(), choice))
     digits = []
     for k, label in enumerate(wanted):
-        candidates = tf.where(tf.equal(labels, tf.cast(label, labels.dtype)))[:, 0]
+        candidates = tf.where(tf.equal(labels, label))[:, 0]
         pick = tf.random.stateless_uniform([], [HELD_OUT_SEED + 1 + k, index], maxval=tf.size(candidates, tf.int64),
                                            dtype=tf.int64)
         digits.append(candidates[pick])
-    return tf.cast(relation, tf.int64), tf.stack(digits), _corners(relation, [HELD_OUT_SEED + 3, index])
+    return relation, tf.stack(digits), _corners(relation, [HELD_OUT_SEED + 3, index])
 
 
 def caption_text(relation, subject_label, other_label) -> tf.Tensor:
@@ -122,6 +133,8 @@ def tokenize(captions: tf.Tensor, table: tf.lookup.StaticHashTable) -> tf.Tensor
 
 
 def _canvases(layout):
+    """The `Source.compose` of a captioned dataset: canvas i of a split is drawn as `layout(i, labels)` says."""
+
     def compose(examples: tf.data.Dataset) -> tf.data.Dataset:
         split = examples.batch(2**31 - 1).get_single_element()
         images, labels = split["image"], split["label"]

@@ -107,6 +107,15 @@ def test_no_training_caption_is_held_out_and_the_held_out_set_holds_only_them():
     assert set(evaluation) == held_out
 
 
+def test_a_held_out_caption_drawn_for_training_is_replaced_by_a_held_in_mirror():
+    """`mnist_captions` swaps left ↔ right, top ↔ bottom (and the corners diagonally) for a held-out caption."""
+    opposite = {"left": "right", "right": "left", "top": "bottom", "bottom": "top"}
+    for relation, subject, other in captions.HELD_OUT:
+        mirror = captions.RELATIONS[captions.RELATIONS.index(relation) ^ 1]
+        assert mirror == " ".join(opposite.get(word, word) for word in relation.split())
+        assert (mirror, subject, other) not in captions.HELD_OUT
+
+
 def test_held_out_canvases_show_digits_of_their_captions_labels():
     images, labels = raw_mnist("test[:100]")
     for index, example in enumerate(composed("mnist_captions_held_out", "test[:100]")):

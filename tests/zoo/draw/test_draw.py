@@ -137,13 +137,25 @@ def test_evaluation_with_importance_samples_reports_a_tighter_nll_than_the_elbo(
     assert logs["nll"] < -logs["elbo"]
 
 
-def test_cli_fit_trains_and_exports(tmp_path):
+def _fit_through_the_cli(model, workdir, max_examples):
+    """`python -m training.fit` of a tiny DRAW network on the suite's data, export included."""
     repo = pathlib.Path(__file__).resolve().parents[3]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(repo)}
     tiny = ["--set", "glimpses=2", "--set", "encoder_units=8", "--set", "decoder_units=8", "--set", "latent_units=4"]
-    run = ["--max_examples", "200", "--batch_size", "20", "--steps_per_epoch", "2", "--validation_steps", "2",
-           "--no_download", "--verbose", "2"]
-    result = subprocess.run([sys.executable, "-m", "training.fit", "zoo.draw", "--workdir", str(tmp_path), *tiny, *run],
+    run = ["--max_examples", str(max_examples), "--batch_size", "20", "--steps_per_epoch", "2",
+           "--validation_steps", "2", "--no_download", "--verbose", "2"]
+    result = subprocess.run([sys.executable, "-m", "training.fit", model, "--workdir", str(workdir), *tiny, *run],
                             cwd=repo, env=env, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-4000:]
-    assert list(tmp_path.rglob("model.keras")) and list(tmp_path.rglob("saved_model.pb"))
+    assert list(workdir.rglob("model.keras")) and list(workdir.rglob("saved_model.pb"))
+    return result
+
+
+def test_cli_fit_trains_and_exports(tmp_path):
+    _fit_through_the_cli("zoo.draw", tmp_path, max_examples=200)
+
+
+def test_cli_fit_of_the_two_digit_preset_trains_on_60_by_60_canvases_and_exports(tmp_path):
+    result = _fit_through_the_cli("zoo.draw_two_digit_mnist", tmp_path, max_examples=40)
+    assert "dataset: two_digit_mnist (binarize: True)" in result.stdout
+    assert '"image_shape": [60, 60, 1]' in result.stdout

@@ -39,8 +39,9 @@ class Finished:
         return f"exit code {self.returncode}\n--- stdout ---\n{self.stdout}\n--- stderr ---\n{self.stderr[-6000:]}"
 
 
-def _fit_argv(model: str, workdir, *flags: str, stochastic_layers: int = 1, export: bool = False) -> list[str]:
-    model_flags = TWO_STOCHASTIC_LAYERS if stochastic_layers == 2 else TINY_MODEL
+def _fit_argv(model: str, workdir, *flags: str, stochastic_layers: int = 1, export: bool = False,
+              model_flags: list[str] | None = None) -> list[str]:
+    model_flags = model_flags or (TWO_STOCHASTIC_LAYERS if stochastic_layers == 2 else TINY_MODEL)
     return [model, "--workdir", str(workdir), *model_flags, *TINY_RUN, *flags,
             *([] if export else ["--no_export"])]
 
@@ -103,10 +104,10 @@ class Process:
 
 @pytest.fixture(scope="session")
 def fit_argv():
-    """`fit_argv(model, workdir, *flags, stochastic_layers=1, export=False)`: a tiny run's arguments.
+    """`fit_argv(model, workdir, *flags, stochastic_layers=1, export=False, model_flags=None)`: a tiny run's arguments.
 
-    Tiny network and k = 2, 200 examples, 2 steps per epoch; later flags override
-    earlier ones, so `*flags` can change any of these.
+    Tiny network and k = 2 (a VAE's; `model_flags` replaces them for another family), 200
+    examples, 2 steps per epoch; later flags override earlier ones, so `*flags` can change any of these.
     """
     return _fit_argv
 

@@ -41,6 +41,11 @@ print(json.dumps([one_sgd_step(distribute.make_strategy(name)) for name in ("def
 """
 
 
+def _epoch_loss(stdout: str) -> float:
+    (epoch_line,) = [line for line in stdout.splitlines() if " - loss: " in line]
+    return float(epoch_line.split(" - loss: ")[1].split()[0])
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -60,10 +65,22 @@ def test_mirrored_over_two_virtual_cpus_trains_with_finite_loss(mirrored_runs, r
     result = mirrored_runs.fit
     assert result.returncode == 0, result.explain()
     assert "strategy: MirroredStrategy, replicas: 2, global batch: 20" in result.stdout
-    (epoch_line,) = [line for line in result.stdout.splitlines() if " - loss: " in line]
-    loss = float(epoch_line.split(" - loss: ")[1].split()[0])
+    loss = _epoch_loss(result.stdout)
     assert math.isfinite(loss) and loss > 0
     assert read_state(mirrored_runs.workdir)["epoch"] == 1
+
+
+def test_draw_trains_under_mirrored_over_two_virtual_cpus_with_finite_loss(tmp_path, fit_argv, run_fit, read_state):
+    """DRAW's T-step loop of two LSTM cells, its noise per replica and its loss over the global batch."""
+    tiny_draw = ["--set", "glimpses=2", "--set", "encoder_units=8", "--set", "decoder_units=8", "--set", "latent_units=4"]
+    workdir = tmp_path / "run"
+    result = run_fit(fit_argv("zoo.draw", workdir, "--epochs", "1", "--strategy", "mirrored", "--virtual_cpus", "2",
+                              model_flags=tiny_draw))
+    assert result.returncode == 0, result.explain()
+    assert "strategy: MirroredStrategy, replicas: 2, global batch: 20" in result.stdout
+    loss = _epoch_loss(result.stdout)
+    assert math.isfinite(loss) and loss > 0
+    assert read_state(workdir)["epoch"] == 1
 
 
 def test_loss_is_scaled_by_the_global_batch_so_updates_do_not_depend_on_replicas(mirrored_runs):

@@ -1,14 +1,14 @@
 """Small stand-ins for the datasets the zoo loads, written in TFDS's own format by TFDS's own builders.
 
 The suite trains, evaluates and serves tiny models on `mnist`, `binarized_mnist` and
-`fashion_mnist`. So that it runs on a machine holding only the clone (no prepared
-data, no network), `write(data_dir)` makes a TFDS data directory with those three
-names, their versions, features and splits, but a few thousand generated images:
-each class is a few thick strokes (a "glyph") drawn at a random offset and
-brightness, so the images are digit-like enough to train on (a classifier learns
-the classes, a VAE's loss falls) and tiny to write. `tfds.load(name)` — in this
-process or in any child process pointed at the folder with `TFDS_DATA_DIR` — reads
-them like the real thing.
+`fashion_mnist`, and loads the colour `cifar10` and `svhn_cropped`. So that it runs on
+a machine holding only the clone (no prepared data, no network), `write(data_dir)`
+makes a TFDS data directory with those names, their versions, features and splits,
+but a few thousand generated images: each class is a few thick strokes (a "glyph")
+drawn at a random offset and brightness (and, in colour, tint), so the images are
+digit-like enough to train on (a classifier learns the classes, a VAE's loss falls)
+and tiny to write. `tfds.load(name)` — in this process or in any child process
+pointed at the folder with `TFDS_DATA_DIR` — reads them like the real thing.
 
 The builders subclass the catalog's own (`tfds.builder_cls(name)`), so the
 features, versions and file layout are TFDS's; only the examples are ours.
@@ -25,8 +25,11 @@ SPLITS = {  # name → {split: examples}; the real splits are 60k/10k (mnist, fa
     "mnist": {"train": 3000, "test": 1000},
     "fashion_mnist": {"train": 3000, "test": 1000},
     "binarized_mnist": {"train": 2000, "validation": 500, "test": 500},
+    "cifar10": {"train": 1000, "test": 300},  # real: 50k / 10k, 32×32×3
+    "svhn_cropped": {"train": 1000, "test": 300},  # real: 73k / 26k (and 531k "extra"), 32×32×3
 }
-SEEDS = {"mnist": 1, "fashion_mnist": 2, "binarized_mnist": 3}
+SEEDS = {"mnist": 1, "fashion_mnist": 2, "binarized_mnist": 3, "cifar10": 4, "svhn_cropped": 5}
+COLOUR = {"cifar10", "svhn_cropped"}  # 32×32×3 with an "id" feature: the glyphs padded by 2 and tinted
 
 
 def _glyphs(rng: np.random.Generator) -> np.ndarray:
@@ -44,7 +47,8 @@ def _glyphs(rng: np.random.Generator) -> np.ndarray:
 
 
 def images_and_labels(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 [N, 28, 28, 1] grey images (0 … 255) and int64 [N] labels, deterministic per (name, split)."""
+    """uint8 [N, 28, 28, 1] grey images (0 … 255), [N, 32, 32, 3] for COLOUR, and int64 [N] labels,
+    deterministic per (name, split)."""
     rng = np.random.default_rng([SEEDS[name], sorted(SPLITS[name]).index(split)])
     glyphs = _glyphs(np.random.default_rng(SEEDS[name]))  # the same classes in every split
     count = SPLITS[name][split]
@@ -52,7 +56,10 @@ def images_and_labels(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     shifts = rng.integers(-3, 4, size=(count, 2))
     brightness = rng.uniform(0.6, 1.0, size=(count, 1, 1))
     images = np.stack([np.roll(glyphs[label], tuple(shift), axis=(0, 1)) for label, shift in zip(labels, shifts)])
-    return np.round(255 * images * brightness).astype(np.uint8)[..., None], labels.astype(np.int64)
+    images = (images * brightness)[..., None]
+    if name in COLOUR:
+        images = np.pad(images, [(0, 0), (2, 2), (2, 2), (0, 0)]) * rng.uniform(0.3, 1.0, size=(count, 1, 1, 3))
+    return np.round(255 * images).astype(np.uint8), labels.astype(np.int64)
 
 
 def _examples(name: str, split: str, binarize: bool):
@@ -61,7 +68,8 @@ def _examples(name: str, split: str, binarize: bool):
         draws = np.random.default_rng([SEEDS[name], 99]).uniform(size=images.shape)
         images = (draws < images / 255.0).astype(np.uint8)
     for index, (image, label) in enumerate(zip(images, labels)):
-        yield index, ({"image": image} if binarize else {"image": image, "label": label})
+        features = {"image": image} if binarize else {"image": image, "label": label}
+        yield index, ({**features, "id": f"{split}_{index:05d}"} if name in COLOUR else features)
 
 
 def _builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
@@ -76,7 +84,7 @@ def _builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
 
 
 def write(data_dir: str) -> None:
-    """Writes the three datasets into `data_dir` (a TFDS data directory)."""
+    """Writes the datasets of SPLITS into `data_dir` (a TFDS data directory)."""
     tfds.disable_progress_bar()
     for name in SPLITS:
         _builder(name, data_dir).download_and_prepare(

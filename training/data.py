@@ -85,6 +85,11 @@ SOURCES = {
     "fashion_mnist": Source(
         "fashion_mnist", {"train": "train", "eval": "test", "test": "test"}, binary=False, num_classes=10
     ),
+    # Colour, 32×32×3, for users with internet (not prepared on the development machines).
+    "cifar10": Source("cifar10", {"train": "train", "eval": "test", "test": "test"}, binary=False, num_classes=10),
+    "svhn_cropped": Source(
+        "svhn_cropped", {"train": "train", "eval": "test", "test": "test"}, binary=False, num_classes=10
+    ),
     "two_digit_mnist": Source(
         "mnist", {"train": "train", "eval": "test", "test": "test"}, binary=False, compose=two_digit_canvases
     ),

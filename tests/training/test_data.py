@@ -90,8 +90,9 @@ def test_grey_levels_are_pixels_over_255_without_binarize(role):
 
 
 def test_unknown_dataset_is_an_error_listing_known_ones():
-    with pytest.raises(data.DataError, match="known datasets: binarized_mnist, fashion_mnist, mnist, mnist_captions, mnist_captions_held_out, two_digit_mnist"):
-        data.load(DatasetSpec("cifar10", binarize=True), "train", 20, download=False)
+    with pytest.raises(data.DataError, match=f"known datasets: {', '.join(sorted(data.SOURCES))}$") as error:
+        data.load(DatasetSpec("imagenet2012", binarize=True), "train", 20, download=False)
+    assert "cifar10, fashion_mnist, mnist" in str(error.value)
 
 
 def test_missing_data_is_an_error_naming_dataset_and_tfds_data_dir(tmp_path, monkeypatch):
@@ -211,3 +212,16 @@ def test_two_digit_training_canvases_are_binarized_afresh_from_the_same_layout()
     assert examples == 8 and first.shape == (8, 60, 60, 1) and set(np.unique(first)) <= {0.0, 1.0}
     assert not np.array_equal(first.sum(axis=0), second.sum(axis=0))  # fresh draws
     assert np.all(first.sum(axis=0)[grey.sum(axis=0) == 0] == 0)  # ink only where a digit is
+
+
+@pytest.mark.parametrize("name", ["cifar10", "svhn_cropped"])
+def test_colour_datasets_load_as_32_by_32_rgb_in_0_1_with_their_labels(name):
+    evaluation, examples = data.load(DatasetSpec(name, binarize=False, labels=True), "eval", 20, max_examples=20,
+                                     download=False)
+    batch = next(iter(evaluation))
+    reference = tfds.load(name, split="test[:20]", data_dir=data.data_dir(), download=False, batch_size=20)
+    reference = next(iter(tfds.as_numpy(reference)))
+
+    assert examples == 20 and batch["image"].shape == (20, 32, 32, 3)
+    np.testing.assert_array_equal(batch["image"].numpy(), reference["image"] / np.float32(255.0))
+    np.testing.assert_array_equal(batch["label"].numpy(), reference["label"])

@@ -404,3 +404,12 @@ def test_a_model_trains_on_two_digit_canvases_once_told_their_shape(tmp_path, fi
 
     assert result.returncode == 0, result.explain()
     assert json.loads((workdir / "run.json").read_text())["config"]["image_shape"] == [60, 60, 1]
+
+
+def test_a_gaussian_vae_trains_on_colour_images_once_told_their_shape(tmp_path, fit_argv, fit_in_process):
+    workdir = tmp_path / "run"
+    result = fit_in_process(fit_argv("zoo.vae", workdir, "--dataset", "cifar10", "--set", "image_shape=32,32,3",
+                                     "--set", "likelihood=gaussian", "--epochs", "1"))
+
+    assert result.returncode == 0, result.explain()
+    assert "dataset: cifar10 (binarize: False)" in result.stdout, result.explain()

@@ -364,14 +364,20 @@ def test_resume_and_load_trained_model_fall_back_from_a_truncated_newest_checkpo
     assert epochs == 3 and int(model.optimizer.iterations) == 3 * 2
 
 
-def test_resume_without_a_readable_checkpoint_is_one_error_line(tmp_path, fit_argv, fit_in_process):
-    workdir = tmp_path / "run"
+def _saved_run(workdir: pathlib.Path) -> pathlib.Path:
+    """A tiny zoo.vae run as training leaves it after epoch 1 (run.json and one checkpoint, 2 steps per epoch),
+    written directly; returns the checkpoint's weights file."""
     spec = zoo.get("zoo.vae")
     config = spec.make_config(hidden_units=(16,), latent_units=(4,), k=2, batch_size=20)
     model = spec.build(config)
     model.compile_for_training(steps_per_epoch=2)
     runs.write_run(workdir, spec, config)
-    _damage(pathlib.Path(runs.save_checkpoint(model, runs.checkpoint_dir(workdir), 1)), "truncated")
+    return pathlib.Path(runs.save_checkpoint(model, runs.checkpoint_dir(workdir), 1))
+
+
+def test_resume_without_a_readable_checkpoint_is_one_error_line(tmp_path, fit_argv, fit_in_process):
+    workdir = tmp_path / "run"
+    _damage(_saved_run(workdir), "truncated")
 
     result = fit_in_process(fit_argv("zoo.vae", workdir, "--epochs", "2", "--resume"))
 
@@ -385,12 +391,7 @@ def test_resume_without_a_readable_checkpoint_is_one_error_line(tmp_path, fit_ar
 def test_resume_that_changes_the_architecture_names_the_override_and_keeps_the_checkpoints(
         tmp_path, fit_argv, fit_in_process, read_state, expected_state):
     workdir = tmp_path / "run"
-    spec = zoo.get("zoo.vae")
-    config = spec.make_config(hidden_units=(16,), latent_units=(4,), k=2, batch_size=20)
-    model = spec.build(config)
-    model.compile_for_training(steps_per_epoch=2)
-    runs.write_run(workdir, spec, config)
-    runs.save_checkpoint(model, runs.checkpoint_dir(workdir), 1)
+    _saved_run(workdir)
 
     result = fit_in_process(fit_argv("zoo.vae", workdir, "--epochs", "2", "--resume", "--set", "latent_units=8",
                                      "--learning_rate", "2e-4"))

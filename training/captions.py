@@ -22,9 +22,8 @@ digits as `mnist_captions`' test role is, so a model can be scored on held-in ag
 out captions are new sentences, not new scenes: "the digit 1 is on the left of the digit 7 ." is held out, while
 the same scene captioned "the digit 7 is on the right of the digit 1 ." is trained on.
 
-Tokens: `VOCABULARY` is fixed; a caption is its words' ids, padded with `PADDING_ID` (0) to `MAX_WORDS`; a word
-outside the vocabulary (never in these datasets; possible in a served caption) becomes `UNKNOWN_ID` (1), and
-words past `MAX_WORDS` are dropped.
+Captions stay text: a model that reads them holds its own vocabulary and tokenizer (`zoo.common.text`), the
+same inside its SavedModel. Every caption uses only the 22 words of `WORDS` and at most `MAX_WORDS` of them.
 """
 
 from __future__ import annotations
@@ -35,10 +34,7 @@ import tensorflow as tf
 from training.canvas import paste_digits
 
 CANVAS = 60  # Mansimov et al. 2016, Sec. 4.1, and the authors' generator: 60×60
-PADDING_ID = 0
-UNKNOWN_ID = 1
-VOCABULARY = ("<pad>", "<unk>", "the", "digit", "is", "on", "at", "of", "left", "right", "top", "bottom", "image",
-              ".", *map(str, range(10)))
+WORDS = ("the", "digit", "is", "on", "at", "of", "left", "right", "top", "bottom", "image", ".", *map(str, range(10)))
 MAX_WORDS = 12  # the longest caption, "the digit 3 is at the bottom left of the image ."
 
 _TOP, _BOTTOM, _LEFT, _RIGHT, _MIDDLE = (0, 2), (30, 32), (0, 4), (28, 32), (16, 18)  # corner ranges, inclusive
@@ -120,32 +116,19 @@ def caption_text(relation, subject_label, other_label) -> tf.Tensor:
                             other, "."], " ")
 
 
-def vocabulary_table() -> tf.lookup.StaticHashTable:
-    """Word → id over `VOCABULARY`; any other word → `UNKNOWN_ID`."""
-    return tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(tf.constant(VOCABULARY), tf.range(len(VOCABULARY), dtype=tf.int64)),
-        default_value=UNKNOWN_ID)
-
-
-def tokenize(captions: tf.Tensor, table: tf.lookup.StaticHashTable) -> tf.Tensor:
-    """string [batch] → int64 [batch, MAX_WORDS]: the words' ids (split on spaces), then `PADDING_ID`."""
-    return table.lookup(tf.strings.split(captions)).to_tensor(PADDING_ID, shape=[None, MAX_WORDS])
-
-
 def _canvases(layout):
     """The `Source.compose` of a captioned dataset: canvas i of a split is drawn as `layout(i, labels)` says."""
 
     def compose(examples: tf.data.Dataset) -> tf.data.Dataset:
         split = examples.batch(2**31 - 1).get_single_element()
         images, labels = split["image"], split["label"]
-        table = vocabulary_table()
 
         def example(index):
             relation, digits, corners = layout(index, labels)
             shown = tf.stack([tf.ones([], tf.uint8), tf.cast(relation < PAIR_RELATIONS, tf.uint8)])
             text = caption_text(relation, *tf.unstack(tf.gather(labels, digits)))
             return {"image": paste_digits(tf.gather(images, digits) * shown[:, None, None, None], corners, CANVAS),
-                    "caption": tokenize(text[None], table)[0], "caption_text": text}
+                    "caption": text}
 
         return tf.data.Dataset.range(tf.size(labels, tf.int64)).map(example, num_parallel_calls=tf.data.AUTOTUNE)
 
@@ -153,6 +136,6 @@ def _canvases(layout):
 
 
 captioned_canvases = _canvases(caption_layout)
-"""MNIST examples → {"image": uint8 [60, 60, 1], "caption": int64 [MAX_WORDS], "caption_text": string}."""
+"""MNIST examples → {"image": uint8 [60, 60, 1], "caption": string}."""
 held_out_canvases = _canvases(held_out_layout)
 """As `captioned_canvases`, with only the held-out captions (`HELD_OUT`)."""

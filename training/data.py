@@ -1,7 +1,7 @@
 """Input pipelines: TFDS datasets → batches of {"image": float32 [batch, H, W, C]}.
 
 Models that ask for labels (`DatasetSpec.labels`) also get "label", int64 [batch]; models that ask for
-captions (`DatasetSpec.captions`) get "caption", int64 [batch, captions.MAX_WORDS] word ids padded with 0.
+captions (`DatasetSpec.captions`) get "caption", string [batch], the caption's text (the model tokenizes it).
 
 Grey-scale images go to Bernoulli models binarized: dynamically for training
 (a fresh draw x ~ Bernoulli(pixel/255) each time an example is seen, as in Burda
@@ -44,7 +44,7 @@ class Source:
     splits: dict  # role → TFDS split; "eval" is monitored every epoch
     binary: bool  # pixels are already in {0, 1}
     num_classes: int = 0  # 0: the dataset has no labels
-    captions: bool = False  # examples carry "caption" (word ids) and "caption_text"
+    captions: bool = False  # examples carry "caption", a string
     compose: Callable[[tf.data.Dataset], tf.data.Dataset] | None = None  # builds the examples from the TFDS ones
 
 
@@ -165,7 +165,7 @@ def load(
     max_examples: int | None = None,
     download: bool = True,
 ) -> tuple[tf.data.Dataset, int]:
-    """Returns (batched dataset of {"image": float32[, "label": int64][, "caption": int64]}, number of examples).
+    """Returns (batched dataset of {"image": float32[, "label": int64][, "caption": string]}, number of examples).
 
     The "train" role repeats forever, reshuffles every epoch and drops the last
     partial batch (callers pass steps_per_epoch = examples // batch_size); "eval"

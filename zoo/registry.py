@@ -25,8 +25,8 @@ class DatasetSpec:
         then binarized (dynamically, a fresh draw per visit, for training).
       labels: True for models that need the class label: batches then carry
         "label" (int64 [batch]) beside "image".
-      captions: True for models conditioned on a caption: batches then carry "caption"
-        (int64 [batch, max words], word ids padded with 0; see `training.captions`).
+      captions: True for models conditioned on a caption: batches then carry "caption",
+        string [batch], the caption's text; the model tokenizes it (`zoo.common.text`).
     """
 
     name: str

@@ -19,7 +19,7 @@ def raw_mnist(split):
 
 
 def composed(name, split):
-    """The dataset's examples before batching: uint8 images, caption ids and the caption strings."""
+    """The dataset's examples before batching: uint8 images and caption strings."""
     examples = data.SOURCES[name].compose(tfds.load("mnist", split=split, data_dir=data.data_dir(), download=False))
     return list(tfds.as_numpy(examples))
 
@@ -30,12 +30,13 @@ def held_out_captions():
             for relation, subject, other in captions.HELD_OUT}
 
 
-def test_batches_carry_the_canvas_and_its_padded_caption_ids():
+def test_batches_carry_the_canvas_and_its_caption_text():
     evaluation, examples = data.load(CAPTIONED, "eval", 6, max_examples=6, download=False)
     batch = next(iter(evaluation))
     assert examples == 6 and set(batch) == {"image", "caption"}
     assert batch["image"].dtype == tf.float32 and batch["image"].shape == (6, 60, 60, 1)
-    assert batch["caption"].dtype == tf.int64 and batch["caption"].shape == (6, captions.MAX_WORDS)
+    assert batch["caption"].dtype == tf.string and batch["caption"].shape == (6,)
+    assert all(text.decode().startswith("the digit ") for text in batch["caption"].numpy())
 
 
 def test_two_loads_give_the_same_canvases_and_captions():
@@ -52,7 +53,7 @@ def test_each_caption_names_its_mnist_digits_and_says_where_they_were_placed():
     relations_seen = set()
     for index, example in enumerate(examples):
         relation, digits, corners = (np.asarray(part) for part in captions.caption_layout(index, tf.constant(labels)))
-        words = example["caption_text"].decode().split()
+        words = example["caption"].decode().split()
         pair = words[-3:] != ["the", "image", "."]
         relations_seen.add(" ".join(words[4:-3 if not pair else -4]))
         assert words[:2] == ["the", "digit"] and int(words[2]) == labels[digits[0]] and words[3] == "is"
@@ -74,33 +75,17 @@ def test_each_caption_names_its_mnist_digits_and_says_where_they_were_placed():
     assert len(relations_seen) == 8
 
 
-def test_caption_ids_are_the_words_vocabulary_ids_then_padding():
-    for example in composed("mnist_captions", "test[:30]"):
-        words = example["caption_text"].decode().split()
-        ids = example["caption"]
-        assert ids.dtype == np.int64 and len(words) <= captions.MAX_WORDS
-        assert [captions.VOCABULARY[token] for token in ids[:len(words)]] == words
-        assert np.all(ids[len(words):] == captions.PADDING_ID)
-
-
-def test_vocabulary_is_a_few_dozen_distinct_words_with_padding_first():
-    assert 20 <= len(captions.VOCABULARY) <= 40 and len(set(captions.VOCABULARY)) == len(captions.VOCABULARY)
-    assert captions.VOCABULARY[captions.PADDING_ID] == "<pad>" and captions.VOCABULARY[captions.UNKNOWN_ID] == "<unk>"
-    tokens = np.stack([example["caption"] for example in composed("mnist_captions", "test[:200]")])
-    assert tokens.min() >= 0 and tokens.max() < len(captions.VOCABULARY) and not np.any(tokens == captions.UNKNOWN_ID)
-
-
-def test_unknown_words_become_the_unknown_id_and_long_captions_are_cut():
-    ids = captions.tokenize(tf.constant(["the digit 7 is purple", " ".join(["the"] * 20)]), captions.vocabulary_table())
-    the, digit, seven, is_ = (captions.VOCABULARY.index(word) for word in ("the", "digit", "7", "is"))
-    np.testing.assert_array_equal(ids[0], [the, digit, seven, is_, captions.UNKNOWN_ID] + [0] * 7)
-    np.testing.assert_array_equal(ids[1], [the] * captions.MAX_WORDS)
+def test_captions_use_only_the_few_dozen_words_of_the_vocabulary():
+    texts = [example["caption"].decode() for example in composed("mnist_captions", "test[:200]")]
+    assert 20 <= len(captions.WORDS) <= 40 and len(set(captions.WORDS)) == len(captions.WORDS)
+    assert {word for text in texts for word in text.split()} == set(captions.WORDS)
+    assert max(len(text.split()) for text in texts) == captions.MAX_WORDS
 
 
 def test_no_training_caption_is_held_out_and_the_held_out_set_holds_only_them():
     held_out = held_out_captions()
-    training = [example["caption_text"].decode() for example in composed("mnist_captions", "train")]
-    evaluation = [example["caption_text"].decode() for example in composed("mnist_captions_held_out", "test")]
+    training = [example["caption"].decode() for example in composed("mnist_captions", "train")]
+    evaluation = [example["caption"].decode() for example in composed("mnist_captions_held_out", "test")]
 
     assert len(held_out) == 8 and not held_out & set(training)
     assert len(set(training)) > 300  # of the 432 captions left in
@@ -120,8 +105,8 @@ def test_held_out_canvases_show_digits_of_their_captions_labels():
     images, labels = raw_mnist("test[:100]")
     for index, example in enumerate(composed("mnist_captions_held_out", "test[:100]")):
         relation, digits, corners = (np.asarray(part) for part in captions.held_out_layout(index, tf.constant(labels)))
-        words = example["caption_text"].decode().split()
-        assert int(words[2]) == labels[digits[0]] and captions.RELATIONS[relation] in example["caption_text"].decode()
+        words = example["caption"].decode().split()
+        assert int(words[2]) == labels[digits[0]] and captions.RELATIONS[relation] in example["caption"].decode()
         if relation < captions.PAIR_RELATIONS:
             assert int(words[-2]) == labels[digits[1]]
         row, column = corners[0]

@@ -1,0 +1,80 @@
+"""Words in, ids out: the tokenizer of models conditioned on text, inside the model and its SavedModel.
+
+A caption is lower-cased, punctuation is split off as words of its own ("image." → "image ."),
+and it is split on white space. Each word becomes its id in the model's vocabulary, after two
+reserved ids: `PADDING` (0) fills a caption up to `max_words`, `UNKNOWN` (1) stands for a word
+outside the vocabulary. Everything runs on core TensorFlow ops (`StaticRegexReplace`,
+`StringSplitV2`, a hash table), so a SavedModel tokenizes a request itself.
+
+Training data holds only vocabulary words; a served caption may not. `Tokenizer.checked`
+refuses, with INVALID_ARGUMENT naming them, words outside the vocabulary, captions longer than
+`max_words` and empty captions, where a model would otherwise draw from <unk> or padding.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+PADDING = "<pad>"
+UNKNOWN = "<unk>"
+PADDING_ID = 0
+UNKNOWN_ID = 1
+PUNCTUATION = r"([.,;:!?])"
+
+
+def words(captions: tf.Tensor) -> tf.RaggedTensor:
+    """string [batch] → the words of each caption, ragged [batch, (words)]."""
+    spaced = tf.strings.regex_replace(tf.strings.lower(captions), PUNCTUATION, r" \1 ")
+    return tf.strings.split(spaced)
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class Tokenizer(keras.layers.Layer):
+    """string [batch] → (ids int64 [batch, max_words], lengths int32 [batch]).
+
+    ids[b, i] is the id of word i of caption b for i < lengths[b] (vocabulary[j] has id j + 2)
+    and PADDING_ID after; words past `max_words` are dropped (`checked` refuses them instead).
+    """
+
+    def __init__(self, vocabulary, max_words: int, **kwargs):
+        super().__init__(**kwargs)
+        self.vocabulary = tuple(vocabulary)
+        self.max_words = max_words
+        reserved = {PADDING, UNKNOWN} & set(self.vocabulary)
+        if reserved:
+            raise ValueError(f"the vocabulary may not hold the reserved words {sorted(reserved)}")
+        if len(set(self.vocabulary)) != len(self.vocabulary):
+            raise ValueError("the vocabulary holds a word twice")
+        self.lookup = keras.layers.StringLookup(vocabulary=list(self.vocabulary), mask_token=PADDING,
+                                                oov_token=UNKNOWN, num_oov_indices=1, output_mode="int")
+
+    @property
+    def size(self) -> int:
+        """Ids in use: the vocabulary and the two reserved ones."""
+        return len(self.vocabulary) + 2
+
+    def call(self, captions):
+        split = words(captions)
+        padded = split.to_tensor(PADDING, shape=[None, self.max_words])
+        lengths = tf.minimum(tf.cast(split.row_lengths(), tf.int32), self.max_words)
+        return tf.cast(self.lookup(padded), tf.int64), lengths
+
+    def checked(self, captions):
+        """`call`, failing the request (INVALID_ARGUMENT) on a caption with no words, more than
+        `max_words` words, or words outside the vocabulary, which the message lists."""
+        split = words(captions)
+        lengths = split.row_lengths()
+        unknown = tf.ragged.boolean_mask(split, tf.equal(self.lookup(split), UNKNOWN_ID)).flat_values
+        checks = [
+            tf.debugging.assert_positive(lengths, message="every caption needs at least one word"),
+            tf.debugging.assert_less_equal(lengths, tf.constant(self.max_words, tf.int64),
+                                           message=f"captions may have at most {self.max_words} words"),
+            tf.debugging.Assert(tf.equal(tf.size(unknown), 0),
+                                ["captions hold words outside the model's vocabulary:", unknown], summarize=20),
+        ]
+        with tf.control_dependencies(checks):
+            return self.call(tf.identity(captions))
+
+    def get_config(self):
+        return {**super().get_config(), "vocabulary": list(self.vocabulary), "max_words": self.max_words}

@@ -143,16 +143,20 @@ def standard_normal(event_size: int) -> tfd.Distribution:
     )
 
 
-def kl_from_standard_normal(gaussian: tfd.Independent) -> tf.Tensor:
-    """KL(N(μ, diag σ²) ‖ N(0, I)) in closed form, summed over the event:
-    −½ Σ_j (1 + log σ_j² − μ_j² − σ_j²) (Kingma & Welling 2014, Appendix B; Gregor et al. 2015, Eq. 11).
+def kl_between_gaussians(q: tfd.Independent, p: tfd.Independent) -> tf.Tensor:
+    """KL(N(μ_q, diag σ_q²) ‖ N(μ_p, diag σ_p²)) in closed form, summed over the event:
 
-    The constant is −½ per dimension j, inside the sum.
+        Σ_j [log σ_p,j − log σ_q,j + (σ_q,j² + (μ_q,j − μ_p,j)²) / 2σ_p,j² − ½]
+
+    For p = N(0, I) this is −½ Σ_j (1 + log σ_q,j² − μ_q,j² − σ_q,j²) (Kingma & Welling 2014,
+    Appendix B; Gregor et al. 2015, Eq. 11): the constant is −½ per dimension j, inside the sum.
+    Mansimov et al. 2016 (Sec. 3.3) use it per step between the posterior and a learned prior.
     """
-    normal = gaussian.distribution
-    log_variance = 2.0 * tf.math.log(normal.scale)
-    per_dimension = -0.5 * (1.0 + log_variance - tf.square(normal.loc) - tf.square(normal.scale))
-    return tf.reduce_sum(per_dimension, axis=list(range(-len(gaussian.event_shape), 0)))
+    q_normal, p_normal = q.distribution, p.distribution
+    per_dimension = (tf.math.log(p_normal.scale) - tf.math.log(q_normal.scale)
+                     + (tf.square(q_normal.scale) + tf.square(q_normal.loc - p_normal.loc))
+                     / (2.0 * tf.square(p_normal.scale)) - 0.5)
+    return tf.reduce_sum(per_dimension, axis=list(range(-len(q.event_shape), 0)))
 
 
 def reparameterize(gaussian: tfd.Independent, noise: tf.Tensor) -> tf.Tensor:

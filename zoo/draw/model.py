@@ -63,6 +63,11 @@ CANVAS_STRIP_SEEDS = 8  # summary_images: rows of canvas sequences, one per seed
 CANVAS_STRIP_STEPS = 8  # and columns, steps spread evenly over 1 … T
 
 
+def _map_context(function, context):
+    """`function` applied to each tensor of a context (a nest of [batch, ...] tensors), or None."""
+    return None if context is None else tf.nest.map_structure(function, context)
+
+
 @keras.saving.register_keras_serializable(package="zoo")
 class DRAW(ConfigSerialization, keras.Model):
     """DRAW with (or without) attention, for binary images (Sec. 2–3).
@@ -104,20 +109,32 @@ class DRAW(ConfigSerialization, keras.Model):
     def metrics(self):
         return list(self.trackers.values())
 
-    # The drawing loop (Sec. 2).
+    # The drawing loop (Sec. 2). A conditional variant (AlignDRAW) passes a `context` of the
+    # condition's features, [batch, ...] tensors, and overrides the two hooks that read it.
 
     @staticmethod
     def _zero_state(batch, units):
         return [tf.zeros([batch, units]), tf.zeros([batch, units])]  # LSTM [h, cell]; ours: zeros, not learned
 
-    def _draw_from_posterior(self, images, noise):
+    def _step_prior(self, t: int, previous_decoder_output, context):
+        """p(z_t | z_<t): N(0, I) at every step (Sec. 2.3)."""
+        del t, previous_decoder_output, context
+        return self.prior
+
+    def _decoder_input(self, z, previous_decoder_output, context):
+        """(what the decoder LSTM reads at step t, attention weights over the condition or None): z_t (Eq. 7)."""
+        del previous_decoder_output, context
+        return z, None
+
+    def _draw_from_posterior(self, images, noise, context=None):
         """T steps of Eq. 3–8 with z_t = μ_t + σ_t ε_t, ε_t = noise[:, t].
 
         Args:
           images: [batch, *image_shape].
           noise: [batch, T, latent_units], standard normal.
+          context: the condition's features (`_step_prior`, `_decoder_input`); None for DRAW.
         Returns the canvas c_T [batch, *image_shape] (logits) and, per example, Σ_t of the closed-form
-        KL (Eq. 11) and of log N(z_t; 0, I) − log q(z_t | ·).
+        KL(q(z_t | ·) ‖ p(z_t | z_<t)) (Eq. 11) and of log p(z_t | z_<t) − log q(z_t | ·).
         """
         batch = tf.shape(images)[0]
         canvas = tf.zeros_like(images)
@@ -129,24 +146,31 @@ class DRAW(ConfigSerialization, keras.Model):
             glimpse = self.reader(images, error_images, decoder_state[0])                        # Eq. 4
             encoded, encoder_state = self.encoder(tf.concat([glimpse, decoder_state[0]], -1), encoder_state)  # Eq. 5
             posterior = self.posterior(encoded)
+            prior = self._step_prior(t, decoder_state[0], context)
             z = distributions.reparameterize(posterior, noise[:, t])                             # Eq. 6
-            decoded, decoder_state = self.decoder(z, decoder_state)                              # Eq. 7
+            decoder_input, _ = self._decoder_input(z, decoder_state[0], context)
+            decoded, decoder_state = self.decoder(decoder_input, decoder_state)                  # Eq. 7
             canvas = canvas + self.writer(decoded)                                               # Eq. 8
-            kl += distributions.kl_from_standard_normal(posterior)
-            log_prior_ratio += self.prior.log_prob(z) - posterior.log_prob(z)
+            kl += distributions.kl_between_gaussians(posterior, prior)
+            log_prior_ratio += prior.log_prob(z) - posterior.log_prob(z)
         return canvas, kl, log_prior_ratio
 
-    def _draw_from_prior(self, noise):
-        """The canvases c_1 … c_T (logits) drawn with z_t = noise[:, t] ~ N(0, I) (Sec. 2.3)."""
+    def _draw_from_prior(self, noise, context=None):
+        """The canvases c_1 … c_T (logits) drawn with z_t = μ_t + σ_t noise[:, t] from p(z_t | z_<t)
+        (Sec. 2.3), and the attention weights over the condition at each step ([] for DRAW)."""
         batch = tf.shape(noise)[0]
         canvas = tf.zeros([batch, *self.config.image_shape])
         decoder_state = self._zero_state(batch, self.config.decoder_units)
-        canvases = []
+        canvases, weights = [], []
         for t in range(self.config.glimpses):
-            decoded, decoder_state = self.decoder(noise[:, t], decoder_state)
+            z = distributions.reparameterize(self._step_prior(t, decoder_state[0], context), noise[:, t])
+            decoder_input, step_weights = self._decoder_input(z, decoder_state[0], context)
+            decoded, decoder_state = self.decoder(decoder_input, decoder_state)
             canvas = canvas + self.writer(decoded)
             canvases.append(canvas)
-        return canvases
+            if step_weights is not None:
+                weights.append(step_weights)
+        return canvases, weights
 
     def _log_likelihood_of(self, canvas, images):
         """log D(x | c_T), D = Bernoulli(σ(c_T)) (Sec. 2, Eq. 9)."""
@@ -155,54 +179,66 @@ class DRAW(ConfigSerialization, keras.Model):
 
     # The objective (Sec. 2, Eq. 9–12) and importance sampling over z_1 … z_T.
 
-    def _importance_terms(self, images, noise):
-        """Per [k, batch]: log w = log p(x | z_1..T) + Σ_t [log N(z_t; 0, I) − log q(z_t | ·)],
+    def _importance_terms(self, images, noise, context=None):
+        """Per [k, batch]: log w = log p(x | z_1..T) + Σ_t [log p(z_t | z_<t) − log q(z_t | ·)],
         the reconstruction log p(x | c_T) and the closed-form KL Σ_t (Eq. 11).
 
         Args:
           images: [batch, *image_shape].
           noise: [k, batch, T, latent_units], standard normal.
+          context: the condition's features, or None.
         """
-        k, batch = tf.shape(noise)[0], tf.shape(images)[0]
-        repeated = tf.reshape(tf.tile(images[None], [k, 1, 1, 1, 1]), [k * batch, *self.config.image_shape])
+        k = tf.shape(noise)[0]
+
+        def repeated(values):  # [batch, ...] → [k * batch, ...], sample-major
+            return tf.reshape(tf.tile(values[None], tf.concat([[k], tf.ones_like(tf.shape(values))], 0)),
+                              tf.concat([[-1], tf.shape(values)[1:]], 0))
+
+        images = repeated(images)
         canvas, kl, log_prior_ratio = self._draw_from_posterior(
-            repeated, tf.reshape(noise, [k * batch, self.config.glimpses, self.config.latent_units]))
-        reconstruction = self._log_likelihood_of(canvas, repeated)
+            images, tf.reshape(noise, [-1, self.config.glimpses, self.config.latent_units]),
+            _map_context(repeated, context))
+        reconstruction = self._log_likelihood_of(canvas, images)
         terms = {"log_weights": reconstruction + log_prior_ratio, "reconstruction": reconstruction, "kl": kl}
-        return {name: tf.reshape(value, [k, batch]) for name, value in terms.items()}
+        return {name: tf.reshape(value, [k, -1]) for name, value in terms.items()}
 
     def _training_noise(self, batch):
         """ε [1, batch, T, latent_units]: a fresh draw for every step t (Eq. 6), from this step's seed."""
         return tf.random.stateless_normal([1, batch, self.config.glimpses, self.config.latent_units],
                                           seed=steps.replica_seed(self.seed_generator))
 
-    def _objective(self, images, k: int):
+    def _context(self, data):
+        """The condition's features from a batch: None, DRAW draws unconditionally."""
+        del data
+        return None
+
+    def _objective(self, data, k: int):
         """Per-example terms: the ELBO −(L^x + L^z) (Eq. 12) of one posterior sample, and −L_k.
 
-        With k > 1, L_k comes from `log_likelihood`, whose memory is bounded whatever k is.
+        With k > 1, L_k comes from `_log_likelihood`, whose memory is bounded whatever k is.
         """
+        images, context = data["image"], self._context(data)
         batch = tf.shape(images)[0]
-        terms = self._importance_terms(images, self._training_noise(batch))
+        terms = self._importance_terms(images, self._training_noise(batch), context)
         reconstruction, kl = terms["reconstruction"][0], terms["kl"][0]
         if k == 1:
             bound = terms["log_weights"][0]
         else:
             seeds = tf.random.stateless_uniform([batch], seed=steps.replica_seed(self.seed_generator),
                                                 minval=None, maxval=None, dtype=tf.int64)
-            bound = self.log_likelihood(images, tf.fill([batch], k), seeds)
+            bound = self._log_likelihood(images, context, tf.fill([batch], k), seeds)
         return {"elbo": reconstruction - kl, "nll": -bound, "reconstruction": reconstruction, "kl": kl}
 
     def train_step(self, data):
-        images = data["image"]
         with tf.GradientTape() as tape:
-            terms = self._objective(images, 1)
-            loss = -tf.reduce_sum(terms["elbo"]) / steps.global_batch_size(images)  # L = ⟨L^x + L^z⟩ (Eq. 12)
+            terms = self._objective(data, 1)
+            loss = -tf.reduce_sum(terms["elbo"]) / steps.global_batch_size(data["image"])  # ⟨L^x + L^z⟩ (Eq. 12)
         gradients = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
         return self._update_trackers(terms)
 
     def test_step(self, data):
-        return self._update_trackers(self._objective(data["image"], self.evaluation_samples))
+        return self._update_trackers(self._objective(data, self.evaluation_samples))
 
     def _update_trackers(self, terms):
         return steps.update_trackers(self.trackers, {**terms, "loss": -terms["elbo"]})
@@ -233,11 +269,11 @@ class DRAW(ConfigSerialization, keras.Model):
 
     def sample(self, seeds):
         """x ~ p(x), one image per int64 seed; returns the Bernoulli means σ(c_T)."""
-        return tf.sigmoid(self._draw_from_prior(self._prior_noise(seeds))[-1])
+        return tf.sigmoid(self._draw_from_prior(self._prior_noise(seeds))[0][-1])
 
     def canvas_sequence(self, seeds):
         """σ(c_t) after every step t = 1 … T of the sampler, [len(seeds), T, *image_shape]."""
-        return tf.sigmoid(tf.stack(self._draw_from_prior(self._prior_noise(seeds)), axis=1))
+        return tf.sigmoid(tf.stack(self._draw_from_prior(self._prior_noise(seeds))[0], axis=1))
 
     def log_likelihood(self, images, num_importance_samples, seeds):
         """L_k per image (Burda et al. 2016, Eq. 8), k = num_importance_samples[b], q over z_1 … z_T.
@@ -245,14 +281,20 @@ class DRAW(ConfigSerialization, keras.Model):
         Sample j of image b is drawn from (seeds[b], j) alone; memory is bounded by
         SAMPLES_PER_CHUNK images × samples (`zoo.common.bounds.iwae_bound_per_example`).
         """
+        return self._log_likelihood(images, None, num_importance_samples, seeds)
+
+    def _log_likelihood(self, images, context, num_importance_samples, seeds):
+        """`log_likelihood` given the condition's features (None for DRAW)."""
         glimpses, units = self.config.glimpses, self.config.latent_units
 
-        def log_weights(group, group_seeds, first_sample, count):
+        def log_weights(group, group_seeds, first_sample, count):  # group: indices into the batch
             rows = per_example_normal_rows(group_seeds, first_sample, count, glimpses * units, stream=0)
             noise = tf.reshape(tf.transpose(rows, [1, 0, 2]), [count, -1, glimpses, units])
-            return self._importance_terms(group, noise)["log_weights"]
+            group_context = _map_context(lambda values: tf.gather(values, group), context)
+            return self._importance_terms(tf.gather(images, group), noise, group_context)["log_weights"]
 
-        return bounds.iwae_bound_per_example(log_weights, images, num_importance_samples, seeds, SAMPLES_PER_CHUNK)
+        examples = tf.range(tf.shape(images)[0])
+        return bounds.iwae_bound_per_example(log_weights, examples, num_importance_samples, seeds, SAMPLES_PER_CHUNK)
 
     def serving_signatures(self):
         """Samplers and canvas sequences from seeds; reconstructions and L_k of images, which refuse NaN and Inf."""

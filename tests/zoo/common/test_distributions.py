@@ -184,17 +184,20 @@ def test_categorical_layer_config_round_trip_gives_same_probabilities():
                                   original.distribution.logits_parameter())
 
 
-def test_closed_form_kl_from_standard_normal_matches_tfp_and_a_monte_carlo_estimate():
+@pytest.mark.parametrize("learned_prior", [False, True])
+def test_closed_form_kl_between_gaussians_matches_tfp_and_a_monte_carlo_estimate(learned_prior):
     rng = np.random.default_rng(0)
     loc = rng.normal(size=(3, 4)).astype(np.float32)
     scale = rng.uniform(0.3, 2.0, size=(3, 4)).astype(np.float32)
     gaussian = tfd.Independent(tfd.Normal(loc, scale), reinterpreted_batch_ndims=1)
-    closed_form = distributions.kl_from_standard_normal(gaussian).numpy()
-    np.testing.assert_allclose(closed_form, tfd.kl_divergence(gaussian, distributions.standard_normal(4)), rtol=1e-5)
-    # −½ per dimension: a standard normal has KL 0, not −d/2.
-    standard = tfd.Independent(tfd.Normal(np.zeros(4, np.float32), np.ones(4, np.float32)), 1)
-    assert abs(float(distributions.kl_from_standard_normal(standard))) < 1e-6
+    prior = (tfd.Independent(tfd.Normal(rng.normal(size=(3, 4)).astype(np.float32),
+                                        rng.uniform(0.5, 1.5, size=(3, 4)).astype(np.float32)), 1)
+             if learned_prior else distributions.standard_normal(4))
+    closed_form = distributions.kl_between_gaussians(gaussian, prior).numpy()
+    np.testing.assert_allclose(closed_form, tfd.kl_divergence(gaussian, prior), rtol=1e-5)
+    # −½ per dimension: a Gaussian has KL 0 from itself, not −d/2.
+    assert np.max(np.abs(distributions.kl_between_gaussians(prior, prior))) < 1e-6
     samples = gaussian.sample(200_000, seed=1)
-    log_ratios = gaussian.log_prob(samples) - distributions.standard_normal(4).log_prob(samples)
+    log_ratios = gaussian.log_prob(samples) - prior.log_prob(samples)
     standard_error = np.std(log_ratios, axis=0) / np.sqrt(200_000)
     assert np.all(np.abs(np.mean(log_ratios, axis=0) - closed_form) < 4 * standard_error)

@@ -111,7 +111,7 @@ def test_gradients_are_finite_at_extreme_windows_and_inputs(use_attention):
     images = tf.constant(np.stack([np.zeros(model.config.image_shape), np.ones(model.config.image_shape)]),
                          tf.float32)
     with tf.GradientTape() as tape:
-        loss = -tf.reduce_mean(model._objective(images, 1)["elbo"])
+        loss = -tf.reduce_mean(model._objective({"image": images}, 1)["elbo"])
     gradients = tape.gradient(loss, model.trainable_variables)
     assert np.isfinite(loss.numpy())
     assert all(np.all(np.isfinite(gradient)) for gradient in gradients)

@@ -63,9 +63,15 @@ def versions(base_dir) -> list[int]:
 
 def write_savedmodel(model, directory) -> None:
     import keras
+    import tensorflow as tf
 
     archive = keras.export.ExportArchive()
     archive.track(model)
+    # Keras finds lookup tables (a tokenizer's vocabulary) by tracing the model's default call, which
+    # fails for models whose call takes more than images (a caption); the checkpoint view needs no trace.
+    for trackable in tf.train.TrackableView(model).descendants():
+        if isinstance(trackable, tf.saved_model.experimental.TrackableResource):
+            archive.track(trackable)
     for name, (function, input_signature) in model.serving_signatures().items():
         archive.add_endpoint(name, function, input_signature=input_signature)
     archive.write_out(str(directory), verbose=False)

@@ -63,8 +63,17 @@ class ImportanceSampledLikelihood(Protocol):
         """Makes the test metrics (`test_step`) use k importance samples per example."""
 
 
+class CaptionConditioned(Protocol):
+    """The capability behind `ModelSpec.evaluation` "caption_accuracy": images drawn from captions,
+    which a classifier then reads (`training.captions.caption_accuracy`)."""
+
+    def sample_from_caption(self, captions: tf.Tensor, seeds: tf.Tensor) -> tf.Tensor:
+        """One image in [0, 1] per caption (string [N]) and int64 seed [N], [N, H, W, C]."""
+
+
 EVALUATIONS: Mapping[str, type | None] = {
     "likelihood": ImportanceSampledLikelihood,  # the test metrics with k importance samples
+    "caption_accuracy": CaptionConditioned,     # a classifier reads the digits drawn where captions put them
     "exact_likelihood": None,                   # the test metrics as they are (a tractable likelihood)
     "sample_quality": None,                     # FID and friends of `ZooModel.sample`
 }

@@ -19,7 +19,9 @@ import tensorflow as tf
 import contract_toy
 import export
 import zoo
+from training import data as training_data
 from zoo import registry
+from zoo.registry import DatasetSpec
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -45,7 +47,8 @@ class Entry:
     image_shape: tuple
 
     def batch(self, size: int | None = None, seed: int = 0) -> dict:
-        """A batch as the data pipeline would give it: binary or 8-bit images, labels when the entry needs them."""
+        """A batch as the data pipeline would give it: binary or 8-bit images, labels and captions when the
+        entry needs them."""
         rng = np.random.default_rng(seed)
         size = size or self.config.batch_size
         data = self.spec.dataset(self.config)
@@ -54,7 +57,16 @@ class Entry:
         batch = {"image": tf.constant(images, tf.float32)}
         if data.labels:
             batch["label"] = tf.constant(rng.integers(0, 2, size), tf.int64)  # 2: every conditional model has >= 2
+        if data.captions:
+            batch["caption"] = tf.constant(self.captions(size, offset=seed * size))
         return batch
+
+    def captions(self, size: int, offset: int = 0) -> np.ndarray:
+        """`size` captions of the entry's dataset (the suite's synthetic one), as the data pipeline gives them."""
+        name = self.spec.dataset(self.config).name
+        dataset, _ = training_data.load(DatasetSpec(name, binarize=False, captions=True), "eval", offset + size,
+                                        max_examples=offset + size, download=False)
+        return next(iter(dataset))["caption"].numpy()[offset:].astype(str)
 
 
 _ENTRIES: dict[str, Entry] = {}
@@ -139,17 +151,20 @@ class Reloaded:
     keras_class: str
 
 
-def signature_inputs(model, seed: int = 0) -> dict:
+def signature_inputs(entry: Entry, seed: int = 0) -> dict:
     """Inputs for every declared signature, "<signature>.<input>" → array of batch len(SEEDS):
     SEEDS for seeds, ones for other integers (a valid label, category or sample count for any
-    model), uniform [0, 1) draws for floats (images, latents, codes)."""
+    model), uniform [0, 1) draws for floats (images, latents, codes), the dataset's captions
+    for strings."""
     rng = np.random.default_rng(seed)
     inputs = {"permutation": PERMUTATION}
-    for name, (_, specs) in model.serving_signatures().items():
+    for name, (_, specs) in entry.model.serving_signatures().items():
         for spec in specs:
             shape = [len(SEEDS), *spec.shape[1:]]
             if spec.name == "seed":
                 value = SEEDS
+            elif spec.dtype == tf.string:
+                value = entry.captions(len(SEEDS))
             elif spec.dtype.is_integer:
                 value = np.ones(shape, spec.dtype.as_numpy_dtype)
             else:
@@ -198,7 +213,7 @@ def reloads(tmp_path_factory) -> dict[str, Reloaded]:
     directory = tmp_path_factory.mktemp("contract-reloads")
     exported = {name: export.export(built(name).model, directory / name, built(name).spec.short_name)
                 for name in ENTRIES}
-    inputs = {name: signature_inputs(built(name).model) for name in ENTRIES}
+    inputs = {name: signature_inputs(built(name)) for name in ENTRIES}
     for index, name in enumerate(ENTRIES):
         np.savez(directory / f"inputs-{index}.npz", **inputs[name])
     _run_all(directory, {

@@ -71,7 +71,7 @@ class Tokenizer(keras.layers.Layer):
             tf.debugging.assert_less_equal(lengths, tf.constant(self.max_words, tf.int64),
                                            message=f"captions may have at most {self.max_words} words"),
             tf.debugging.Assert(tf.equal(tf.size(unknown), 0),
-                                ["captions hold words outside the model's vocabulary:", unknown], summarize=20),
+                                ["captions hold words outside the vocabulary of this model:", unknown], summarize=20),
         ]
         with tf.control_dependencies(checks):
             return self.call(tf.identity(captions))

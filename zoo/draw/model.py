@@ -101,7 +101,7 @@ class DRAW(ConfigSerialization, keras.Model):
         self.reader.build((None, config.decoder_units))
         self.encoder.build((None, self.reader.output_size + config.decoder_units))
         self.posterior.build((None, config.encoder_units))
-        self.decoder.build((None, config.latent_units))
+        self.decoder.build((None, self._decoder_input_units()))
         self.writer.build((None, config.decoder_units))
         super().build(input_shape)
 
@@ -120,6 +120,9 @@ class DRAW(ConfigSerialization, keras.Model):
         """p(z_t | z_<t): N(0, I) at every step (Sec. 2.3)."""
         del t, previous_decoder_output, context
         return self.prior
+
+    def _decoder_input_units(self) -> int:
+        return self.config.latent_units
 
     def _decoder_input(self, z, previous_decoder_output, context):
         """(what the decoder LSTM reads at step t, attention weights over the condition or None): z_t (Eq. 7)."""
@@ -260,8 +263,11 @@ class DRAW(ConfigSerialization, keras.Model):
 
     def call(self, images):
         """Reconstruction σ(c_T) with every z_t at its posterior mean."""
+        return self._reconstruction(images)
+
+    def _reconstruction(self, images, context=None):
         noise = tf.zeros([tf.shape(images)[0], self.config.glimpses, self.config.latent_units])
-        return tf.sigmoid(self._draw_from_posterior(images, noise)[0])
+        return tf.sigmoid(self._draw_from_posterior(images, noise, context)[0])
 
     def _prior_noise(self, seeds):
         """z_1 … z_T ~ N(0, I), [len(seeds), T, latent_units]: one draw of [T, z] per seed."""

@@ -35,7 +35,7 @@ def test_unknown_words_become_the_unknown_id():
 
 
 @pytest.mark.parametrize("caption, message", [
-    ("the purple digit is at the bottom", r"(?s)outside the model's vocabulary.*purple.*bottom"),
+    ("the purple digit is at the bottom", r"(?s)outside the vocabulary of this model.*purple.*bottom"),
     ("the digit 3 is at the top of the image .", "at most 8 words"),
     ("  ", "at least one word"),
 ])

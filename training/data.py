@@ -1,7 +1,9 @@
 """Input pipelines: TFDS datasets → batches of {"image": float32 [batch, H, W, C]}.
 
 Models that ask for labels (`DatasetSpec.labels`) also get "label", int64 [batch]; models that ask for
-captions (`DatasetSpec.captions`) get "caption", string [batch], the caption's text (the model tokenizes it).
+captions (`DatasetSpec.captions`) get "caption": int64 [batch, max_words] word ids, tokenized here by the model's
+tokenizer (`zoo.common.text.Tokenizer` over `DatasetSpec.vocabulary`), or the text, string [batch], without one.
+Tokenizing in the pipeline keeps strings out of the training step, which tf.distribute cannot reduce.
 
 Grey-scale images go to Bernoulli models binarized: dynamically for training
 (a fresh draw x ~ Bernoulli(pixel/255) each time an example is seen, as in Burda
@@ -30,6 +32,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from training import captions
+from zoo.common import text
 from training.canvas import paste_digits
 from zoo.registry import DatasetSpec
 
@@ -165,7 +168,8 @@ def load(
     max_examples: int | None = None,
     download: bool = True,
 ) -> tuple[tf.data.Dataset, int]:
-    """Returns (batched dataset of {"image": float32[, "label": int64][, "caption": string]}, number of examples).
+    """Returns (batched dataset of {"image": float32[, "label": int64][, "caption": int64 or string]}, number of
+    examples).
 
     The "train" role repeats forever, reshuffles every epoch and drops the last
     partial batch (callers pass steps_per_epoch = examples // batch_size); "eval"
@@ -213,7 +217,12 @@ def load(
     if train:
         examples = examples.shuffle(num_examples, reshuffle_each_iteration=True).repeat()
     batches = examples.map(features, num_parallel_calls=tf.data.AUTOTUNE)
-    batches = batches.batch(batch_size, drop_remainder=train).prefetch(tf.data.AUTOTUNE)
+    batches = batches.batch(batch_size, drop_remainder=train)
+    if spec.captions and spec.vocabulary:
+        tokenizer = text.Tokenizer(spec.vocabulary, spec.max_words)
+        batches = batches.map(lambda batch: {**batch, "caption": tokenizer(batch["caption"])[0]},
+                              num_parallel_calls=tf.data.AUTOTUNE)
+    batches = batches.prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return batches.with_options(options), num_examples

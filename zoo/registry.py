@@ -26,13 +26,17 @@ class DatasetSpec:
       labels: True for models that need the class label: batches then carry
         "label" (int64 [batch]) beside "image".
       captions: True for models conditioned on a caption: batches then carry "caption",
-        string [batch], the caption's text; the model tokenizes it (`zoo.common.text`).
+        the caption's word ids, int64 [batch, max_words] (`zoo.common.text.Tokenizer` over
+        `vocabulary`), or its text, string [batch], when `vocabulary` is empty.
+      vocabulary, max_words: the model's tokenizer, the same its SavedModel applies to text.
     """
 
     name: str
     binarize: bool
     labels: bool = False
     captions: bool = False
+    vocabulary: tuple[str, ...] = ()
+    max_words: int = 0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,6 +21,7 @@ import export
 import zoo
 from training import data as training_data
 from zoo import registry
+from zoo.common import text
 from zoo.registry import DatasetSpec
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -58,11 +59,12 @@ class Entry:
         if data.labels:
             batch["label"] = tf.constant(rng.integers(0, 2, size), tf.int64)  # 2: every conditional model has >= 2
         if data.captions:
-            batch["caption"] = tf.constant(self.captions(size, offset=seed * size))
+            tokenizer = text.Tokenizer(data.vocabulary, data.max_words)
+            batch["caption"] = tokenizer(tf.constant(self.captions(size, offset=seed * size)))[0]
         return batch
 
     def captions(self, size: int, offset: int = 0) -> np.ndarray:
-        """`size` captions of the entry's dataset (the suite's synthetic one), as the data pipeline gives them."""
+        """`size` caption strings of the entry's dataset (the suite's synthetic one)."""
         name = self.spec.dataset(self.config).name
         dataset, _ = training_data.load(DatasetSpec(name, binarize=False, captions=True), "eval", offset + size,
                                         max_examples=offset + size, download=False)

@@ -70,12 +70,19 @@ def test_mirrored_over_two_virtual_cpus_trains_with_finite_loss(mirrored_runs, r
     assert read_state(mirrored_runs.workdir)["epoch"] == 1
 
 
-def test_draw_trains_under_mirrored_over_two_virtual_cpus_with_finite_loss(tmp_path, fit_argv, run_fit, read_state):
-    """DRAW's T-step loop of two LSTM cells, its noise per replica and its loss over the global batch."""
-    tiny_draw = ["--set", "glimpses=2", "--set", "encoder_units=8", "--set", "decoder_units=8", "--set", "latent_units=4"]
+TINY_DRAW = ("glimpses=2", "encoder_units=8", "decoder_units=8", "latent_units=4")
+
+
+@pytest.mark.parametrize("name, flags", [("zoo.draw", TINY_DRAW),
+                                         ("zoo.align_draw", (*TINY_DRAW, "language_units=4", "alignment_units=6"))])
+def test_draw_models_train_under_mirrored_over_two_virtual_cpus_with_finite_loss(name, flags, tmp_path, fit_argv,
+                                                                                 run_fit, read_state):
+    """DRAW's T-step loop of two LSTM cells (and AlignDRAW's caption strings, tokenized per replica), the
+    noise per replica and the loss over the global batch, several steps per compiled call."""
     workdir = tmp_path / "run"
-    result = run_fit(fit_argv("zoo.draw", workdir, "--epochs", "1", "--strategy", "mirrored", "--virtual_cpus", "2",
-                              model_flags=tiny_draw))
+    result = run_fit(fit_argv(name, workdir, "--epochs", "1", "--strategy", "mirrored", "--virtual_cpus", "2",
+                              "--steps_per_execution", "2",
+                              model_flags=[part for flag in flags for part in ("--set", flag)]))
     assert result.returncode == 0, result.explain()
     assert "strategy: MirroredStrategy, replicas: 2, global batch: 20" in result.stdout
     loss = _epoch_loss(result.stdout)

@@ -29,6 +29,11 @@ def words(captions: tf.Tensor) -> tf.RaggedTensor:
     return tf.strings.split(spaced)
 
 
+def lengths_of(ids: tf.Tensor) -> tf.Tensor:
+    """Words per caption, int32 [batch], of word ids [batch, max_words] padded with PADDING_ID."""
+    return tf.reduce_sum(tf.cast(tf.not_equal(ids, PADDING_ID), tf.int32), axis=-1)
+
+
 @keras.saving.register_keras_serializable(package="zoo")
 class Tokenizer(keras.layers.Layer):
     """string [batch] → (ids int64 [batch, max_words], lengths int32 [batch]).
@@ -53,6 +58,9 @@ class Tokenizer(keras.layers.Layer):
     def size(self) -> int:
         """Ids in use: the vocabulary and the two reserved ones."""
         return len(self.vocabulary) + 2
+
+    def build(self, input_shape=None):
+        self.lookup.build(input_shape)
 
     def call(self, captions):
         split = words(captions)

@@ -19,8 +19,9 @@ with (μ, log σ) = tanh(W_p h^gen_{t−1} + b_p) as in the authors' code. The i
     L = E_q[log p(x | y, Z)] − Σ_t KL(q(z_t | x, y, Z_{1:t−1}) ‖ p(z_t | y, Z_{1:t−1}))   (Sec. 3.4)
 
 with each step's KL between the two Gaussians in closed form. Everything but the condition is
-`zoo.draw.model.DRAW`; this class fills its two hooks and reads captions as text, tokenized
-inside the model (`zoo.common.text`), so a SavedModel takes caption strings.
+`zoo.draw.model.DRAW`; this class fills its two hooks. The model owns its tokenizer
+(`zoo.common.text.Tokenizer`): the data pipeline applies it for training, so steps see word ids,
+and the SavedModel applies it to the caption strings of a request.
 
 Two details of the authors' released code are not followed: it reverses the batch where the
 backward LSTM should read each caption's words in reverse (here `tf.reverse_sequence` over each
@@ -173,7 +174,8 @@ class AlignDRAW(draw.DRAW):
     """AlignDRAW for binary images and text captions (Sec. 3).
 
     Data contract: batches are dicts with "image", float32 [batch, *image_shape] in {0, 1}, and
-    "caption", string [batch], words from `config.vocabulary` separated by spaces.
+    "caption", int64 [batch, max_words], the caption's word ids (`self.tokenizer`, which the data
+    pipeline applies); the serving signatures take the text.
     """
 
     config_class = AlignDRAWConfig
@@ -188,6 +190,7 @@ class AlignDRAW(draw.DRAW):
     def build(self, input_shape):
         config = self.config
         language = (None, None, 2 * config.language_units)
+        self.tokenizer.build(None)
         self.caption_encoder.build(None)
         self.alignment.build(language, (None, config.decoder_units))
         self.step_prior.build((None, config.decoder_units))
@@ -201,7 +204,8 @@ class AlignDRAW(draw.DRAW):
                 "mask": tf.sequence_mask(lengths, self.config.max_words)}
 
     def _context(self, data):
-        return self._caption_context(*self.tokenizer(data["caption"]))
+        """The caption's features from a batch's word ids (tokenized by the data pipeline, `dataset` below)."""
+        return self._caption_context(data["caption"], text.lengths_of(data["caption"]))
 
     def _step_prior(self, t, previous_decoder_output, context):
         """p(z_1) = N(0, I); p(z_t | Z_{1:t−1}) from h^gen_{t−1} after (Sec. 3.2)."""
@@ -219,7 +223,7 @@ class AlignDRAW(draw.DRAW):
     # Samplers and paths of the serving signatures.
 
     def call(self, inputs):
-        """Reconstruction σ(c_T) of {"image", "caption"} with every z_t at its posterior mean."""
+        """Reconstruction σ(c_T) of {"image", "caption" (word ids)} with every z_t at its posterior mean."""
         return self._reconstruction(inputs["image"], self._context(inputs))
 
     def draw_from_caption(self, captions, seeds, checked: bool = False):
@@ -241,7 +245,8 @@ class AlignDRAW(draw.DRAW):
 
     def log_likelihood(self, images, captions, num_importance_samples, seeds):
         """L_k of log p(x | y) per image (Burda et al. 2016, Eq. 8), q over z_1 … z_T (`DRAW.log_likelihood`)."""
-        return self._log_likelihood(images, self._context({"caption": captions}), num_importance_samples, seeds)
+        context = self._caption_context(*self.tokenizer(captions))
+        return self._log_likelihood(images, context, num_importance_samples, seeds)
 
     def serving_signatures(self):
         """Samplers from seeds (captions from `summary_captions`) and from caption strings, the drawing
@@ -291,7 +296,8 @@ def build(config: AlignDRAWConfig) -> AlignDRAW:
 
 
 def dataset(config: AlignDRAWConfig) -> registry.DatasetSpec:
-    return registry.DatasetSpec(config.dataset, binarize=True, captions=True)
+    return registry.DatasetSpec(config.dataset, binarize=True, captions=True, vocabulary=config.vocabulary,
+                                max_words=config.max_words)
 
 
 registry.register(registry.ModelSpec(

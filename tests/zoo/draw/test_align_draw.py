@@ -1,5 +1,7 @@
 """zoo.align_draw: the caption encoder, the alignment, the learned prior, the bound, and captions served as text."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -97,7 +99,7 @@ def test_log_likelihood_with_one_sample_is_the_elbo_of_the_same_noise():
     result = model.log_likelihood(images, CAPTIONS, tf.ones([4], tf.int64), SEEDS).numpy()
     rows = per_example_normal_rows(SEEDS, 0, 1, model.config.glimpses * model.config.latent_units, stream=0)
     noise = tf.reshape(tf.transpose(rows, [1, 0, 2]), [1, 4, model.config.glimpses, model.config.latent_units])
-    log_weights = model._importance_terms(images, noise, model._context({"caption": CAPTIONS}))["log_weights"]
+    log_weights = model._importance_terms(images, noise, model._context({"caption": model.tokenizer(CAPTIONS)[0]}))["log_weights"]
     np.testing.assert_allclose(result, bounds.elbo(log_weights), rtol=1e-5)
 
 
@@ -105,7 +107,7 @@ def test_closed_form_kl_to_the_learned_prior_is_the_expected_log_ratio_over_the_
     model = tiny_model(latent_units=3)
     images = binary_images(model.config, 1)
     noise = tf.random.stateless_normal([20_000, 1, model.config.glimpses, 3], seed=[5, 6])
-    terms = model._importance_terms(images, noise, model._context({"caption": CAPTIONS[:1]}))
+    terms = model._importance_terms(images, noise, model._context({"caption": model.tokenizer(CAPTIONS[:1])[0]}))
     terms = {name: value.numpy()[:, 0] for name, value in terms.items()}
     difference = (terms["reconstruction"] - terms["log_weights"]) - terms["kl"]
     assert abs(difference.mean()) < 4 * difference.std() / np.sqrt(len(difference))
@@ -128,7 +130,7 @@ def test_one_training_step_changes_the_language_model_and_alignment_with_finite_
     conditional = [*model.caption_encoder.trainable_weights, *model.alignment.trainable_weights,
                    *model.step_prior.trainable_weights]
     before = [weight.numpy().copy() for weight in conditional]
-    logs = model.train_step({"image": binary_images(model.config, 4), "caption": CAPTIONS})
+    logs = model.train_step({"image": binary_images(model.config, 4), "caption": model.tokenizer(CAPTIONS)[0]})
     assert all(np.isfinite(float(value)) for value in logs.values())
     assert all(not np.allclose(old, new.numpy()) for old, new in zip(before, conditional))
 
@@ -151,6 +153,19 @@ def test_sample_draws_the_summary_captions_in_turn():
     seeds = tf.constant([2, 2 + count], tf.int64)
     by_caption = model.sample_from_caption(tf.constant([model.config.summary_captions[2]] * 2), seeds)
     np.testing.assert_allclose(model.sample(seeds), by_caption, atol=1e-6)
+
+
+def test_the_data_pipeline_gives_the_word_ids_of_the_model_s_own_tokenizer():
+    from training import data
+
+    model = tiny_model()
+    spec = align_draw.dataset(model.config)
+    ids = next(iter(data.load(spec, "eval", 5, max_examples=5, download=False)[0]))["caption"]
+    texts = next(iter(data.load(dataclasses.replace(spec, vocabulary=()), "eval", 5, max_examples=5,
+                                download=False)[0]))["caption"]
+    assert ids.dtype == tf.int64 and texts.dtype == tf.string
+    np.testing.assert_array_equal(ids, model.tokenizer(texts)[0])
+    assert not np.any(ids.numpy() == text.UNKNOWN_ID)
 
 
 def test_every_word_of_the_mnist_captions_is_in_the_default_vocabulary():

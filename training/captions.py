@@ -139,3 +139,62 @@ captioned_canvases = _canvases(caption_layout)
 """MNIST examples → {"image": uint8 [60, 60, 1], "caption": string}."""
 held_out_canvases = _canvases(held_out_layout)
 """As `captioned_canvases`, with only the held-out captions (`HELD_OUT`)."""
+
+
+# Caption accuracy: does a generated image show the digits its caption names, where it names them?
+
+HELD_OUT_DATASETS = {"mnist_captions": "mnist_captions_held_out"}
+"""A captioned dataset → its companion of held-out captions, for `caption_accuracy`."""
+DIGIT = 28  # MNIST digits are 28×28
+
+
+def parse_caption(caption: str) -> tuple[int, int, int | None]:
+    """(relation index, subject digit, other digit or None) of an MNIST caption; ValueError otherwise."""
+    words = caption.split()
+    for relation, phrase in enumerate(RELATIONS):
+        pair = relation < PAIR_RELATIONS
+        expected = ["the", "digit", None, "is", *phrase.split(), "the", *(["digit", None] if pair else ["image"]), "."]
+        if len(words) == len(expected) and all(want in (None, word) for want, word in zip(expected, words)):
+            if words[2].isdigit() and (not pair or words[-2].isdigit()):
+                return relation, int(words[2]), int(words[-2]) if pair else None
+    raise ValueError(f"not an MNIST caption: {caption!r}")
+
+
+def digit_windows(relation: int) -> list[tuple[int, int]]:
+    """Top-left corners of the 28×28 windows where a caption's digits belong: the centre of each digit's
+    range of corners (`BOXES`), the subject's first, the other digit's for two-digit captions."""
+    centres = (BOXES[relation, :, :, 0] + BOXES[relation, :, :, 1]) // 2  # [digit, (row, column)]
+    return [tuple(int(value) for value in centre) for centre in centres[:2 if relation < PAIR_RELATIONS else 1]]
+
+
+def digit_crops(images, captions) -> tuple[np.ndarray, np.ndarray]:
+    """Each named digit's window of its canvas, float [M, 28, 28, 1], and its label int64 [M], for
+    canvases [N, 60, 60, 1] and their caption strings [N]."""
+    crops, labels = [], []
+    for image, caption in zip(np.asarray(images), captions):
+        relation, subject, other = parse_caption(caption.decode() if isinstance(caption, bytes) else caption)
+        for (row, column), label in zip(digit_windows(relation), (subject, other)):
+            crops.append(image[row:row + DIGIT, column:column + DIGIT])
+            labels.append(label)
+    return np.stack(crops).astype(np.float32), np.array(labels, np.int64)
+
+
+def fraction_read(classifier, images, captions) -> float:
+    """The fraction of the digits named by `captions` that `classifier` (logits over the ten digits) reads
+    as that digit in the window where the caption puts it, on `images`."""
+    crops, labels = digit_crops(images, captions)
+    logits = classifier.predict(crops, batch_size=500, verbose=0)
+    return float(np.mean(np.argmax(logits, axis=-1) == labels))
+
+
+def caption_accuracy(sample_from_caption, classifier, captions_by_set: dict, batch_size: int = 100) -> dict:
+    """{set name: fraction_read of the images `sample_from_caption(captions, seeds)` draws}, caption i of each
+    set drawn with seed i, for `captions_by_set`: set name → caption strings."""
+    result = {}
+    for name, texts in captions_by_set.items():
+        images = np.concatenate([
+            sample_from_caption(tf.constant(texts[start:start + batch_size]),
+                                tf.range(start, min(start + batch_size, len(texts)), dtype=tf.int64)).numpy()
+            for start in range(0, len(texts), batch_size)])
+        result[name] = fraction_read(classifier, images, texts)
+    return result

@@ -13,6 +13,12 @@ What is measured is what the model's registry entry declares (`ModelSpec.evaluat
 * "exact_likelihood": the model's test metrics as they are (no k): models with a
   tractable likelihood (zoo.pixelcnn) report `nll`, the exact −log p(x) in nats per
   image, and `bits_per_dim`, nll / (H·W·C · ln 2).
+* "caption_accuracy" (models drawn from MNIST captions): for each caption of the split
+  and of its held-out companion (captions never trained on), an image drawn with seed i
+  for caption i; the zoo's MNIST classifier reads the 28×28 window where the caption
+  places each digit (`training.captions.fraction_read`): `caption_accuracy_held_in`,
+  `caption_accuracy_held_out`, beside `caption_accuracy_real` (the same reading of the
+  real canvases: the ceiling) and `classifier_accuracy`.
 * "sample_quality": the model's test metrics (no k), then the quality of
   `model.sample` on the seeds 0, …, N − 1 against the split's real images: `fid`,
   `classifier_score`, `modes_covered`, `class_kl`, beside `fid_floor` (the FID
@@ -30,6 +36,7 @@ memory is bounded for any k.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -128,9 +135,33 @@ def _feature_extractor(args, dataset: str):
             return sample_quality.inception_extractor(args.inception_weights)
         except sample_quality.SampleQualityError as error:
             raise sample_quality.SampleQualityError(f"--inception_weights: {error}") from None
+    return sample_quality.classifier_extractor(dataset, _classifier_settings(args), download=not args.no_download)
+
+
+def _classifier_settings(args):
+    from training import sample_quality
+
     training = {"epochs": args.classifier_epochs, "max_examples": args.classifier_max_examples}
-    settings = sample_quality.ClassifierSettings(**{name: value for name, value in training.items() if value})
-    return sample_quality.classifier_extractor(dataset, settings, download=not args.no_download)
+    return sample_quality.ClassifierSettings(**{name: value for name, value in training.items() if value})
+
+
+def caption_texts(dataset: str, split: str, max_examples: int | None, download: bool) -> dict:
+    """The caption strings of the split of `dataset` and of its held-out companion
+    (`training.captions.HELD_OUT_DATASETS`; its test split when `split` is train, which it lacks)."""
+    from training import captions, data
+    from zoo.registry import DatasetSpec
+
+    held_out = captions.HELD_OUT_DATASETS.get(dataset)
+    if held_out is None:
+        raise data.DataError(f"caption accuracy reads the digits MNIST captions name where they place them, so it "
+                             f"needs a run on {', '.join(captions.HELD_OUT_DATASETS)}, not {dataset!r}")
+    texts = {}
+    for name, role in (("held_in", (dataset, split)), ("held_out", (held_out, "test" if split == "train" else split))):
+        batches, examples = data.load(DatasetSpec(role[0], binarize=False, captions=True), role[1], 500,
+                                      max_examples=max_examples, download=download)
+        texts[name] = [text for batch in batches.take(data.steps(examples, 500, "test"))
+                       for text in batch["caption"].numpy()]
+    return texts
 
 
 def main(argv=None) -> int:
@@ -149,7 +180,10 @@ def main(argv=None) -> int:
         spec, config, model, epochs = runs.load_trained_model(args.workdir)
         likelihood = "likelihood" in spec.evaluation
         measure_samples = "sample_quality" in spec.evaluation or args.sample_quality
-        given = [f"--{flag}" for flag in SAMPLE_QUALITY_FLAGS if getattr(args, flag) is not None]
+        read_captions = "caption_accuracy" in spec.evaluation
+        classifier_flags = ("classifier_epochs", "classifier_max_examples") if read_captions else ()
+        given = [f"--{flag}" for flag in SAMPLE_QUALITY_FLAGS
+                 if getattr(args, flag) is not None and flag not in classifier_flags]
         if given and not measure_samples:
             return _fail(f"{', '.join(given)}: sample-quality flags, but {spec.name} measures only "
                          f"{', '.join(spec.evaluation)} by default; add --sample_quality")
@@ -164,6 +198,10 @@ def main(argv=None) -> int:
             return _fail(f"sample quality compares two halves of the real images, so it needs at least 4; "
                          f"the split has {examples}: raise --max_examples")
         extractor = _feature_extractor(args, dataset_spec.name) if measure_samples else None
+        if read_captions:
+            texts = caption_texts(dataset_spec.name, args.split, args.max_examples, not args.no_download)
+            classifier, classifier_accuracy = sample_quality.load_classifier(
+                "mnist", _classifier_settings(args), download=not args.no_download)
     except (runs.WorkdirError, data.DataError, sample_quality.SampleQualityError) as error:
         return _fail(error)
 
@@ -180,6 +218,18 @@ def main(argv=None) -> int:
         **group_per_layer({name: round(float(value), 4) for name, value in logs.items()}),
     }
     scalars = {f"{name}_k{args.k}" if likelihood else name: float(value) for name, value in logs.items()}
+    if read_captions:
+        from training import captions
+
+        real = next(iter(data.load(dataclasses.replace(dataset_spec, vocabulary=(), binarize=False), args.split,
+                                   len(texts["held_in"]), max_examples=args.max_examples,
+                                   download=not args.no_download)[0]))
+        accuracy = captions.caption_accuracy(model.sample_from_caption, classifier, texts)
+        reading = {"caption_accuracy_held_in": accuracy["held_in"], "caption_accuracy_held_out": accuracy["held_out"],
+                   "caption_accuracy_real": captions.fraction_read(classifier, real["image"], texts["held_in"]),
+                   "classifier_accuracy": classifier_accuracy}
+        result.update({name: round(value, 4) for name, value in reading.items()})
+        scalars.update(reading)
     if measure_samples:
         real = sample_quality.real_images(dataset_spec.name, args.split, max_examples=args.max_examples,
                                           download=not args.no_download)

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from training import captions, data
+from training import captions, data, sample_quality
 from zoo.registry import DatasetSpec
 
 CAPTIONED = DatasetSpec("mnist_captions", binarize=False, captions=True)
@@ -121,3 +121,62 @@ def test_the_held_out_set_is_for_evaluation_only():
 def test_a_dataset_without_captions_is_an_error_for_a_model_that_needs_them():
     with pytest.raises(data.DataError, match="'mnist' has no captions.*mnist_captions, mnist_captions_held_out"):
         data.load(DatasetSpec("mnist", binarize=True, captions=True), "train", 20, download=False)
+
+
+# Caption accuracy.
+
+CLASSIFIER = sample_quality.ClassifierSettings(epochs=2)  # 99% on the suite's centred test digits, in ~10 s
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory):
+    """An mnist classifier of the suite's data, trained in a cache of this module's own."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ZOO_CACHE_DIR", str(tmp_path_factory.mktemp("zoo_cache")))
+        return sample_quality.load_classifier("mnist", CLASSIFIER, download=False)[0]
+
+
+@pytest.mark.parametrize("relation", range(len(captions.RELATIONS)))
+def test_every_caption_parses_back_to_its_relation_and_digits(relation):
+    other = 4 if relation < captions.PAIR_RELATIONS else None
+    text = captions.caption_text(tf.constant(relation, tf.int64), 7, 4).numpy().decode()
+    assert captions.parse_caption(text) == (relation, 7, other)
+
+
+@pytest.mark.parametrize("text", ["the digit 7 is purple .", "the digit x is on the left of the digit 4 .",
+                                  "the digit 7 is at the top left of the digit 4 ."])
+def test_a_caption_the_generator_cannot_write_does_not_parse(text):
+    with pytest.raises(ValueError, match="not an MNIST caption"):
+        captions.parse_caption(text)
+
+
+def test_the_digit_windows_lie_within_two_pixels_of_where_the_generator_puts_the_digits():
+    labels = tf.constant(np.arange(1000) % 10)
+    for index in range(300):
+        relation, _, corners = (np.asarray(part) for part in captions.caption_layout(index, labels))
+        windows = np.array(captions.digit_windows(int(relation)))
+        assert np.abs(windows - corners[:len(windows)]).max() <= 2
+        assert windows.min() >= 0 and windows.max() <= captions.CANVAS - captions.DIGIT
+
+
+def test_the_classifier_reads_the_digits_of_real_canvases_where_their_captions_put_them(classifier):
+    """The reading of the real canvases is the ceiling of `caption_accuracy_real`; wrong captions read badly."""
+    batch = next(iter(data.load(HELD_OUT, "test", 200, max_examples=200, download=False)[0]))
+    images, texts = batch["image"].numpy(), batch["caption"].numpy()
+    assert captions.fraction_read(classifier, images, texts) > 0.8  # 0.90 measured: windows off by <= 2 pixels
+    assert captions.fraction_read(classifier, images, np.roll(texts, 1)) < 0.4  # 0.18 measured
+
+
+def test_caption_accuracy_draws_caption_i_with_seed_i_and_reads_the_drawing(classifier):
+    batch = next(iter(data.load(CAPTIONED, "test", 30, max_examples=30, download=False)[0]))
+    real = tf.constant(batch["image"])
+    drawn = []
+
+    def sample_from_caption(texts, seeds):  # a perfect model: the real canvas of each caption
+        drawn.extend(seeds.numpy())
+        return tf.gather(real, seeds)
+
+    texts = list(batch["caption"].numpy())
+    accuracy = captions.caption_accuracy(sample_from_caption, classifier, {"set": texts}, batch_size=7)
+    assert drawn == list(range(30))
+    assert accuracy["set"] == captions.fraction_read(classifier, real.numpy(), texts)

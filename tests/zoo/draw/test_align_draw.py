@@ -1,6 +1,11 @@
 """zoo.align_draw: the caption encoder, the alignment, the learned prior, the bound, and captions served as text."""
 
 import dataclasses
+import json
+import os
+import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -183,3 +188,25 @@ def test_the_summary_captions_list_held_in_captions_then_held_out_ones():
                 for relation, subject, other in captions.HELD_OUT}
     summary = align_draw.SUMMARY_CAPTIONS
     assert not held_out & set(summary[:4]) and set(summary[4:]) <= held_out
+
+
+def test_cli_fit_then_evaluate_reports_the_bound_and_caption_accuracy_held_in_and_held_out(tmp_path):
+    repo = pathlib.Path(__file__).resolve().parents[3]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(repo), "ZOO_CACHE_DIR": str(tmp_path / "cache")}
+    tiny = [part for flag in ("glimpses=2", "encoder_units=8", "decoder_units=8", "latent_units=4",
+                              "language_units=4", "alignment_units=6") for part in ("--set", flag)]
+    workdir = tmp_path / "run"
+    fit = subprocess.run([sys.executable, "-m", "training.fit", "zoo.align_draw", "--workdir", str(workdir), *tiny,
+                          "--max_examples", "40", "--batch_size", "20", "--no_download", "--verbose", "2"],
+                         cwd=repo, env=env, capture_output=True, text=True, timeout=400)
+    assert fit.returncode == 0, fit.stderr[-4000:]
+    assert "dataset: mnist_captions" in fit.stdout and list(workdir.rglob("saved_model.pb"))
+    evaluation = subprocess.run([sys.executable, "-m", "training.evaluate", str(workdir), "--k", "3",
+                                 "--max_examples", "30", "--classifier_epochs", "1", "--classifier_max_examples",
+                                 "500", "--no_download"], cwd=repo, env=env, capture_output=True, text=True,
+                                timeout=400)
+    assert evaluation.returncode == 0, evaluation.stderr[-4000:]
+    result = json.loads(evaluation.stdout.strip().splitlines()[-1])
+    assert result["k"] == 3 and result["examples"] == 30 and result["nll"] > 0
+    for name in ("caption_accuracy_held_in", "caption_accuracy_held_out", "caption_accuracy_real"):
+        assert 0.0 <= result[name] <= 1.0, name

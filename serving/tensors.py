@@ -89,10 +89,11 @@ def to_array(proto: tensor_pb2.TensorProto) -> np.ndarray:
 
 
 def to_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
-    """A TensorProto of a numeric or string (object of bytes) array."""
+    """A TensorProto of a numeric or string array (bytes, or str sent as UTF-8; numpy's str, bytes or object)."""
     shape = tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=s) for s in array.shape])
-    if array.dtype == object:
-        return tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, tensor_shape=shape, string_val=array.reshape(-1))
+    if array.dtype.kind in "OSU":
+        values = [value.encode() if isinstance(value, str) else bytes(value) for value in array.reshape(-1)]
+        return tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, tensor_shape=shape, string_val=values)
     little_endian = array.astype(array.dtype.newbyteorder("<"), copy=False)
     return tensor_pb2.TensorProto(dtype=DTYPE_ENUM[array.dtype.newbyteorder("=")], tensor_shape=shape,
                                   tensor_content=np.ascontiguousarray(little_endian).tobytes())

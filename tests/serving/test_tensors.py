@@ -81,3 +81,10 @@ def test_tensor_content_must_hold_exactly_the_declared_shapes_bytes(content_byte
     with pytest.raises(ValueError, match=f"tensor_content holds {content_bytes} bytes; shape \\[16\\] of DT_INT64 "
                                          f"needs 128"):
         tensors.to_array(proto)
+
+
+def test_numpy_str_and_bytes_arrays_are_sent_as_utf8_strings():
+    for array in (np.array(["the digit 3 .", "ünïcode"]), np.array([b"the digit 3 ."])):
+        back = tf.make_ndarray(tensors.to_proto(array))
+        expected = [value.encode() if isinstance(value, str) else value for value in array.tolist()]
+        assert back.tolist() == expected and back.shape == array.shape

@@ -231,7 +231,7 @@ class AlignDRAW(draw.DRAW):
         and int64 seeds [N]; z_t ~ p(z_t | y, Z_{1:t−1}) from the seed alone. `checked`: refuse
         captions the vocabulary cannot read (`zoo.common.text.Tokenizer.checked`)."""
         ids, lengths = (self.tokenizer.checked if checked else self.tokenizer)(captions)
-        canvases, weights = self._draw_from_prior(self._prior_noise(seeds), self._caption_context(ids, lengths))
+        canvases, weights, _ = self._draw_from_prior(self._prior_noise(seeds), self._caption_context(ids, lengths))
         return tf.sigmoid(tf.stack(canvases, axis=1)), tf.stack(weights, axis=1)
 
     def sample_from_caption(self, captions, seeds):
@@ -274,18 +274,16 @@ class AlignDRAW(draw.DRAW):
 
     def summary_images(self, images):
         """TensorBoard grids: a row per summary caption (held-in first, then held-out) of seeds
-        0 … SUMMARY_SEEDS − 1, and the canvas sequences of seed 0 for each caption."""
+        0 … SUMMARY_SEEDS − 1, and the canvas strips of seed 0 for each caption (`DRAW._canvas_strips`)."""
         del images  # the grids depend on the captions alone
         count = len(self.config.summary_captions)
         captions = tf.repeat(tf.constant(self.config.summary_captions), SUMMARY_SEEDS)
         seeds = tf.tile(tf.range(SUMMARY_SEEDS, dtype=tf.int64), [count])
-        canvases, _ = self.draw_from_caption(captions, seeds)
-        shown_steps = tf.cast(tf.round(tf.linspace(0.0, self.config.glimpses - 1.0, draw.CANVAS_STRIP_STEPS)),
-                              tf.int32)
-        strips = tf.gather(canvases[::SUMMARY_SEEDS], shown_steps, axis=1)
+        first_seeds = tf.zeros([count], tf.int64)
+        context = self._caption_context(*self.tokenizer(tf.constant(self.config.summary_captions)))
         return {
-            "caption_samples": canvases[:, -1],
-            "canvas_sequences": tf.reshape(strips, [-1, *self.config.image_shape]),
+            "caption_samples": self.sample_from_caption(captions, seeds),
+            **self._canvas_strips(self._prior_noise(first_seeds), context),
         }
 
 

@@ -65,19 +65,44 @@ class AttentionWindow(keras.layers.Layer):
             self.parameters(decoder_state), axis=-1)
         return self.filterbanks(centre_x, centre_y, log_variance, log_stride, log_intensity)
 
-    def filterbanks(self, centre_x, centre_y, log_variance, log_stride, log_intensity):
-        """Eq. 22 from the raw parameters of Eq. 21, each [batch]."""
+    def _grid(self, centre_x, centre_y, log_stride):
+        """(g_X, g_Y, δ) in pixel coordinates (Eq. 22), each [batch]."""
         height, width = self.image_shape[:2]
         g_x = (width + 1) / 2 * (centre_x + 1)
         g_y = (height + 1) / 2 * (centre_y + 1)
-        stride = (max(width, height) - 1) / max(self.grid_size - 1, 1) * tf.exp(log_stride)
+        return g_x, g_y, (max(width, height) - 1) / max(self.grid_size - 1, 1) * tf.exp(log_stride)
+
+    def filterbanks(self, centre_x, centre_y, log_variance, log_stride, log_intensity):
+        """Eq. 22 from the raw parameters of Eq. 21, each [batch]."""
+        height, width = self.image_shape[:2]
+        g_x, g_y, stride = self._grid(centre_x, centre_y, log_stride)
         variance = tf.exp(log_variance)
         return (filterbank(g_y, stride, variance, self.grid_size, height),
                 filterbank(g_x, stride, variance, self.grid_size, width),
                 tf.exp(log_intensity))
 
+    def box(self, decoder_state):
+        """[batch, 4]: (y_min, x_min, y_max, x_max) of the filter centres μ^1 … μ^N (Eq. 19), as fractions
+        of the image (0 and 1 the centres of its first and last pixels), for drawing the window."""
+        centre_x, centre_y, _, log_stride, _ = tf.unstack(self.parameters(decoder_state), axis=-1)
+        g_x, g_y, stride = self._grid(centre_x, centre_y, log_stride)
+        half = (self.grid_size - 1) / 2 * stride
+        height, width = self.image_shape[:2]
+        return tf.stack([(g_y - half - 1) / max(height - 1, 1), (g_x - half - 1) / max(width - 1, 1),
+                         (g_y + half - 1) / max(height - 1, 1), (g_x + half - 1) / max(width - 1, 1)], axis=-1)
+
     def get_config(self):
         return {**super().get_config(), "image_shape": self.image_shape, "grid_size": self.grid_size}
+
+
+def draw_boxes(images: tf.Tensor, boxes: tf.Tensor, intensity: float = 0.5) -> tf.Tensor:
+    """Images [batch, H, W, C] with each example's box (y_min, x_min, y_max, x_max, fractions) outlined
+    at `intensity` in every channel (`tf.image.draw_bounding_boxes`, which takes 1, 3 or 4 channels)."""
+    channels = images.shape[-1]
+    single = tf.reshape(tf.transpose(images, [0, 3, 1, 2]), [-1, *images.shape[1:3], 1])
+    outlined = tf.image.draw_bounding_boxes(single, tf.repeat(boxes, channels, axis=0)[:, None, :],
+                                            tf.constant([[intensity]], tf.float32))
+    return tf.transpose(tf.reshape(outlined, [-1, channels, *images.shape[1:3]]), [0, 2, 3, 1])
 
 
 def read_window(images: tf.Tensor, filter_y: tf.Tensor, filter_x: tf.Tensor) -> tf.Tensor:

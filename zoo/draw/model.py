@@ -160,20 +160,22 @@ class DRAW(ConfigSerialization, keras.Model):
 
     def _draw_from_prior(self, noise, context=None):
         """The canvases c_1 … c_T (logits) drawn with z_t = μ_t + σ_t noise[:, t] from p(z_t | z_<t)
-        (Sec. 2.3), and the attention weights over the condition at each step ([] for DRAW)."""
+        (Sec. 2.3), the attention weights over the condition at each step ([] for DRAW), and the
+        decoder's outputs h_dec_1 … h_dec_T (which place the write windows)."""
         batch = tf.shape(noise)[0]
         canvas = tf.zeros([batch, *self.config.image_shape])
         decoder_state = self._zero_state(batch, self.config.decoder_units)
-        canvases, weights = [], []
+        canvases, weights, outputs = [], [], []
         for t in range(self.config.glimpses):
             z = distributions.reparameterize(self._step_prior(t, decoder_state[0], context), noise[:, t])
             decoder_input, step_weights = self._decoder_input(z, decoder_state[0], context)
             decoded, decoder_state = self.decoder(decoder_input, decoder_state)
             canvas = canvas + self.writer(decoded)
             canvases.append(canvas)
+            outputs.append(decoded)
             if step_weights is not None:
                 weights.append(step_weights)
-        return canvases, weights
+        return canvases, weights, outputs
 
     def _log_likelihood_of(self, canvas, images):
         """log D(x | c_T), D = Bernoulli(σ(c_T)) (Sec. 2, Eq. 9)."""
@@ -313,16 +315,28 @@ class DRAW(ConfigSerialization, keras.Model):
                 self.log_likelihood, self.config.image_shape, MAX_SERVED_IMPORTANCE_SAMPLES),
         }
 
+    def _canvas_strips(self, noise, context=None):
+        """TensorBoard strips of the sampler: a row per example, CANVAS_STRIP_STEPS steps spread over 1 … T,
+        as "canvas_sequences" and, with attention, as "write_windows", each step's write window outlined."""
+        canvases, _, outputs = self._draw_from_prior(noise, context)
+        shown = np.linspace(0, self.config.glimpses - 1, CANVAS_STRIP_STEPS).round().astype(int)
+        steps_shown = tf.sigmoid(tf.stack([canvases[t] for t in shown], axis=1))  # [N, steps, H, W, C]
+        strips = {"canvas_sequences": steps_shown}
+        if self.config.attention:
+            boxes = tf.stack([self.writer.window.box(outputs[t]) for t in shown], axis=1)
+            flat = attention.draw_boxes(tf.reshape(steps_shown, [-1, *self.config.image_shape]),
+                                        tf.reshape(boxes, [-1, 4]))
+            strips["write_windows"] = flat
+        return {name: tf.reshape(value, [-1, *self.config.image_shape]) for name, value in strips.items()}
+
     def summary_images(self, images):
-        """TensorBoard grids: 64 prior samples, inputs beside their reconstructions, and canvas
-        sequences (a row per seed, CANVAS_STRIP_STEPS steps spread over 1 … T)."""
+        """TensorBoard grids: 64 prior samples, inputs beside their reconstructions, and the canvas strips
+        of seeds 0 … CANVAS_STRIP_SEEDS − 1 (`_canvas_strips`)."""
         pairs = tf.stack([images, self(images)], axis=1)
-        shown_steps = np.linspace(0, self.config.glimpses - 1, CANVAS_STRIP_STEPS).round().astype(int)
-        strips = tf.gather(self.canvas_sequence(tf.range(CANVAS_STRIP_SEEDS, dtype=tf.int64)), shown_steps, axis=1)
         return {
             "prior_samples": self.sample(tf.range(64, dtype=tf.int64)),
             "reconstructions": tf.reshape(pairs, [-1, *self.config.image_shape]),
-            "canvas_sequences": tf.reshape(strips, [-1, *self.config.image_shape]),
+            **self._canvas_strips(self._prior_noise(tf.range(CANVAS_STRIP_SEEDS, dtype=tf.int64))),
         }
 
 

@@ -103,3 +103,26 @@ def test_without_attention_read_is_image_and_error_and_write_covers_the_canvas()
     np.testing.assert_array_equal(glimpse[..., 1], 1 - images[..., 0])
     write = attention.FullWrite((HEIGHT, WIDTH, 1))
     assert write(tf.ones([2, 5])).shape == (2, HEIGHT, WIDTH, 1)
+
+
+@pytest.mark.parametrize("centre_x, centre_y, stride, grid_size", [(5.5, 5.0, 1.0, 10), (4.0, 3.0, 1.5, 3)])
+def test_the_drawn_window_box_spans_the_first_to_the_last_filter_centre(centre_x, centre_y, stride, grid_size):
+    window = attention.AttentionWindow((HEIGHT, WIDTH, 1), grid_size)
+    window.build((None, 4))
+    _fix_window(window.parameters, _raw_parameters(centre_x, centre_y, stride, 1.0, 1.0, grid_size))
+    box = window.box(tf.zeros([1, 4])).numpy()[0]
+    half = (grid_size - 1) / 2 * stride  # μ^1 and μ^N lie this far from the centre (Eq. 19)
+    expected = [(centre_y - half - 1) / (HEIGHT - 1), (centre_x - half - 1) / (WIDTH - 1),
+                (centre_y + half - 1) / (HEIGHT - 1), (centre_x + half - 1) / (WIDTH - 1)]
+    np.testing.assert_allclose(box, expected, atol=1e-5)
+
+
+def test_a_box_is_outlined_on_the_pixels_of_its_edges_in_every_channel():
+    images = tf.zeros([1, HEIGHT, WIDTH, 3])
+    # Rows 2 … 6 and columns 3 … 8 (0-based): fractions of (HEIGHT − 1) and (WIDTH − 1).
+    box = tf.constant([[2 / (HEIGHT - 1), 3 / (WIDTH - 1), 6 / (HEIGHT - 1), 8 / (WIDTH - 1)]])
+    outlined = attention.draw_boxes(images, box, intensity=0.5).numpy()[0]
+    expected = np.zeros((HEIGHT, WIDTH))
+    expected[2:7, 3] = expected[2:7, 8] = expected[2, 3:9] = expected[6, 3:9] = 0.5
+    for channel in range(3):
+        np.testing.assert_array_equal(outlined[..., channel], expected)

@@ -73,9 +73,9 @@ class CaptionConditioned(Protocol):
 
 EVALUATIONS: Mapping[str, type | None] = {
     "likelihood": ImportanceSampledLikelihood,  # the test metrics with k importance samples
-    "caption_accuracy": CaptionConditioned,     # a classifier reads the digits drawn where captions put them
     "exact_likelihood": None,                   # the test metrics as they are (a tractable likelihood)
     "sample_quality": None,                     # FID and friends of `ZooModel.sample`
+    "caption_accuracy": CaptionConditioned,     # a classifier reads the digits drawn where captions put them
 }
 
 

@@ -131,7 +131,9 @@ def num_classes(name: str) -> int:
 def split_name(spec: DatasetSpec, role: str, max_examples: int | None = None) -> str:
     splits = _source(spec.name).splits
     if role not in splits:
-        raise DataError(f"dataset {spec.name!r} has no {role!r} role, only {', '.join(splits)}")
+        fix = ("it is for evaluation only: train on another dataset (--dataset)" if role == "train"
+               else f"pass --split {' or --split '.join(splits)}")
+        raise DataError(f"dataset {spec.name!r} has no {role!r} role, only {', '.join(splits)}; {fix}")
     split = splits[role]
     return f"{split}[:{max_examples}]" if max_examples else split
 

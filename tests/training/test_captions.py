@@ -114,7 +114,8 @@ def test_held_out_canvases_show_digits_of_their_captions_labels():
 
 
 def test_the_held_out_set_is_for_evaluation_only():
-    with pytest.raises(data.DataError, match="'mnist_captions_held_out' has no 'train' role, only eval, test"):
+    with pytest.raises(data.DataError, match="'mnist_captions_held_out' has no 'train' role, only eval, test; it is for evaluation only: "
+                                                "train on another dataset"):
         data.load(HELD_OUT, "train", 8, download=False)
 
 

@@ -12,7 +12,7 @@ right one's in 28…32, two digits side by side share their row, drawn in 16…1
 Ours: every example is a fixed function of its index (stateless seeds): canvas i shows MNIST digit i as the
 caption's subject, with a relation and (for two-digit captions) another digit of the split drawn from
 `CAPTION_SEED`. Overlapping digits are added and clipped at white (the authors' code overwrites). The held-out
-rule below; the padding and unknown words (the authors' ids give 0 to the word "0").
+rule is below.
 
 Held out: `HELD_OUT` names one caption per relation, as (relation, subject digit, other digit or None for a corner).
 Canvas i of `mnist_captions` draws its caption as above and, where that is held out, takes the mirror relation
@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from training.canvas import paste_digits
+from training.canvas import DIGIT_SIZE, paste_digits
 
 CANVAS = 60  # Mansimov et al. 2016, Sec. 4.1, and the authors' generator: 60×60
 WORDS = ("the", "digit", "is", "on", "at", "of", "left", "right", "top", "bottom", "image", ".", *map(str, range(10)))
@@ -145,7 +145,6 @@ held_out_canvases = _canvases(held_out_layout)
 
 HELD_OUT_DATASETS = {"mnist_captions": "mnist_captions_held_out"}
 """A captioned dataset → its companion of held-out captions, for `caption_accuracy`."""
-DIGIT = 28  # MNIST digits are 28×28
 
 
 def parse_caption(caption: str) -> tuple[int, int, int | None]:
@@ -174,7 +173,7 @@ def digit_crops(images, captions) -> tuple[np.ndarray, np.ndarray]:
     for image, caption in zip(np.asarray(images), captions):
         relation, subject, other = parse_caption(caption.decode() if isinstance(caption, bytes) else caption)
         for (row, column), label in zip(digit_windows(relation), (subject, other)):
-            crops.append(image[row:row + DIGIT, column:column + DIGIT])
+            crops.append(image[row:row + DIGIT_SIZE, column:column + DIGIT_SIZE])
             labels.append(label)
     return np.stack(crops).astype(np.float32), np.array(labels, np.int64)
 

@@ -32,8 +32,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from training import captions
-from zoo.common import text
 from training.canvas import paste_digits
+from zoo.common import text
 from zoo.registry import DatasetSpec
 
 ROLES = ("train", "eval", "test")
@@ -222,7 +222,7 @@ def load(
     batches = batches.batch(batch_size, drop_remainder=train)
     if spec.captions and spec.vocabulary:
         tokenizer = text.Tokenizer(spec.vocabulary, spec.max_words)
-        batches = batches.map(lambda batch: {**batch, "caption": tokenizer(batch["caption"])[0]},
+        batches = batches.map(lambda batch: {**batch, "caption": tokenizer(batch["caption"])},
                               num_parallel_calls=tf.data.AUTOTUNE)
     batches = batches.prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()

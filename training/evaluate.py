@@ -36,7 +36,6 @@ memory is bounded for any k.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import re
@@ -145,23 +144,29 @@ def _classifier_settings(args):
     return sample_quality.ClassifierSettings(**{name: value for name, value in training.items() if value})
 
 
-def caption_texts(dataset: str, split: str, max_examples: int | None, download: bool) -> dict:
-    """The caption strings of the split of `dataset` and of its held-out companion
-    (`training.captions.HELD_OUT_DATASETS`; its test split when `split` is train, which it lacks)."""
+def _captioned_sets(dataset: str, split: str, max_examples: int | None, download: bool) -> dict:
+    """"held_in" and "held_out" → (grey canvases [N, H, W, 1], caption strings [N]): the split of `dataset`
+    and of its held-out companion (`training.captions.HELD_OUT_DATASETS`; its test split when `split`
+    is train, which it lacks), each read in one pass so that canvas i goes with caption i."""
+    import numpy as np
+
     from training import captions, data
     from zoo.registry import DatasetSpec
 
     held_out = captions.HELD_OUT_DATASETS.get(dataset)
     if held_out is None:
         raise data.DataError(f"caption accuracy reads the digits MNIST captions name where they place them, so it "
-                             f"needs a run on {', '.join(captions.HELD_OUT_DATASETS)}, not {dataset!r}")
-    texts = {}
-    for name, role in (("held_in", (dataset, split)), ("held_out", (held_out, "test" if split == "train" else split))):
-        batches, examples = data.load(DatasetSpec(role[0], binarize=False, captions=True), role[1], 500,
+                             f"needs a run on {', '.join(captions.HELD_OUT_DATASETS)}, not {dataset!r}; "
+                             f"train with --dataset mnist_captions")
+    sets = {}
+    for name, (source, role) in (("held_in", (dataset, split)),
+                                 ("held_out", (held_out, "test" if split == "train" else split))):
+        batches, examples = data.load(DatasetSpec(source, binarize=False, captions=True), role, 500,
                                       max_examples=max_examples, download=download)
-        texts[name] = [text for batch in batches.take(data.steps(examples, 500, "test"))
-                       for text in batch["caption"].numpy()]
-    return texts
+        read = list(batches.take(data.steps(examples, 500, "test")).as_numpy_iterator())
+        sets[name] = (np.concatenate([batch["image"] for batch in read]),
+                      [text for batch in read for text in batch["caption"]])
+    return sets
 
 
 def main(argv=None) -> int:
@@ -199,7 +204,7 @@ def main(argv=None) -> int:
                          f"the split has {examples}: raise --max_examples")
         extractor = _feature_extractor(args, dataset_spec.name) if measure_samples else None
         if read_captions:
-            texts = caption_texts(dataset_spec.name, args.split, args.max_examples, not args.no_download)
+            captioned = _captioned_sets(dataset_spec.name, args.split, args.max_examples, not args.no_download)
             classifier, classifier_accuracy = sample_quality.load_classifier(
                 "mnist", _classifier_settings(args), download=not args.no_download)
     except (runs.WorkdirError, data.DataError, sample_quality.SampleQualityError) as error:
@@ -221,12 +226,10 @@ def main(argv=None) -> int:
     if read_captions:
         from training import captions
 
-        real = next(iter(data.load(dataclasses.replace(dataset_spec, vocabulary=(), binarize=False), args.split,
-                                   len(texts["held_in"]), max_examples=args.max_examples,
-                                   download=not args.no_download)[0]))
-        accuracy = captions.caption_accuracy(model.sample_from_caption, classifier, texts)
+        accuracy = captions.caption_accuracy(model.sample_from_caption, classifier,
+                                             {name: texts for name, (_, texts) in captioned.items()})
         reading = {"caption_accuracy_held_in": accuracy["held_in"], "caption_accuracy_held_out": accuracy["held_out"],
-                   "caption_accuracy_real": captions.fraction_read(classifier, real["image"], texts["held_in"]),
+                   "caption_accuracy_real": captions.fraction_read(classifier, *captioned["held_in"]),
                    "classifier_accuracy": classifier_accuracy}
         result.update({name: round(value, 4) for name, value in reading.items()})
         scalars.update(reading)

@@ -60,7 +60,7 @@ class Entry:
             batch["label"] = tf.constant(rng.integers(0, 2, size), tf.int64)  # 2: every conditional model has >= 2
         if data.captions:
             tokenizer = text.Tokenizer(data.vocabulary, data.max_words)
-            batch["caption"] = tokenizer(tf.constant(self.captions(size, offset=seed * size)))[0]
+            batch["caption"] = tokenizer(tf.constant(self.captions(size, offset=seed * size)))
         return batch
 
     def captions(self, size: int, offset: int = 0) -> np.ndarray:

@@ -157,7 +157,7 @@ def test_the_digit_windows_lie_within_two_pixels_of_where_the_generator_puts_the
         relation, _, corners = (np.asarray(part) for part in captions.caption_layout(index, labels))
         windows = np.array(captions.digit_windows(int(relation)))
         assert np.abs(windows - corners[:len(windows)]).max() <= 2
-        assert windows.min() >= 0 and windows.max() <= captions.CANVAS - captions.DIGIT
+        assert windows.min() >= 0 and windows.max() <= captions.CANVAS - captions.DIGIT_SIZE
 
 
 def test_the_classifier_reads_the_digits_of_real_canvases_where_their_captions_put_them(classifier):

@@ -36,10 +36,10 @@ def lengths_of(ids: tf.Tensor) -> tf.Tensor:
 
 @keras.saving.register_keras_serializable(package="zoo")
 class Tokenizer(keras.layers.Layer):
-    """string [batch] → (ids int64 [batch, max_words], lengths int32 [batch]).
+    """string [batch] → word ids int64 [batch, max_words].
 
-    ids[b, i] is the id of word i of caption b for i < lengths[b] (vocabulary[j] has id j + 2)
-    and PADDING_ID after; words past `max_words` are dropped (`checked` refuses them instead).
+    ids[b, i] is the id of word i of caption b (vocabulary[j] has id j + 2), then PADDING_ID
+    (`lengths_of` counts the words); words past `max_words` are dropped (`checked` refuses them).
     """
 
     def __init__(self, vocabulary, max_words: int, **kwargs):
@@ -63,10 +63,8 @@ class Tokenizer(keras.layers.Layer):
         self.lookup.build(input_shape)
 
     def call(self, captions):
-        split = words(captions)
-        padded = split.to_tensor(PADDING, shape=[None, self.max_words])
-        lengths = tf.minimum(tf.cast(split.row_lengths(), tf.int32), self.max_words)
-        return tf.cast(self.lookup(padded), tf.int64), lengths
+        padded = words(captions).to_tensor(PADDING, shape=[None, self.max_words])
+        return tf.cast(self.lookup(padded), tf.int64)
 
     def checked(self, captions):
         """`call`, failing the request (INVALID_ARGUMENT) on a caption with no words, more than

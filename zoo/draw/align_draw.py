@@ -198,14 +198,16 @@ class AlignDRAW(draw.DRAW):
 
     # The condition: the caption's features, and the two hooks of DRAW's loop that read them.
 
-    def _caption_context(self, ids, lengths):
+    def _caption_context(self, ids):
+        """The features of captions' word ids [batch, max_words]: h^lang, U h^lang and the mask of real words."""
+        lengths = text.lengths_of(ids)
         language = self.caption_encoder(ids, lengths)
         return {"language": language, "projected_language": self.alignment.language(language),
                 "mask": tf.sequence_mask(lengths, self.config.max_words)}
 
     def _context(self, data):
         """The caption's features from a batch's word ids (tokenized by the data pipeline, `dataset` below)."""
-        return self._caption_context(data["caption"], text.lengths_of(data["caption"]))
+        return self._caption_context(data["caption"])
 
     def _step_prior(self, t, previous_decoder_output, context):
         """p(z_1) = N(0, I); p(z_t | Z_{1:t−1}) from h^gen_{t−1} after (Sec. 3.2)."""
@@ -230,8 +232,8 @@ class AlignDRAW(draw.DRAW):
         """(σ(c_t) for t = 1 … T [N, T, *image_shape], α^t [N, T, max_words]) for caption strings [N]
         and int64 seeds [N]; z_t ~ p(z_t | y, Z_{1:t−1}) from the seed alone. `checked`: refuse
         captions the vocabulary cannot read (`zoo.common.text.Tokenizer.checked`)."""
-        ids, lengths = (self.tokenizer.checked if checked else self.tokenizer)(captions)
-        canvases, weights, _ = self._draw_from_prior(self._prior_noise(seeds), self._caption_context(ids, lengths))
+        ids = (self.tokenizer.checked if checked else self.tokenizer)(captions)
+        canvases, weights, _ = self._draw_from_prior(self._prior_noise(seeds), self._caption_context(ids))
         return tf.sigmoid(tf.stack(canvases, axis=1)), tf.stack(weights, axis=1)
 
     def sample_from_caption(self, captions, seeds):
@@ -245,7 +247,7 @@ class AlignDRAW(draw.DRAW):
 
     def log_likelihood(self, images, captions, num_importance_samples, seeds):
         """L_k of log p(x | y) per image (Burda et al. 2016, Eq. 8), q over z_1 … z_T (`DRAW.log_likelihood`)."""
-        context = self._caption_context(*self.tokenizer(captions))
+        context = self._caption_context(self.tokenizer(captions))
         return self._log_likelihood(images, context, num_importance_samples, seeds)
 
     def serving_signatures(self):
@@ -262,7 +264,7 @@ class AlignDRAW(draw.DRAW):
             return {"images": self.draw_from_caption(caption, seed, checked=True)[0]}
 
         def reconstruct(images, caption):
-            context = self._caption_context(*self.tokenizer.checked(caption))
+            context = self._caption_context(self.tokenizer.checked(caption))
             return {"images": self._reconstruction(signatures.checked_finite(images, "images"), context)}
 
         return {
@@ -280,7 +282,7 @@ class AlignDRAW(draw.DRAW):
         captions = tf.repeat(tf.constant(self.config.summary_captions), SUMMARY_SEEDS)
         seeds = tf.tile(tf.range(SUMMARY_SEEDS, dtype=tf.int64), [count])
         first_seeds = tf.zeros([count], tf.int64)
-        context = self._caption_context(*self.tokenizer(tf.constant(self.config.summary_captions)))
+        context = self._caption_context(self.tokenizer(tf.constant(self.config.summary_captions)))
         return {
             "caption_samples": self.sample_from_caption(captions, seeds),
             **self._canvas_strips(self._prior_noise(first_seeds), context),

@@ -30,7 +30,8 @@ def binary_images(config, count, seed=0):
 
 
 def language_features(model, captions):
-    return model.caption_encoder(*model.tokenizer(tf.constant(captions)))
+    ids = model.tokenizer(tf.constant(captions))
+    return model.caption_encoder(ids, text.lengths_of(ids))
 
 
 def test_a_caption_s_features_do_not_depend_on_the_other_captions_of_the_batch_or_on_padding():
@@ -63,7 +64,8 @@ def test_alignment_weights_sum_to_one_over_the_words_and_are_zero_on_padding():
 
 def test_padding_gets_no_gradient_through_the_alignment():
     model = tiny_model()
-    ids, lengths = model.tokenizer(tf.constant(["the digit 3 ."]))
+    ids = model.tokenizer(tf.constant(["the digit 3 ."]))
+    lengths = text.lengths_of(ids)
     language = model.caption_encoder(ids, lengths)
     context = {"mask": tf.sequence_mask(lengths, model.config.max_words)}
     with tf.GradientTape() as tape:
@@ -104,7 +106,7 @@ def test_log_likelihood_with_one_sample_is_the_elbo_of_the_same_noise():
     result = model.log_likelihood(images, CAPTIONS, tf.ones([4], tf.int64), SEEDS).numpy()
     rows = per_example_normal_rows(SEEDS, 0, 1, model.config.glimpses * model.config.latent_units, stream=0)
     noise = tf.reshape(tf.transpose(rows, [1, 0, 2]), [1, 4, model.config.glimpses, model.config.latent_units])
-    log_weights = model._importance_terms(images, noise, model._context({"caption": model.tokenizer(CAPTIONS)[0]}))["log_weights"]
+    log_weights = model._importance_terms(images, noise, model._context({"caption": model.tokenizer(CAPTIONS)}))["log_weights"]
     np.testing.assert_allclose(result, bounds.elbo(log_weights), rtol=1e-5)
 
 
@@ -112,7 +114,7 @@ def test_closed_form_kl_to_the_learned_prior_is_the_expected_log_ratio_over_the_
     model = tiny_model(latent_units=3)
     images = binary_images(model.config, 1)
     noise = tf.random.stateless_normal([20_000, 1, model.config.glimpses, 3], seed=[5, 6])
-    terms = model._importance_terms(images, noise, model._context({"caption": model.tokenizer(CAPTIONS[:1])[0]}))
+    terms = model._importance_terms(images, noise, model._context({"caption": model.tokenizer(CAPTIONS[:1])}))
     terms = {name: value.numpy()[:, 0] for name, value in terms.items()}
     difference = (terms["reconstruction"] - terms["log_weights"]) - terms["kl"]
     assert abs(difference.mean()) < 4 * difference.std() / np.sqrt(len(difference))
@@ -135,7 +137,7 @@ def test_one_training_step_changes_the_language_model_and_alignment_with_finite_
     conditional = [*model.caption_encoder.trainable_weights, *model.alignment.trainable_weights,
                    *model.step_prior.trainable_weights]
     before = [weight.numpy().copy() for weight in conditional]
-    logs = model.train_step({"image": binary_images(model.config, 4), "caption": model.tokenizer(CAPTIONS)[0]})
+    logs = model.train_step({"image": binary_images(model.config, 4), "caption": model.tokenizer(CAPTIONS)})
     assert all(np.isfinite(float(value)) for value in logs.values())
     assert all(not np.allclose(old, new.numpy()) for old, new in zip(before, conditional))
 
@@ -169,7 +171,7 @@ def test_the_data_pipeline_gives_the_word_ids_of_the_model_s_own_tokenizer():
     texts = next(iter(data.load(dataclasses.replace(spec, vocabulary=()), "eval", 5, max_examples=5,
                                 download=False)[0]))["caption"]
     assert ids.dtype == tf.int64 and texts.dtype == tf.string
-    np.testing.assert_array_equal(ids, model.tokenizer(texts)[0])
+    np.testing.assert_array_equal(ids, model.tokenizer(texts))
     assert not np.any(ids.numpy() == text.UNKNOWN_ID)
 
 

@@ -107,8 +107,13 @@ def test_savedmodel_pngs_are_the_samples_in_8_bits(entry, reloads):
 def test_savedmodel_samples_do_not_depend_on_batch_order(entry, reloads):
     reloaded = reloads[entry.spec.name]
     served = reloaded.savedmodel
-    np.testing.assert_array_equal(served["serving_default_permuted.images"],
-                                  served["serving_default.images"][reloaded.inputs["permutation"]])
+    # Each sample is a function of its own seed; the last bit may still depend on where the row stands.
+    # TensorFlow's CPU exp and sigmoid use a vectorised polynomial for whole 16-float packets and the
+    # scalar libm call for the remainder of a tensor, which differ by an ulp: a row whose elements move
+    # between the two (DRAW's [batch, N, width] filterbanks) rounds differently. Noise drawn from the
+    # wrong seed moves a sample by far more than 1e-6.
+    np.testing.assert_allclose(served["serving_default_permuted.images"],
+                               served["serving_default.images"][reloaded.inputs["permutation"]], rtol=0, atol=1e-6)
 
 
 def test_every_signature_has_a_batch_dimension_and_only_stateless_core_ops(entry, reloads):

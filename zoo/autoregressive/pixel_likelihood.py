@@ -20,9 +20,9 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from zoo.autoregressive.logistic_mixture import NUM_LEVELS
 from zoo.autoregressive.masked_conv import MaskedConv2D
 from zoo.common import distributions
+from zoo.common.logistic_mixture import NUM_LEVELS
 
 tfd = tfp.distributions
 

@@ -43,8 +43,8 @@ import numpy as np
 import tensorflow as tf
 
 from zoo import config as config_lib, registry
-from zoo.autoregressive import logistic_mixture
 from zoo.autoregressive.base import AutoregressiveImageModel
+from zoo.common import logistic_mixture
 
 RESOLUTIONS = 3  # Sec. 2.3, Fig. 2: full, 1/2 and 1/4 size, with two downsamplings between
 DOWN_KERNEL, DOWN_RIGHT_KERNEL = (2, 3), (2, 2)  # authors' code: down_shifted_conv2d, down_right_shifted_conv2d

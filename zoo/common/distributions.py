@@ -7,9 +7,8 @@ returns a `tfd.Independent` whose event is the whole `event_shape`, so
 `log_prob` sums over it. Distributions stay inside models; public APIs return
 tensors.
 
-Every family uses these; distributions private to one family live in its
-package (PixelCNN++'s discretized logistic mixture is
-`zoo.autoregressive.logistic_mixture`).
+Every family uses these; the discretized logistic (mixture) of 8-bit pixels, which
+PixelCNN++ and DRAW's colour models share, is `zoo.common.logistic_mixture`.
 """
 
 from __future__ import annotations

@@ -296,8 +296,8 @@ def build(config: AlignDRAWConfig) -> AlignDRAW:
 
 
 def dataset(config: AlignDRAWConfig) -> registry.DatasetSpec:
-    return registry.DatasetSpec(config.dataset, binarize=True, captions=True, vocabulary=config.vocabulary,
-                                max_words=config.max_words)
+    return registry.DatasetSpec(config.dataset, binarize=config.likelihood == "bernoulli", captions=True,
+                                vocabulary=config.vocabulary, max_words=config.max_words)
 
 
 registry.register(registry.ModelSpec(

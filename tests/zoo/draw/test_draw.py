@@ -137,6 +137,41 @@ def test_evaluation_with_importance_samples_reports_a_tighter_nll_than_the_elbo(
     assert logs["nll"] < -logs["elbo"]
 
 
+def test_colour_likelihood_is_each_channel_a_logistic_around_the_canvas_rounded_to_256_levels():
+    """log D(x | c_T) for 8-bit colour: per pixel and channel, the logistic(2σ(c) − 1, s) mass of
+    [y − 1/255, y + 1/255] at y = 2x − 1, the edge levels taking the tails; summed over pixels."""
+    model = draw.build(zoo.get("zoo.draw_svhn").make_tiny_config())
+    rng = np.random.default_rng(0)
+    canvas = rng.normal(0.0, 2.0, (3, *model.config.image_shape)).astype(np.float32)
+    levels = rng.integers(0, 256, canvas.shape)
+    levels.reshape(-1)[:2] = [0, 255]  # both edge bins
+    model.pixel_log_scale.assign([-2.0, -3.0, -1.5])
+
+    def logistic_cdf(value):
+        return 1.0 / (1.0 + np.exp(-value))
+
+    centre = 2.0 / (1.0 + np.exp(-canvas.astype(np.float64))) - 1.0
+    scale = np.exp(model.pixel_log_scale.numpy().astype(np.float64))
+    y = 2.0 * levels / 255.0 - 1.0
+    # The mass of [lower, upper] in standard units, as a difference of CDFs left of the centre and of
+    # survival functions right of it, so that neither side cancels in float64.
+    upper = np.where(levels == 255, np.inf, (y + 1 / 255 - centre) / scale)
+    lower = np.where(levels == 0, -np.inf, (y - 1 / 255 - centre) / scale)
+    mass = np.where(y < centre, logistic_cdf(upper) - logistic_cdf(lower), logistic_cdf(-lower) - logistic_cdf(-upper))
+    expected = np.log(mass).sum(axis=(1, 2, 3))
+    images = tf.constant(levels / 255.0, tf.float32)
+    np.testing.assert_allclose(model._log_likelihood_of(tf.constant(canvas), images), expected, rtol=1e-5)
+
+
+def test_colour_models_read_8_bit_images_and_report_bits_per_dimension():
+    model = draw.build(zoo.get("zoo.draw_cifar10").make_tiny_config())
+    assert zoo.get("zoo.draw_cifar10").dataset(model.config).binarize is False
+    model.compile_for_training(steps_per_epoch=1)
+    images = np.random.default_rng(1).integers(0, 256, (8, *model.config.image_shape)) / 255.0
+    logs = model.test_step({"image": tf.constant(images, tf.float32)})
+    np.testing.assert_allclose(float(logs["bits_per_dim"]), float(logs["nll"]) / (6 * 6 * 3 * np.log(2.0)), rtol=1e-5)
+
+
 def _fit_through_the_cli(model, workdir, max_examples):
     """`python -m training.fit` of a tiny DRAW network on the suite's data, export included."""
     repo = pathlib.Path(__file__).resolve().parents[3]
@@ -159,3 +194,9 @@ def test_cli_fit_of_the_two_digit_preset_trains_on_60_by_60_canvases_and_exports
     result = _fit_through_the_cli("zoo.draw_two_digit_mnist", tmp_path, max_examples=40)
     assert "dataset: two_digit_mnist (binarize: True)" in result.stdout
     assert '"image_shape": [60, 60, 1]' in result.stdout
+
+
+def test_cli_fit_of_the_svhn_preset_trains_on_8_bit_colour_and_exports(tmp_path):
+    result = _fit_through_the_cli("zoo.draw_svhn", tmp_path, max_examples=40)
+    assert "dataset: svhn_cropped (binarize: False)" in result.stdout
+    assert '"likelihood": "discretized_logistic"' in result.stdout

@@ -1,4 +1,4 @@
-"""zoo.autoregressive.logistic_mixture: the discretized logistic mixture (PixelCNN++): normalisation, a
+"""zoo.common.logistic_mixture: the discretized logistic mixture (PixelCNN++): normalisation, a
 high-precision reference of Eqs. 2-3, finiteness at extremes, sampling and config."""
 
 import decimal
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from zoo.autoregressive.logistic_mixture import (
+from zoo.common.logistic_mixture import (
     LOG_SCALE_FLOOR,
     DiscretizedLogisticMixture,
     DiscretizedLogisticMixtureLayer,

@@ -1,7 +1,7 @@
 """Small stand-ins for the datasets the zoo loads, written in TFDS's own format by TFDS's own builders.
 
 The suite trains, evaluates and serves tiny models on `mnist`, `binarized_mnist` and
-`fashion_mnist`, and loads the colour `cifar10` and `svhn_cropped`. So that it runs on
+`fashion_mnist`, and loads the colour `cifar10` and `svhn_cropped` and the captioned `coco_captions`. So that it runs on
 a machine holding only the clone (no prepared data, no network), `write(data_dir)`
 makes a TFDS data directory with those names, their versions, features and splits,
 but a few thousand generated images: each class is a few thick strokes (a "glyph")
@@ -27,8 +27,9 @@ SPLITS = {  # name → {split: examples}; the real splits are 60k/10k (mnist, fa
     "binarized_mnist": {"train": 2000, "validation": 500, "test": 500},
     "cifar10": {"train": 1000, "test": 300},  # real: 50k / 10k, 32×32×3
     "svhn_cropped": {"train": 1000, "test": 300},  # real: 73k / 26k (and 531k "extra"), 32×32×3
+    "coco_captions": {"train": 60, "val": 20, "test": 20},  # real: 83k / 5k / 5k images (and 30k "restval")
 }
-SEEDS = {"mnist": 1, "fashion_mnist": 2, "binarized_mnist": 3, "cifar10": 4, "svhn_cropped": 5}
+SEEDS = {"mnist": 1, "fashion_mnist": 2, "binarized_mnist": 3, "cifar10": 4, "svhn_cropped": 5, "coco_captions": 6}
 COLOUR = {"cifar10", "svhn_cropped"}  # 32×32×3 with an "id" feature: the glyphs padded by 2 and tinted
 
 
@@ -72,11 +73,37 @@ def _examples(name: str, split: str, binarize: bool):
         yield index, ({**features, "id": f"{split}_{index:05d}"} if name in COLOUR else features)
 
 
+COCO_COLOURS = ("red", "green", "blue", "white")
+COCO_CAPTIONS = ("a {colour} shape of kind {label} .", "the {colour} shape {label} on a dark background .",
+                 "a picture of shape {label} in {colour} .", "shape {label} , {colour} , in the middle .",
+                 "a {colour} drawing of the shape {label} .")
+"""Five captions per COCO stand-in image, as COCO has five: the glyph's class and its colour in words."""
+
+
+def _coco_examples(split: str):
+    """COCO stand-ins: a glyph of `svhn_cropped`'s kind, pure red, green, blue or white, on a 40×48 image
+    (not square, as COCO's are not), with five captions naming its class and colour and no objects."""
+    rng = np.random.default_rng([SEEDS["coco_captions"], sorted(SPLITS["coco_captions"]).index(split)])
+    glyphs = _glyphs(np.random.default_rng(SEEDS["coco_captions"]))
+    tints = {"red": (1, 0, 0), "green": (0, 1, 0), "blue": (0, 0, 1), "white": (1, 1, 1)}
+    for index in range(SPLITS["coco_captions"][split]):
+        label, colour = int(rng.integers(NUM_CLASSES)), COCO_COLOURS[rng.integers(len(COCO_COLOURS))]
+        image = np.pad(glyphs[label], [(6, 6), (10, 10)])[..., None] * np.array(tints[colour])
+        captions = [{"id": 5 * index + number, "text": template.format(colour=colour, label=label)}
+                    for number, template in enumerate(COCO_CAPTIONS)]
+        yield index, {"image": np.round(255 * image).astype(np.uint8), "image/filename": f"{split}_{index:05d}.jpg",
+                      "image/id": index, "captions": captions,
+                      "objects": {"area": [], "bbox": np.zeros((0, 4), np.float32), "id": [], "is_crowd": [],
+                                  "label": []}}
+
+
 def _builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
     catalog = tfds.builder_cls(name)
 
     class Synthetic(catalog, skip_registration=True):
         def _split_generators(self, dl_manager):
+            if name == "coco_captions":
+                return {split: _coco_examples(split) for split in SPLITS[name]}
             return {split: _examples(name, split, binarize=name == "binarized_mnist") for split in SPLITS[name]}
 
     Synthetic.name = catalog.name

@@ -19,10 +19,16 @@ white where they overlap; each canvas is a fixed function of its index (see
 `mnist_captions` is alignDRAW's MNIST with captions (Mansimov et al. 2016, Sec. 4.1, Appendix A): one or two
 digits on a 60×60 canvas with a caption saying where; `mnist_captions_held_out` holds only the captions kept
 out of `mnist_captions`, for evaluation (see `training.captions`).
+
+`coco_captions` is alignDRAW's main experiment (Mansimov et al. 2016, Sec. 4.2): each MS COCO image resized
+to 32×32 and paired with each of its captions, one example per caption (TFDS `coco_captions`, the Karpathy
+splits; for users with internet). Its vocabulary is counted from the training captions
+(`caption_vocabulary`).
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import os
@@ -80,6 +86,24 @@ def two_digit_canvases(examples: tf.data.Dataset) -> tf.data.Dataset:
     return tf.data.Dataset.range(count).map(canvas, num_parallel_calls=tf.data.AUTOTUNE)
 
 
+COCO_SIZE = 32  # Mansimov et al. 2016, Sec. 4.2: MS COCO images at 32×32
+
+
+def coco_caption_pairs(examples: tf.data.Dataset) -> tf.data.Dataset:
+    """COCO examples → {"image": uint8 [32, 32, 3], "caption": string}, one per caption of each image.
+
+    The whole image is resized (area averaging, aspect ratio not kept), as the authors' 32×32 arrays are.
+    """
+    def pairs(example):
+        resized = tf.image.resize(example["image"], [COCO_SIZE, COCO_SIZE], method="area")
+        image = tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+        texts = example["captions"]["text"]
+        return tf.data.Dataset.from_tensor_slices({"image": tf.repeat(image[None], tf.size(texts), axis=0),
+                                                   "caption": texts})
+
+    return examples.flat_map(pairs)
+
+
 SOURCES = {
     "mnist": Source("mnist", {"train": "train", "eval": "test", "test": "test"}, binary=False, num_classes=10),
     "binarized_mnist": Source(
@@ -102,6 +126,10 @@ SOURCES = {
     ),
     "mnist_captions_held_out": Source(  # evaluation only: its captions are the ones training never sees
         "mnist", {"eval": "test", "test": "test"}, binary=False, captions=True, compose=captions.held_out_canvases
+    ),
+    "coco_captions": Source(  # for users with internet: about 20 GB to download
+        "coco_captions", {"train": "train", "eval": "val", "test": "test"}, binary=False, captions=True,
+        compose=coco_caption_pairs,
     ),
 }
 
@@ -139,11 +167,12 @@ def split_name(spec: DatasetSpec, role: str, max_examples: int | None = None) ->
 
 
 def _load_tfds(spec: DatasetSpec, role: str, max_examples: int | None, download: bool):
+    """The role's split of the source as TFDS gives it, before any composition."""
     source = _source(spec.name)
     split = split_name(spec, role, max_examples)
     try:
-        dataset, info = tfds.load(
-            source.tfds_name, split=split, data_dir=data_dir(), with_info=True, download=download,
+        return tfds.load(
+            source.tfds_name, split=split, data_dir=data_dir(), download=download,
             shuffle_files=role == "train" and source.compose is None,  # a composition reads the digits in order
         )
     except Exception as error:  # TFDS raises many types: missing files, no network, bad split
@@ -155,7 +184,35 @@ def _load_tfds(spec: DatasetSpec, role: str, max_examples: int | None, download:
             + ("check the internet connection: TFDS downloads the dataset on first use." if download
                else "allow TFDS to download it (drop --no_download).")
         ) from None
-    return dataset, info.splits[split].num_examples
+
+
+def _examples(spec: DatasetSpec, role: str, max_examples: int | None, download: bool) -> tf.data.Dataset:
+    """The role's examples, composed (`Source.compose`), with the keys the model asks for."""
+    source = _source(spec.name)
+    if spec.labels and not source.num_classes:
+        labelled = ", ".join(name for name, other in sorted(SOURCES.items()) if other.num_classes)
+        raise DataError(f"dataset {spec.name!r} has no labels, which this model needs; use one of: {labelled}")
+    if spec.captions and not source.captions:
+        captioned = ", ".join(name for name, other in sorted(SOURCES.items()) if other.captions)
+        raise DataError(f"dataset {spec.name!r} has no captions, which this model needs; use one of: {captioned}")
+    dataset = _load_tfds(spec, role, max_examples, download)
+    if source.compose:
+        dataset = source.compose(dataset)
+    keys = ("image",) + ("label",) * spec.labels + ("caption",) * spec.captions
+    return dataset.map(lambda example: {key: example[key] for key in keys}, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def caption_vocabulary(spec: DatasetSpec, *, max_examples: int | None = None, download: bool = True
+                       ) -> tuple[str, ...]:
+    """Every word of the training captions (`zoo.common.text.words`), most frequent first, ties in
+    alphabetical order: the vocabulary of a model whose DatasetSpec has `count_vocabulary`."""
+    counts = collections.Counter()
+    captions_only = _examples(spec, "train", max_examples, download).map(lambda example: example["caption"])
+    for batch in captions_only.batch(4096):
+        counts.update(word.decode() for caption in text.words(batch).to_list() for word in caption)
+    for reserved in (text.PADDING, text.UNKNOWN):
+        counts.pop(reserved, None)
+    return tuple(sorted(counts, key=lambda word: (-counts[word], word)))
 
 
 def _to_float(image: tf.Tensor) -> tf.Tensor:
@@ -180,17 +237,7 @@ def load(
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
     source = _source(spec.name)
-    if spec.labels and not source.num_classes:
-        labelled = ", ".join(name for name, other in sorted(SOURCES.items()) if other.num_classes)
-        raise DataError(f"dataset {spec.name!r} has no labels, which this model needs; use one of: {labelled}")
-    if spec.captions and not source.captions:
-        captioned = ", ".join(name for name, other in sorted(SOURCES.items()) if other.captions)
-        raise DataError(f"dataset {spec.name!r} has no captions, which this model needs; use one of: {captioned}")
-    dataset, num_examples = _load_tfds(spec, role, max_examples, download)
-    if source.compose:
-        dataset = source.compose(dataset)
-    keys = ("image",) + ("label",) * spec.labels + ("caption",) * spec.captions
-    examples = dataset.map(lambda example: {key: example[key] for key in keys}, num_parallel_calls=tf.data.AUTOTUNE)
+    examples = _examples(spec, role, max_examples, download)
     train = role == "train"
 
     if source.binary:
@@ -212,10 +259,11 @@ def load(
         return {**example, "image": prepare(index, example["image"])}
 
     examples = examples.enumerate().cache()  # decode each image once
-    # Fill the cache with one full pass now. Its first pass would fill it otherwise, and a first
-    # reader that stops early (one batch for the loss before training, --validation_steps, a grid)
-    # would discard what it cached, with a tf.data warning, and leave the decoding to the next pass.
-    examples.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1)
+    # Fill the cache with one full pass now, which also counts the examples (a composition may make
+    # several of one TFDS example). Its first pass would fill it otherwise, and a first reader that
+    # stops early (one batch for the loss before training, --validation_steps, a grid) would discard
+    # what it cached, with a tf.data warning, and leave the decoding to the next pass.
+    num_examples = int(examples.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1))
     if train:
         examples = examples.shuffle(num_examples, reshuffle_each_iteration=True).repeat()
     batches = examples.map(features, num_parallel_calls=tf.data.AUTOTUNE)

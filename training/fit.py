@@ -97,6 +97,12 @@ def main(argv=None, extra_callbacks=()) -> int:
             )
         runs.check_writable(workdir)
         dataset_spec = spec.dataset(config)
+        if dataset_spec.count_vocabulary:  # a new run of a model whose words come from its data
+            config = config.with_vocabulary(data.caption_vocabulary(
+                dataset_spec, max_examples=args.max_examples, download=not args.no_download))
+            dataset_spec = spec.dataset(config)
+            print(f"vocabulary: {len(config.vocabulary)} words, counted from the training captions of "
+                  f"{dataset_spec.name}")
         train, train_examples = data.load(dataset_spec, "train", config.batch_size,
                                           max_examples=args.max_examples, download=not args.no_download)
         evaluation, eval_examples = data.load(dataset_spec, "eval", config.batch_size,
@@ -133,7 +139,7 @@ def main(argv=None, extra_callbacks=()) -> int:
           f"{eval_examples} eval examples, {steps_per_epoch} steps per epoch ({steps_per_execution} per execution)")
     print(distribute.describe(strategy, config.batch_size))
     print(f"workdir: {workdir}" + (f" (resuming after epoch {initial_epoch})" if initial_epoch else ""))
-    print(f"config: {json.dumps(zoo.config.to_dict(config))}")
+    print(f"config: {json.dumps(_abridged(zoo.config.to_dict(config)))}")
 
     log_dir = str(runs.tensorboard_dir(workdir)) if chief else f"{workdir}/.worker-tensorboard"
     checkpointer = checkpoint.Checkpointer(workdir, spec, config, restored, enabled=chief)
@@ -208,6 +214,17 @@ def summary(spec, workdir, history: dict, seconds: float, exported, download: bo
                   f"  python -m serving.client --model {spec.short_name} --num_samples 16 --out samples.png"
                   f"   # in another shell, while the server runs"]
     return lines
+
+
+LISTED_ITEMS = 8  # a longer list in the printed config (a counted vocabulary) shows its first items
+
+
+def _abridged(values: dict) -> dict:
+    """The config for printing: a list of more than 4 × LISTED_ITEMS items becomes "<N items: a, b, …>"
+    (run.json keeps it whole)."""
+    return {key: f"<{len(value)} items: {', '.join(map(str, value[:LISTED_ITEMS]))}, …>"
+            if isinstance(value, (list, tuple)) and len(value) > 4 * LISTED_ITEMS else value
+            for key, value in values.items()}
 
 
 def _duration(seconds: float) -> str:

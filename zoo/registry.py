@@ -29,6 +29,9 @@ class DatasetSpec:
         the caption's word ids, int64 [batch, max_words] (`zoo.common.text.Tokenizer` over
         `vocabulary`), or its text, string [batch], when `vocabulary` is empty.
       vocabulary, max_words: the model's tokenizer, the same its SavedModel applies to text.
+      count_vocabulary: True for a captioned model whose config leaves its vocabulary to the data:
+        `training.fit` counts the words of the training captions (`training.data.caption_vocabulary`)
+        and builds the model from `config.with_vocabulary(words)`.
     """
 
     name: str
@@ -37,6 +40,7 @@ class DatasetSpec:
     captions: bool = False
     vocabulary: tuple[str, ...] = ()
     max_words: int = 0
+    count_vocabulary: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +111,10 @@ def register(spec: ModelSpec) -> ModelSpec:
     if spec.name in _REGISTRY:
         raise ValueError(f"{spec.name} is registered twice")
     contract.check_entry(spec.name, spec.config_class, spec.build, spec.evaluation)
-    spec.make_config()
+    if spec.dataset(spec.make_config()).count_vocabulary and not callable(
+            getattr(spec.config_class, "with_vocabulary", None)):
+        raise contract.ContractError(f"{spec.name} counts its vocabulary from the training captions, so "
+                                     f"{spec.config_class.__name__} needs with_vocabulary(words)")
     spec.make_tiny_config()
     _REGISTRY[spec.name] = spec
     return spec

@@ -79,6 +79,8 @@ def built(name: str) -> Entry:
     if name not in _ENTRIES:
         spec = zoo.get(name)
         config = spec.make_tiny_config()
+        if spec.dataset(config).count_vocabulary:  # as training.fit does, from the suite's data
+            config = config.with_vocabulary(training_data.caption_vocabulary(spec.dataset(config), download=False))
         model = spec.build(config)
         image_shape = tuple(model.sample(tf.constant([0], tf.int64)).shape[1:])
         _ENTRIES[name] = Entry(spec, config, model, image_shape)

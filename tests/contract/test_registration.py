@@ -57,6 +57,16 @@ def test_an_entry_that_breaks_the_contract_is_refused_with_what_is_missing(chang
     assert "zoo.broken_toy" not in zoo.names()
 
 
+def test_an_entry_that_counts_its_vocabulary_needs_a_config_that_takes_it():
+    def captioned_data(config) -> registry.DatasetSpec:
+        return registry.DatasetSpec("coco_captions", binarize=False, captions=True, count_vocabulary=True)
+
+    with pytest.raises(contract.ContractError, match=r"zoo.broken_toy counts its vocabulary.*ToyConfig needs "
+                                                     r"with_vocabulary\(words\)"):
+        registry.register(_entry(dataset=captioned_data))
+    assert "zoo.broken_toy" not in zoo.names()
+
+
 @pytest.mark.parametrize("changes", [dict(preset={"image_size": 4}), dict(tiny={"batch_sise": 2})],
                          ids=["preset", "tiny"])
 def test_an_override_that_is_not_a_config_field_is_refused_listing_the_valid_keys(changes):

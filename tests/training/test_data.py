@@ -92,7 +92,7 @@ def test_grey_levels_are_pixels_over_255_without_binarize(role):
 def test_unknown_dataset_is_an_error_listing_known_ones():
     with pytest.raises(data.DataError, match=f"known datasets: {', '.join(sorted(data.SOURCES))}$") as error:
         data.load(DatasetSpec("imagenet2012", binarize=True), "train", 20, download=False)
-    assert "cifar10, fashion_mnist, mnist" in str(error.value)
+    assert "cifar10, coco_captions, fashion_mnist, mnist" in str(error.value)
 
 
 def test_missing_data_is_an_error_naming_dataset_and_tfds_data_dir(tmp_path, monkeypatch):
@@ -225,3 +225,37 @@ def test_colour_datasets_load_as_32_by_32_rgb_in_0_1_with_their_labels(name):
     assert examples == 20 and batch["image"].shape == (20, 32, 32, 3)
     np.testing.assert_array_equal(batch["image"].numpy(), reference["image"] / np.float32(255.0))
     np.testing.assert_array_equal(batch["label"].numpy(), reference["label"])
+
+
+COCO = DatasetSpec("coco_captions", binarize=False, captions=True)
+
+
+def test_coco_gives_each_image_at_32_by_32_once_per_caption_under_tfds_mock_data():
+    """The loader against TFDS's own mock of `coco_captions` (random sizes, random caption strings)."""
+    with tfds.testing.mock_data(num_examples=6):
+        raw = list(tfds.as_numpy(tfds.load("coco_captions", split="val", download=False)))
+        dataset, examples = data.load(COCO, "eval", 1000, download=False)
+        (batch,) = list(dataset)
+        vocabulary = data.caption_vocabulary(COCO, download=False)
+
+    captions = [caption for example in raw for caption in example["captions"]["text"]]
+    assert examples == len(captions) == len(batch["caption"])
+    np.testing.assert_array_equal(batch["caption"].numpy(), captions)
+    images = batch["image"].numpy()
+    assert images.shape == (len(captions), 32, 32, 3) and 0.0 <= images.min() and images.max() <= 1.0
+    first = len(raw[0]["captions"]["text"])  # the first image's pairs all hold the same image
+    assert np.all(images[:first] == images[0]) and first < len(captions) and not np.all(images[first] == images[0])
+    mean = tf.image.resize(raw[0]["image"][None].astype(np.float32), [32, 32], method="area")[0] / 255.0
+    np.testing.assert_allclose(images[0], np.round(mean * 255) / 255, atol=1e-6)
+    assert set(vocabulary) == {word.decode() for caption in captions for word in caption.lower().split()}
+
+
+def test_caption_vocabulary_is_every_training_word_most_frequent_first():
+    vocabulary = data.caption_vocabulary(COCO, download=False)  # the suite's COCO stand-in
+    counts = {}
+    for example in tfds.as_numpy(tfds.load("coco_captions", split="train", data_dir=data.data_dir(), download=False)):
+        for caption in example["captions"]["text"]:
+            for word in caption.decode().replace(".", " . ").replace(",", " , ").split():
+                counts[word] = counts.get(word, 0) + 1
+    assert sorted(vocabulary) == sorted(counts)
+    assert [counts[word] for word in vocabulary] == sorted(counts.values(), reverse=True)

@@ -64,8 +64,10 @@ class AlignDRAWConfig(draw.DRAWConfig):
     write_size: int = 8                 # dimWriteAttent 8
     language_units: int = 128           # dimLangRNN 128, per direction
     alignment_units: int = 512          # dimAlign 512: the width of U h^lang + W h^gen + b
-    vocabulary: tuple[str, ...] = MNIST_CAPTION_WORDS  # the authors' one-hot input has dimY 23
-    max_words: int = 12                 # the longest MNIST caption; longer served captions are refused
+    vocabulary: tuple[str, ...] = MNIST_CAPTION_WORDS  # the authors' one-hot input has dimY 23; () counts the
+                                                       # training captions' words (`with_vocabulary`)
+    max_words: int = 12                 # the longest MNIST caption; longer captions are cut in training and
+                                        # refused when served
     summary_captions: tuple[str, ...] = SUMMARY_CAPTIONS  # TensorBoard rows; `sample` draws from these
     # Data and optimisation: the same file (batch_size 100, lr 0.001, Adam as in Sec. 4).
     dataset: str = "mnist_captions"     # Sec. 4.1: 60×60 canvases of one or two digits with captions
@@ -78,9 +80,20 @@ class AlignDRAWConfig(draw.DRAWConfig):
         config_lib.check(self, [
             (min(self.language_units, self.alignment_units, self.max_words) >= 1,
              "language_units, alignment_units and max_words must be >= 1"),
-            (len(self.vocabulary) >= 1, "the vocabulary needs at least one word"),
             (len(self.summary_captions) >= 1, "summary_captions needs at least one caption"),
         ])
+
+    def with_vocabulary(self, words) -> "AlignDRAWConfig":
+        """This config with the words of the training captions as its vocabulary (`training.fit` counts them
+        when `vocabulary` is empty), followed by any word of `summary_captions` they lack, so that the
+        captions `sample` draws from read as written."""
+        vocabulary, known = list(words), set(words)
+        for caption in text.words(tf.constant(self.summary_captions)).to_list():
+            for word in (word.decode() for word in caption):
+                if word not in known:
+                    vocabulary.append(word)
+                    known.add(word)
+        return dataclasses.replace(self, vocabulary=tuple(vocabulary))
 
 
 SUMMARY_SEEDS = 8  # columns of the TensorBoard caption grid: seeds 0 … 7 for every caption
@@ -290,6 +303,10 @@ class AlignDRAW(draw.DRAW):
 
 
 def build(config: AlignDRAWConfig) -> AlignDRAW:
+    if not config.vocabulary:
+        raise config_lib.ConfigError(
+            f"{type(config).__name__}: the vocabulary is empty, to be counted from the training captions of "
+            f"{config.dataset!r}; `python -m training.fit` counts it, or build from config.with_vocabulary(words)")
     model = AlignDRAW(config, name="align_draw")
     model.build((None, *config.image_shape))
     return model
@@ -297,7 +314,8 @@ def build(config: AlignDRAWConfig) -> AlignDRAW:
 
 def dataset(config: AlignDRAWConfig) -> registry.DatasetSpec:
     return registry.DatasetSpec(config.dataset, binarize=config.likelihood == "bernoulli", captions=True,
-                                vocabulary=config.vocabulary, max_words=config.max_words)
+                                vocabulary=config.vocabulary, max_words=config.max_words,
+                                count_vocabulary=not config.vocabulary)
 
 
 registry.register(registry.ModelSpec(
@@ -305,3 +323,23 @@ registry.register(registry.ModelSpec(
     AlignDRAWConfig, build, dataset,
     tiny={**draw.TINY, "image_shape": (12, 12, 1), "language_units": 4, "alignment_units": 6, "read_size": 3},
     evaluation=("likelihood", "caption_accuracy")))
+
+# The authors' MS COCO model (mansimov/text2image, coco/models/coco-captions-32x32.json): T 32, 550 LSTM
+# units, #z 275, read and write 9 × 9, 128 language units per direction, alignment 512, batch 100, lr 0.001.
+# Their dimY 25323 is their vocabulary; here it is every word of the training captions. The likelihood is ours
+# (the authors' code reads σ(c) as DRAW does; a discretized logistic gives nats and bits/dim of 8-bit images).
+COCO_SUMMARY_CAPTIONS = (
+    "a yellow school bus parked in a parking lot .", "a red school bus parked in a parking lot .",
+    "a very large commercial plane flying in blue skies .", "a herd of elephants walking across a dry grass field .",
+    # Compositions the paper draws to show generalisation (Fig. 1; recalled, not re-checked against the PDF).
+    "a stop sign is flying in blue skies .", "a herd of elephants flying in the blue skies .",
+    "a toilet seat sits open in the grass field .", "a person skiing on sand clad vast desert .",
+)
+registry.register(registry.ModelSpec(
+    "zoo.align_draw_coco", "AlignDRAW (Mansimov et al. 2016, Sec. 4.2): 32×32 MS COCO images drawn from captions",
+    AlignDRAWConfig, build, dataset,
+    preset={"dataset": "coco_captions", "image_shape": (32, 32, 3), "likelihood": "discretized_logistic",
+            "glimpses": 32, "encoder_units": 550, "decoder_units": 550, "latent_units": 275, "read_size": 9,
+            "write_size": 9, "vocabulary": (), "max_words": 32, "summary_captions": COCO_SUMMARY_CAPTIONS},
+    tiny={**draw.TINY, "image_shape": (32, 32, 3), "language_units": 4, "alignment_units": 6, "read_size": 3},
+    evaluation=("likelihood",)))

@@ -212,3 +212,46 @@ def test_cli_fit_then_evaluate_reports_the_bound_and_caption_accuracy_held_in_an
     assert result["k"] == 3 and result["examples"] == 30 and result["nll"] > 0
     for name in ("caption_accuracy_held_in", "caption_accuracy_held_out", "caption_accuracy_real"):
         assert 0.0 <= result[name] <= 1.0, name
+
+
+def test_a_config_without_vocabulary_refuses_to_build_and_names_the_fix():
+    config = zoo.get("zoo.align_draw_coco").make_tiny_config()
+    assert config.vocabulary == () and zoo.get("zoo.align_draw_coco").dataset(config).count_vocabulary
+    with pytest.raises(zoo.ConfigError, match="training.fit` counts it, or build from config.with_vocabulary"):
+        align_draw.build(config)
+
+
+def test_with_vocabulary_keeps_the_counted_words_in_order_then_adds_the_summary_captions_missing_ones():
+    config = zoo.get("zoo.align_draw").make_tiny_config(summary_captions=("A red bus .", "the bus is red ."))
+    assert config.with_vocabulary(("the", "bus", ".")).vocabulary == ("the", "bus", ".", "a", "red", "is")
+
+
+def test_cli_fit_of_coco_counts_the_vocabulary_of_the_training_captions_once_and_resumes_with_it(tmp_path):
+    """zoo.align_draw_coco on the suite's COCO stand-in: the words are counted before the model is built,
+    kept in run.json, and a resumed run reads them from there instead of counting again."""
+    repo = pathlib.Path(__file__).resolve().parents[3]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(repo)}
+    tiny = [part for flag in ("glimpses=2", "encoder_units=8", "decoder_units=8", "latent_units=4",
+                              "language_units=4", "alignment_units=6", "read_size=3", "write_size=3")
+            for part in ("--set", flag)]
+    workdir = tmp_path / "run"
+
+    def fit(*flags):
+        result = subprocess.run([sys.executable, "-m", "training.fit", "zoo.align_draw_coco", "--workdir",
+                                 str(workdir), *tiny, "--max_examples", "8", "--batch_size", "20", "--no_download",
+                                 "--verbose", "2", *flags], cwd=repo, env=env, capture_output=True, text=True,
+                                timeout=400)
+        assert result.returncode == 0, result.stderr[-4000:]
+        return result.stdout
+
+    first = fit("--epochs", "1", "--no_export")
+    vocabulary = json.loads((workdir / "run.json").read_text())["config"]["vocabulary"]
+    counted = [word for word in vocabulary if word in {"a", "shape", ".", "of", "kind"}]
+    assert f"vocabulary: {len(vocabulary)} words, counted from the training captions of coco_captions" in first
+    assert "dataset: coco_captions (binarize: False), 40 train" in first  # 8 images, five captions each
+    assert f'"vocabulary": "<{len(vocabulary)} items: ' in first  # printed abridged, kept whole in run.json
+    assert counted and {"stop", "sign", "elephants"} <= set(vocabulary)  # counted words, then the summary's
+    resumed = fit("--resume", "--epochs", "2")
+    assert "vocabulary:" not in resumed and "(resuming after epoch 1)" in resumed
+    assert json.loads((workdir / "run.json").read_text())["config"]["vocabulary"] == vocabulary
+    assert list(workdir.rglob("saved_model.pb"))

@@ -389,21 +389,21 @@ registry.register(registry.ModelSpec(
     preset={"dataset": "two_digit_mnist", "image_shape": (60, 60, 1)},
     tiny=TINY, evaluation=("likelihood",)))
 
-# The colour models of Sec. 4.3 (SVHN) and 4.4 (CIFAR-10). Their rows of Table 3, from memory, not re-checked
-# against the PDF: SVHN T = 32, 800 LSTM units, #z = 100, read and write 12 × 12; CIFAR-10 T = 64, 400 units,
-# #z = 200, read and write 5 × 5. The paper shows samples only; the likelihood (a discretized logistic,
-# reported as bits/dim) is ours.
-COLOUR = {"image_shape": (32, 32, 3), "likelihood": "discretized_logistic"}
-TINY_COLOUR = {**TINY, "image_shape": (6, 6, 3)}
-registry.register(registry.ModelSpec(
-    "zoo.draw_svhn", "DRAW (Gregor et al. 2015, Sec. 4.3) drawing 32×32 colour house numbers (SVHN)",
-    DRAWConfig, build, dataset,
-    preset={**COLOUR, "dataset": "svhn_cropped", "glimpses": 32, "encoder_units": 800, "decoder_units": 800,
-            "latent_units": 100, "read_size": 12, "write_size": 12},
-    tiny=TINY_COLOUR, evaluation=("likelihood",)))
-registry.register(registry.ModelSpec(
-    "zoo.draw_cifar10", "DRAW (Gregor et al. 2015, Sec. 4.4) drawing 32×32 CIFAR-10 images",
-    DRAWConfig, build, dataset,
-    preset={**COLOUR, "dataset": "cifar10", "glimpses": 64, "encoder_units": 400, "decoder_units": 400,
-            "latent_units": 200, "read_size": 5, "write_size": 5},
-    tiny=TINY_COLOUR, evaluation=("likelihood",)))
+
+
+def _register_colour_model(name, description, colour_dataset, glimpses, units, latent_units, window):
+    """A colour model of Sec. 4.3 (SVHN) or 4.4 (CIFAR-10): its row of Table 3 on 8-bit 32×32×3 images. The
+    paper shows samples only; the likelihood (a discretized logistic, reported as bits/dim) is ours."""
+    registry.register(registry.ModelSpec(
+        name, description, DRAWConfig, build, dataset,
+        preset={"dataset": colour_dataset, "image_shape": (32, 32, 3), "likelihood": "discretized_logistic",
+                "glimpses": glimpses, "encoder_units": units, "decoder_units": units, "latent_units": latent_units,
+                "read_size": window, "write_size": window},
+        tiny={**TINY, "image_shape": (6, 6, 3)}, evaluation=("likelihood",)))
+
+
+# Table 3's SVHN and CIFAR rows, from memory, not re-checked against the PDF.
+_register_colour_model("zoo.draw_svhn", "DRAW (Gregor et al. 2015, Sec. 4.3) drawing 32×32 colour house numbers (SVHN)",
+                       "svhn_cropped", glimpses=32, units=800, latent_units=100, window=12)
+_register_colour_model("zoo.draw_cifar10", "DRAW (Gregor et al. 2015, Sec. 4.4) drawing 32×32 CIFAR-10 images",
+                       "cifar10", glimpses=64, units=400, latent_units=200, window=5)

@@ -19,6 +19,13 @@ What is measured is what the model's registry entry declares (`ModelSpec.evaluat
   places each digit (`training.captions.fraction_read`): `caption_accuracy_held_in`,
   `caption_accuracy_held_out`, beside `caption_accuracy_real` (the same reading of the
   real canvases: the ceiling) and `classifier_accuracy`.
+* "ais" (models with a prior and decoder density, `zoo.contract.DecoderDensity`): with
+  `--ais_steps M`, log p(x) of every image by annealed importance sampling (Neal 2001; Wu
+  et al. 2017) with `--ais_chains` chains from the prior, M HMC transitions each
+  (`zoo.common.ais`): `ais_nll` (−mean log p̂(x)) and `ais_standard_error` (of that mean,
+  over the chains), beside the likelihood metrics; then, as a check, bidirectional Monte
+  Carlo on `--bdmc_examples` examples simulated from the model: `bdmc_forward` ≤ log p(x) ≤
+  `bdmc_reverse` (means; stochastic bounds) and `bdmc_gap`, their difference.
 * "sample_quality": the model's test metrics (no k), then the quality of
   `model.sample` on the seeds 0, …, N − 1 against the split's real images: `fid`,
   `classifier_score`, `modes_covered`, `class_kl`, beside `fid_floor` (the FID
@@ -77,6 +84,11 @@ def parse_args(argv=None):
                         help="train the classifier this many epochs (default 3; a separate cache file)")
     parser.add_argument("--classifier_max_examples", type=int,
                         help="train the classifier on the first N train examples (quick runs; a separate cache file)")
+    parser.add_argument("--ais_steps", type=int, help="annealed importance sampling with this many annealing steps "
+                                                      "(models whose entry declares \"ais\"; Wu et al.: thousands)")
+    parser.add_argument("--ais_chains", type=int, default=16, help="AIS chains per image (default 16)")
+    parser.add_argument("--bdmc_examples", type=int, default=10,
+                        help="examples simulated from the model for the bidirectional check of AIS (0: none)")
     parser.add_argument("--no_download", action="store_true", help="fail instead of downloading missing data")
     parser.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2, 3),
                         help="Keras progress: 0 silent, 1 bar, 2 one line; 3 as 2, plus TensorFlow's own logs")
@@ -87,6 +99,8 @@ def flag_error(args) -> str | None:
     """What is wrong with the flags, and how to fix it; None when nothing is."""
     if args.k < 1 or (args.max_examples is not None and args.max_examples < 1):
         return "--k and --max_examples must be positive integers"
+    if args.ais_steps is not None and (args.ais_steps < 1 or args.ais_chains < 1 or args.bdmc_examples < 0):
+        return "--ais_steps and --ais_chains must be positive integers, --bdmc_examples at least 0"
     if args.num_samples is not None and args.num_samples < 2:
         return f"--num_samples must be at least 2 (FID needs a covariance); the default is {NUM_SAMPLES}"
     if any(value is not None and value < 1 for value in (args.classifier_epochs, args.classifier_max_examples)):
@@ -169,6 +183,36 @@ def _captioned_sets(dataset: str, split: str, max_examples: int | None, download
     return sets
 
 
+AIS_SEED = 20170401  # seeds the AIS chains of batch i by (AIS_SEED, i), and the BDMC check by (AIS_SEED, −1)
+
+
+def _annealed_importance_sampling(model, batches, args) -> dict:
+    """The "ais" metrics of the module docstring over `batches` of the split, and the BDMC check."""
+    import numpy as np
+    import tensorflow as tf
+
+    from zoo.common import ais
+
+    estimates, errors, acceptance = [], [], []
+    for index, batch in enumerate(batches):
+        estimate = ais.log_marginal(model, batch["image"], args.ais_chains, args.ais_steps,
+                                    tf.constant([AIS_SEED, index], tf.int32))
+        estimates.append(estimate.log_marginal.numpy())
+        errors.append(estimate.standard_error.numpy())
+        acceptance.append(estimate.acceptance.numpy())
+    estimates, errors = np.concatenate(estimates), np.concatenate(errors)
+    metrics = {"ais_nll": -float(estimates.mean()),
+               "ais_standard_error": float(np.sqrt(np.sum(errors**2)) / len(errors)),
+               "ais_acceptance": float(np.concatenate(acceptance).mean())}
+    if args.bdmc_examples:
+        forward, reverse = ais.bidirectional(model, args.bdmc_examples, args.ais_chains, args.ais_steps,
+                                             tf.constant([AIS_SEED, -1], tf.int32))
+        metrics.update({"bdmc_forward": float(tf.reduce_mean(forward.log_marginal)),
+                        "bdmc_reverse": float(tf.reduce_mean(reverse.log_marginal)),
+                        "bdmc_gap": float(tf.reduce_mean(reverse.log_marginal - forward.log_marginal))})
+    return metrics
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     startup.quiet_tensorflow(show=args.verbose == 3)
@@ -178,6 +222,7 @@ def main(argv=None) -> int:
 
     import tensorflow as tf
 
+    import zoo
     from export import runs
     from training import data, sample_quality
 
@@ -192,6 +237,10 @@ def main(argv=None) -> int:
         if given and not measure_samples:
             return _fail(f"{', '.join(given)}: sample-quality flags, but {spec.name} measures only "
                          f"{', '.join(spec.evaluation)} by default; add --sample_quality")
+        if args.ais_steps and "ais" not in spec.evaluation:
+            capable = ", ".join(name for name in zoo.names() if "ais" in zoo.get(name).evaluation)
+            return _fail(f"--ais_steps: {spec.name} has no decoder density to anneal to (its entry does not declare "
+                         f"\"ais\"); models that do: {capable}")
         default_batch = max(1, min(100, SAMPLES_PER_BATCH // args.k)) if likelihood else 100
         dataset_spec = spec.dataset(config)
         batch_size = args.batch_size or default_batch
@@ -233,6 +282,10 @@ def main(argv=None) -> int:
                    "classifier_accuracy": classifier_accuracy}
         result.update({name: round(value, 4) for name, value in reading.items()})
         scalars.update(reading)
+    if args.ais_steps:
+        annealed = _annealed_importance_sampling(model, dataset.take(steps), args)
+        result.update({name: _rounded(value) for name, value in annealed.items()})
+        scalars.update({f"{name}_m{args.ais_steps}": value for name, value in annealed.items()})
     if measure_samples:
         real = sample_quality.real_images(dataset_spec.name, args.split, max_examples=args.max_examples,
                                           download=not args.no_download)

@@ -71,11 +71,30 @@ class CaptionConditioned(Protocol):
         """One image in [0, 1] per caption (string [N]) and int64 seed [N], [N, H, W, C]."""
 
 
+class DecoderDensity(Protocol):
+    """The capability behind `ModelSpec.evaluation` "ais": a prior and a decoder density that can be
+    evaluated, so that annealed importance sampling (`zoo.common.ais`) estimates log p(x). The latents
+    are one vector per example, [..., D] (a model with several stochastic layers puts them side by side)."""
+
+    def prior_latents(self, shape, seed: tf.Tensor) -> tf.Tensor:
+        """z ~ p(z), [*shape, D], from a stateless int32 [2] seed."""
+
+    def log_prior(self, latents: tf.Tensor) -> tf.Tensor:
+        """log p(z) of latents [..., D], [...]."""
+
+    def log_decoder(self, images: tf.Tensor, latents: tf.Tensor) -> tf.Tensor:
+        """log p(x_b | z) of images [batch, H, W, C] and latents [chains, batch, D], [chains, batch]."""
+
+    def decoder_sample(self, latents: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        """x ~ p(x | z) for latents [batch, D], [batch, H, W, C]: data simulated from the model."""
+
+
 EVALUATIONS: Mapping[str, type | None] = {
     "likelihood": ImportanceSampledLikelihood,  # the test metrics with k importance samples
     "exact_likelihood": None,                   # the test metrics as they are (a tractable likelihood)
     "sample_quality": None,                     # FID and friends of `ZooModel.sample`
     "caption_accuracy": CaptionConditioned,     # a classifier reads the digits drawn where captions put them
+    "ais": DecoderDensity,                      # annealed importance sampling of log p(x), with --ais_steps
 }
 
 

@@ -295,3 +295,37 @@ def test_exact_likelihood_model_reports_nll_and_bits_per_dim_without_k(run_main,
         for value in event.summary.value
     }
     assert {"test/nll", "test/bits_per_dim"} <= tagged
+
+
+def test_ais_estimates_log_p_x_at_least_the_importance_weighted_bound_and_checks_itself_by_bdmc(
+        train, run_main, tmp_path):
+    """On the two-layer VAE run (both layers' latents annealed together): log p(x) ≥ L_k in expectation, so the
+    AIS estimate of the nll lies at or below −L_k up to its noise; the BDMC bounds come in order, and the numbers
+    go to evaluation.jsonl and TensorBoard under their step count."""
+    workdir = shutil.copytree(train("vae2").workdir, tmp_path / "vae2")
+    result = run_main(evaluate.main, [workdir, "--k", "200", "--ais_steps", "300", "--ais_chains", "16",
+                                      "--bdmc_examples", "4", "--max_examples", "20", "--no_download"])
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    noise = 4 * printed["ais_standard_error"] + 0.05
+    assert math.isfinite(printed["ais_nll"]) and 0.0 <= printed["ais_standard_error"] < 1.0
+    assert printed["ais_nll"] <= printed["nll"] + noise
+    assert 0.0 < printed["ais_acceptance"] <= 1.0
+    assert printed["bdmc_forward"] <= printed["bdmc_reverse"] + 0.1
+    assert printed["bdmc_gap"] == pytest.approx(printed["bdmc_reverse"] - printed["bdmc_forward"], abs=2e-4)
+    assert json.loads((workdir / "evaluation.jsonl").read_text().splitlines()[-1]) == printed
+    tagged = {value.tag for file in (workdir / "tensorboard" / "evaluation").glob("events.out.tfevents.*")
+              for event in tf.compat.v1.train.summary_iterator(str(file)) for value in event.summary.value}
+    assert {"test/ais_nll_m300", "test/bdmc_gap_m300", "test/nll_k200"} <= tagged
+
+
+def test_ais_on_a_model_without_a_decoder_density_exits_2_naming_the_models_that_have_one(
+        train, run_main, monkeypatch):
+    from zoo import registry
+
+    spec = registry.get("zoo.vae")
+    monkeypatch.setitem(registry._REGISTRY, "zoo.vae", dataclasses.replace(spec, evaluation=("likelihood",)))
+    result = run_main(evaluate.main, [train("vae2").workdir, "--ais_steps", "10", "--no_download"])
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("error: --ais_steps: zoo.vae has no decoder density to anneal to")
+    assert "models that do: zoo.iwae" in result.stderr

@@ -139,3 +139,27 @@ def annealed_importance_sampling(
         log_weights=log_weights,
         acceptance=tf.reduce_mean(accepted, axis=0) / tf.cast(num_steps, tf.float32),
     )
+
+
+def log_marginal(model, images: tf.Tensor, chains: int, num_steps: int, seed: tf.Tensor, **hmc) -> AISEstimate:
+    """Forward AIS of log p(x) per image of [batch, H, W, C], from the prior of a model with a decoder
+    density (`zoo.contract.DecoderDensity`), `chains` chains per image and `num_steps` annealing steps."""
+    initial = model.prior_latents([chains, tf.shape(images)[0]], tf.random.experimental.stateless_fold_in(seed, 0))
+    return annealed_importance_sampling(model.log_prior, lambda latents: model.log_decoder(images, latents), initial,
+                                        sigmoid_schedule(num_steps), tf.random.experimental.stateless_fold_in(seed, 1),
+                                        **hmc)
+
+
+def bidirectional(model, count: int, chains: int, num_steps: int, seed: tf.Tensor, **hmc
+                  ) -> tuple[AISEstimate, AISEstimate]:
+    """Bidirectional Monte Carlo ([3]; [2], Sec. 4) on `count` examples simulated from the model,
+    (z*, x) ~ p(z) p(x | z): (forward AIS from the prior, reverse AIS from z*). The forward estimate is a
+    stochastic lower bound and the reverse one an upper bound on the same log p(x); their gap bounds the
+    error AIS makes with these settings, on data like the model's own."""
+    latents = model.prior_latents([count], tf.random.experimental.stateless_fold_in(seed, 2))
+    images = model.decoder_sample(latents, tf.random.experimental.stateless_fold_in(seed, 3))
+    forward = log_marginal(model, images, chains, num_steps, seed, **hmc)
+    reverse = annealed_importance_sampling(
+        model.log_prior, lambda z: model.log_decoder(images, z), tf.tile(latents[None], [chains, 1, 1]),
+        sigmoid_schedule(num_steps)[::-1], tf.random.experimental.stateless_fold_in(seed, 4), **hmc)
+    return forward, reverse

@@ -355,6 +355,34 @@ class VAE(ConfigSerialization, keras.Model):
                 self.log_likelihood, self.config.image_shape, MAX_SERVED_IMPORTANCE_SAMPLES),
         }
 
+    # Densities for annealed importance sampling (zoo.common.ais): z = [h_1, …, h_L] side by side.
+
+    def prior_latents(self, shape, seed):
+        """z ~ p(h_L) Π_{i<L} p(h_i | h_{i+1}) by ancestral sampling, [*shape, Σ_i units_i]."""
+        top = len(self.latent_units) - 1
+        layers = {top: tf.random.stateless_normal([*shape, self.latent_units[top]],
+                                                  seed=tf.random.experimental.stateless_fold_in(seed, top))}
+        for layer in reversed(range(top)):
+            layer_seed = tf.random.experimental.stateless_fold_in(seed, layer)
+            layers[layer] = self.latent_decoders[layer](layers[layer + 1]).sample(seed=layer_seed)
+        return tf.concat([layers[layer] for layer in range(top + 1)], axis=-1)
+
+    def log_prior(self, latents):
+        """log p(h_L) + Σ_{i<L} log p(h_i | h_{i+1}) (Sec. 5), [...] for latents [..., Σ_i units_i]."""
+        layers = tf.split(latents, self.latent_units, axis=-1)
+        log_prior = self.prior.log_prob(layers[-1])
+        for network, below, above in zip(self.latent_decoders, layers, layers[1:]):
+            log_prior += network(above).log_prob(below)
+        return log_prior
+
+    def log_decoder(self, images, latents):
+        """log p(x_b | h_1), [chains, batch], for images [batch, ...] and latents [chains, batch, Σ_i units_i]."""
+        return self.observation_decoder(latents[..., :self.latent_units[0]]).log_prob(images)
+
+    def decoder_sample(self, latents, seed):
+        """x ~ p(x | h_1) (binary draws for the Bernoulli likelihood), [batch, *image_shape]."""
+        return self.observation_decoder(latents[..., :self.latent_units[0]]).sample(seed=seed)
+
     def summary_images(self, images):
         """TensorBoard grids: 64 prior samples, and inputs beside their reconstructions."""
         pairs = tf.stack([images, self(images)], axis=1)
@@ -378,8 +406,9 @@ def dataset(config: VAEConfig) -> registry.DatasetSpec:
 TINY = {"hidden_units": (16,), "latent_units": (4,), "image_shape": (6, 6, 1), "batch_size": 8}
 
 registry.register(registry.ModelSpec(
-    "zoo.vae", "VAE (Kingma & Welling 2014) on the IWAE architectures", VAEConfig, build, dataset, tiny=TINY))
+    "zoo.vae", "VAE (Kingma & Welling 2014) on the IWAE architectures", VAEConfig, build, dataset, tiny=TINY,
+    evaluation=("likelihood", "ais")))
 registry.register(registry.ModelSpec(
     "zoo.iwae", "IWAE (Burda et al. 2016), k = 50", VAEConfig, build, dataset,
     preset={"objective": "iwae", "k": 50},  # Table 1: k = 50 is the headline column
-    tiny={**TINY, "k": 2}))
+    tiny={**TINY, "k": 2}, evaluation=("likelihood", "ais")))

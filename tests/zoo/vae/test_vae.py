@@ -298,3 +298,36 @@ def test_summary_images_shapes(make_model):
     assert grids["prior_samples"].shape == (64, *model.config.image_shape)
     assert grids["reconstructions"].shape == (10, *model.config.image_shape)
     np.testing.assert_array_equal(grids["reconstructions"][::2], images)
+
+
+@pytest.mark.parametrize("stochastic_layers", LAYERS)
+def test_the_densities_annealed_importance_sampling_uses_make_up_the_importance_weights(make_model, stochastic_layers):
+    """log p(h) + log p(x | h) of the AIS capability is log p(x, h) of the bound: log w + log q(h | x) for the
+    same h, all layers side by side."""
+    model = make_model(stochastic_layers)
+    images = tf.constant(_binary_images(model.config, 5))
+    noise = [tf.random.stateless_normal([3, 5, units], seed=[7, layer]) for layer, units in enumerate(model.latent_units)]
+    features = tf.reshape(images, [5, -1])
+    layers, log_q = [], 0.0
+    for network, epsilon in zip(model.inference_networks, noise):
+        posterior = network(layers[-1] if layers else features)
+        layers.append(posterior.distribution.loc + posterior.distribution.scale * epsilon)
+        log_q += posterior.log_prob(layers[-1])
+    latents = tf.concat(layers, axis=-1)
+    log_joint = model.log_prior(latents) + model.log_decoder(images, latents)
+    np.testing.assert_allclose(log_joint, model._importance_terms(images, noise)["log_weights"] + log_q,
+                               rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("stochastic_layers", LAYERS)
+def test_prior_latents_and_decoder_samples_are_the_ancestral_sampler_s(make_model, stochastic_layers):
+    model = make_model(stochastic_layers)
+    latents = model.prior_latents([2000], tf.constant([1, 2]))
+    assert latents.shape == (2000, sum(model.latent_units))
+    top = latents[:, -model.latent_units[-1]:].numpy()
+    np.testing.assert_allclose(top.mean(axis=0), 0.0, atol=0.1)  # h_L ~ N(0, I): 2000 draws, std of mean ≈ 0.022
+    np.testing.assert_allclose(top.std(axis=0), 1.0, atol=0.1)
+    images = model.decoder_sample(latents[:4], tf.constant([3, 4])).numpy()
+    assert images.shape == (4, *model.config.image_shape) and set(np.unique(images)) <= {0.0, 1.0}
+    np.testing.assert_array_equal(model.prior_latents([3], tf.constant([1, 2])),
+                                  model.prior_latents([3], tf.constant([1, 2])))

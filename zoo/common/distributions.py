@@ -135,6 +135,27 @@ class CategoricalLayer(keras.layers.Layer):
         return {**super().get_config(), "num_classes": self.num_classes, "event_shape": self.event_shape}
 
 
+class ConditionalDistribution(keras.layers.Layer):
+    """h → p(· | h): `depth` Dense layers of `units` (tanh, as Burda et al. 2016 Sec. 5, or ReLU), then a
+    distribution layer (`head`). The MLP of the VAE family's and the conditional VAE's networks."""
+
+    def __init__(self, units: int, depth: int, head: keras.layers.Layer, activation: str = "tanh", **kwargs):
+        super().__init__(**kwargs)
+        self.hidden = [keras.layers.Dense(units, activation=activation) for _ in range(depth)]
+        self.head = head
+
+    def build(self, input_shape):
+        for layer in self.hidden:
+            layer.build(input_shape)
+            input_shape = (*input_shape[:-1], layer.units)
+        self.head.build(input_shape)
+
+    def call(self, inputs):
+        for layer in self.hidden:
+            inputs = layer(inputs)
+        return self.head(inputs)
+
+
 def standard_normal(event_size: int) -> tfd.Distribution:
     """The top prior p(h) = N(0, I) over a vector of `event_size` units."""
     return tfd.Independent(

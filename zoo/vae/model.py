@@ -115,26 +115,6 @@ class StagedDecay(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
-class _ConditionalDistribution(keras.layers.Layer):
-    """h → p(· | h): `depth` tanh Dense layers of `units`, then a distribution layer."""
-
-    def __init__(self, units: int, depth: int, head: keras.layers.Layer, **kwargs):
-        super().__init__(**kwargs)
-        self.hidden = [keras.layers.Dense(units, activation="tanh") for _ in range(depth)]
-        self.head = head
-
-    def build(self, input_shape):
-        for layer in self.hidden:
-            layer.build(input_shape)
-            input_shape = (*input_shape[:-1], layer.units)
-        self.head.build(input_shape)
-
-    def call(self, inputs):
-        for layer in self.hidden:
-            inputs = layer(inputs)
-        return self.head(inputs)
-
-
 @keras.saving.register_keras_serializable(package="zoo")
 class VAE(ConfigSerialization, keras.Model):
     """A VAE/IWAE with L Gaussian stochastic layers h_1..h_L (Burda et al. 2016, Sec. 5).
@@ -153,13 +133,13 @@ class VAE(ConfigSerialization, keras.Model):
         depth = config.deterministic_layers
         self.latent_units = latent
         self.inference_networks = [  # q(h_i | h_{i-1}), h_0 = x
-            _ConditionalDistribution(
+            distributions.ConditionalDistribution(
                 units, depth, distributions.GaussianLayer((size,), config.scale_activation), name=f"q_h{i + 1}"
             )
             for i, (units, size) in enumerate(zip(hidden, latent))
         ]
         self.latent_decoders = [  # p(h_i | h_{i+1}) for i = 1..L-1, mirroring q
-            _ConditionalDistribution(
+            distributions.ConditionalDistribution(
                 hidden[i + 1], depth, distributions.GaussianLayer((latent[i],), config.scale_activation),
                 name=f"p_h{i + 1}",
             )
@@ -170,7 +150,7 @@ class VAE(ConfigSerialization, keras.Model):
             if config.likelihood == "bernoulli"
             else distributions.GaussianLayer(config.image_shape, config.scale_activation)
         )
-        self.observation_decoder = _ConditionalDistribution(hidden[0], depth, likelihood, name="p_x")
+        self.observation_decoder = distributions.ConditionalDistribution(hidden[0], depth, likelihood, name="p_x")
         self.prior = distributions.standard_normal(latent[-1])
         self.seed_generator = keras.random.SeedGenerator(config.seed)
         self.evaluation_samples = config.k  # k of test_step; see use_importance_samples

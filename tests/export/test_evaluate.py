@@ -297,6 +297,31 @@ def test_exact_likelihood_model_reports_nll_and_bits_per_dim_without_k(run_main,
     assert {"test/nll", "test/bits_per_dim"} <= tagged
 
 
+def test_conditional_model_reports_the_conditional_nll_of_each_paper_setting(run_main, tmp_path):
+    """zoo.cvae: −L_k of log p(y | x) for 1, 2 and 3 given quadrants (Sohn et al. Table 1), its baseline's
+    −log p(y | x) beside each, and their means; more samples never loosen the bound."""
+    workdir = tmp_path / "cvae"
+    tiny = [flag for assignment in ("hidden_units=16", "hidden_layers=1", "latent_units=4")
+            for flag in ("--set", assignment)]
+    trained = run_main(fit.main, ["zoo.cvae", "--workdir", workdir, "--max_examples", "200", "--batch_size", "20",
+                                  "--steps_per_epoch", "3", "--validation_steps", "1", "--epochs", "1",
+                                  "--no_download", *tiny])
+    assert trained.returncode == 0, trained.stderr[-3000:]
+
+    printed = {}
+    for k in (1, 20):
+        result = run_main(evaluate.main, [workdir, "--k", k, "--max_examples", "40", "--no_download"])
+        assert result.returncode == 0, result.stderr
+        printed[k] = json.loads(result.stdout)
+    # Per-setting metrics are listed together, like per-layer ones: nll_given = [c = 1, c = 2, c = 3].
+    nll = printed[20]["nll_given"]
+    assert len(nll) == len(printed[20]["baseline_nll_given"]) == 3
+    assert printed[20]["nll"] == pytest.approx(sum(nll) / 3, abs=1e-3)
+    assert nll[0] > nll[1] > nll[2] > 0  # the more is given, the less is left to predict
+    for tighter, looser in zip(nll, printed[1]["nll_given"]):
+        assert tighter <= looser + 0.5
+
+
 def test_ais_estimates_log_p_x_at_least_the_importance_weighted_bound_and_checks_itself_by_bdmc(
         train, run_main, tmp_path):
     """On the two-layer VAE run (both layers' latents annealed together): log p(x) ≥ L_k in expectation, so the

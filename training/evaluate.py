@@ -25,7 +25,10 @@ What is measured is what the model's registry entry declares (`ModelSpec.evaluat
   (`zoo.common.ais`): `ais_nll` (−mean log p̂(x)) and `ais_standard_error` (of that mean,
   over the chains), beside the likelihood metrics; then, as a check, bidirectional Monte
   Carlo on `--bdmc_examples` examples simulated from the model: `bdmc_forward` ≤ log p(x) ≤
-  `bdmc_reverse` (means; stochastic bounds) and `bdmc_gap`, their difference.
+  `bdmc_reverse` (means; stochastic bounds) and `bdmc_gap`, their difference. Models whose decoder
+  density is a Gaussian around a generator (GANs, `zoo.contract.ObservationNoise`) report its σ,
+  `ais_observation_stddev`, which `--ais_observation_stddev` sets (Wu et al. 2017 choose it on
+  validation data).
 * "sample_quality": the model's test metrics (no k), then the quality of
   `model.sample` on the seeds 0, …, N − 1 against the split's real images: `fid`,
   `classifier_score`, `modes_covered`, `class_kl`, beside `fid_floor` (the FID
@@ -87,6 +90,9 @@ def parse_args(argv=None):
     parser.add_argument("--ais_steps", type=int, help="annealed importance sampling with this many annealing steps "
                                                       "(models whose entry declares \"ais\"; Wu et al.: thousands)")
     parser.add_argument("--ais_chains", type=int, default=16, help="AIS chains per image (default 16)")
+    parser.add_argument("--ais_observation_stddev", type=float,
+                        help="σ of the Gaussian observation model p(x | z) = N(x; G(z), σ² I) for models that have one "
+                             "(GANs; Wu et al. choose it on validation data)")
     parser.add_argument("--bdmc_examples", type=int, default=10,
                         help="examples simulated from the model for the bidirectional check of AIS (0: none)")
     parser.add_argument("--no_download", action="store_true", help="fail instead of downloading missing data")
@@ -101,6 +107,8 @@ def flag_error(args) -> str | None:
         return "--k and --max_examples must be positive integers"
     if args.ais_steps is not None and (args.ais_steps < 1 or args.ais_chains < 1 or args.bdmc_examples < 0):
         return "--ais_steps and --ais_chains must be positive integers, --bdmc_examples at least 0"
+    if args.ais_observation_stddev is not None and not (args.ais_steps and args.ais_observation_stddev > 0):
+        return "--ais_observation_stddev needs --ais_steps and a positive value"
     if args.num_samples is not None and args.num_samples < 2:
         return f"--num_samples must be at least 2 (FID needs a covariance); the default is {NUM_SAMPLES}"
     if any(value is not None and value < 1 for value in (args.classifier_epochs, args.classifier_max_examples)):
@@ -225,6 +233,7 @@ def main(argv=None) -> int:
     import zoo
     from export import runs
     from training import data, sample_quality
+    from zoo import contract
 
     try:
         spec, config, model, epochs = runs.load_trained_model(args.workdir)
@@ -241,6 +250,10 @@ def main(argv=None) -> int:
             capable = ", ".join(name for name in zoo.names() if "ais" in zoo.get(name).evaluation)
             return _fail(f"--ais_steps: {spec.name} has no decoder density to anneal to (its entry does not declare "
                          f"\"ais\"); models that do: {capable}")
+        noisy = isinstance(model, contract.ObservationNoise)
+        if args.ais_observation_stddev and not noisy:
+            return _fail(f"--ais_observation_stddev: {spec.name}'s decoder density is its own, not a Gaussian "
+                         f"around a generator; drop the flag")
         default_batch = max(1, min(100, SAMPLES_PER_BATCH // args.k)) if likelihood else 100
         dataset_spec = spec.dataset(config)
         batch_size = args.batch_size or default_batch
@@ -283,6 +296,10 @@ def main(argv=None) -> int:
         result.update({name: round(value, 4) for name, value in reading.items()})
         scalars.update(reading)
     if args.ais_steps:
+        if noisy:
+            if args.ais_observation_stddev:
+                model.use_observation_stddev(args.ais_observation_stddev)
+            result["ais_observation_stddev"] = model.observation_stddev
         annealed = _annealed_importance_sampling(model, dataset.take(steps), args)
         result.update({name: _rounded(value) for name, value in annealed.items()})
         scalars.update({f"{name}_m{args.ais_steps}": value for name, value in annealed.items()})

@@ -89,6 +89,18 @@ class DecoderDensity(Protocol):
         """x ~ p(x | z) for latents [batch, D], [batch, H, W, C]: data simulated from the model."""
 
 
+@typing.runtime_checkable
+class ObservationNoise(Protocol):
+    """An optional part of "ais": a decoder density p(x | z) = N(x; g(z), σ² I) around a deterministic
+    generator g, whose σ the evaluation chooses (`training.evaluate --ais_observation_stddev`), as Wu et
+    al. 2017 do for GANs."""
+
+    observation_stddev: float
+
+    def use_observation_stddev(self, stddev: float) -> None:
+        """Sets σ of the Gaussian observation model, in [0, 1] pixel units."""
+
+
 EVALUATIONS: Mapping[str, type | None] = {
     "likelihood": ImportanceSampledLikelihood,  # the test metrics with k importance samples
     "exact_likelihood": None,                   # the test metrics as they are (a tractable likelihood)

@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from training import data, evaluate, fit
+from zoo.gan import model as gan_model
 
 DOCUMENTED_KEYS = {"model", "split", "k", "examples", "epochs", "nll", "elbo", "active_units"}
 
@@ -353,4 +354,38 @@ def test_ais_on_a_model_without_a_decoder_density_exits_2_naming_the_models_that
     result = run_main(evaluate.main, [train("vae2").workdir, "--ais_steps", "10", "--no_download"])
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith("error: --ais_steps: zoo.vae has no decoder density to anneal to")
-    assert "models that do: zoo.iwae" in result.stderr
+    assert "zoo.iwae" in result.stderr.split("models that do: ")[1]
+
+
+def test_gan_ais_anneals_to_a_gaussian_around_the_generator_of_the_given_stddev(run_main, zoo_cache_dir, tmp_path):
+    """Wu et al. 2017's decoder density for a GAN: its σ is reported, set by --ais_observation_stddev, and a
+    model whose decoder density is its own refuses the flag."""
+    workdir = tmp_path / "gan"
+    tiny = [flag for assignment in ("generator_units=8", "discriminator_units=4", "maxout_pieces=2", "noise_dim=3")
+            for flag in ("--set", assignment)]
+    trained = run_main(fit.main, ["zoo.gan", "--workdir", workdir, "--max_examples", "64", "--batch_size", "16",
+                                  "--steps_per_epoch", "2", "--validation_steps", "1", "--epochs", "1",
+                                  "--no_download", *tiny])
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    ais_flags = ["--ais_steps", "5", "--ais_chains", "2", "--bdmc_examples", "2", "--max_examples", "8",
+                 "--num_samples", "8", *TINY_CLASSIFIER, "--no_download"]
+    printed = {}
+    for stddev in (None, 0.25):
+        result = run_main(evaluate.main, [workdir, *ais_flags,
+                                          *(["--ais_observation_stddev", stddev] if stddev else [])])
+        assert result.returncode == 0, result.stderr
+        printed[stddev] = json.loads(result.stdout)
+    assert printed[None]["ais_observation_stddev"] == gan_model.OBSERVATION_STDDEV
+    assert printed[0.25]["ais_observation_stddev"] == 0.25
+    assert all(math.isfinite(line["ais_nll"]) for line in printed.values())
+    assert printed[None]["ais_nll"] != printed[0.25]["ais_nll"]
+
+    refused = run_main(evaluate.main, [workdir, "--ais_observation_stddev", "0.1", "--no_download"])
+    assert refused.returncode == 2 and "--ais_observation_stddev needs --ais_steps" in refused.stderr
+
+
+def test_the_observation_stddev_flag_is_refused_by_a_model_with_its_own_decoder_density(train, run_main):
+    result = run_main(evaluate.main, [train("vae2").workdir, "--ais_steps", "3", "--ais_observation_stddev", "0.1",
+                                      "--no_download"])
+    assert result.returncode == 2 and result.stdout == ""
+    assert "--ais_observation_stddev: zoo.vae's decoder density is its own" in result.stderr

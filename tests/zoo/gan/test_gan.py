@@ -343,3 +343,45 @@ def test_conditional_discriminator_judges_the_image_label_pair_not_the_label_alo
     # A label that only shifted D's output by a per-class constant would make this exactly 0.
     interaction = (scores[0] - scores[1]) - (scores[2] - scores[3])
     assert abs(interaction) > 1e-5
+
+
+# Annealed importance sampling with a Gaussian observation model (Wu et al. 2017).
+
+
+def test_the_annealed_latent_maps_a_standard_normal_onto_the_uniform_noise_g_is_trained_on():
+    model = tiny_model("zoo.gan")
+    latents = model.prior_latents([200_000], tf.constant([1, 2])).numpy()
+    noise = tf.math.erf(latents / np.sqrt(2.0)).numpy()  # what _generated_mean feeds G
+    assert noise.min() >= -1.0 and noise.max() <= 1.0
+    quarters = np.histogram(noise.ravel(), bins=4, range=(-1.0, 1.0))[0] / noise.size
+    np.testing.assert_allclose(quarters, 0.25, atol=0.005)
+    np.testing.assert_allclose(model.log_prior(latents[:3]),
+                               -0.5 * (latents[:3] ** 2).sum(-1) - 0.5 * latents.shape[-1] * np.log(2 * np.pi),
+                               rtol=1e-5)
+
+
+def test_the_decoder_density_is_a_gaussian_of_the_configured_stddev_around_the_generator():
+    model = tiny_model("zoo.dcgan")
+    latents = model.prior_latents([2, 3], tf.constant([3, 4]))
+    images = tf.constant(np.random.default_rng(0).random((3, *model.config.image_shape)), tf.float32)
+    mean = (model.generate({"noise": tf.math.erf(tf.reshape(latents, [6, -1]) / np.sqrt(2.0))}) + 1.0) / 2.0
+    mean = mean.numpy().reshape(2, 3, -1)
+    for stddev in (0.1, 0.5):
+        model.use_observation_stddev(stddev)
+        expected = (-0.5 * ((images.numpy().reshape(1, 3, -1) - mean) / stddev) ** 2
+                    - np.log(stddev) - 0.5 * np.log(2 * np.pi)).sum(-1)
+        np.testing.assert_allclose(model.log_decoder(images, latents), expected, rtol=1e-4)
+    with pytest.raises(ValueError, match="must be positive"):
+        model.use_observation_stddev(0.0)
+
+
+def test_annealed_importance_sampling_of_a_gan_matches_a_brute_force_average_over_its_prior():
+    from zoo.common import ais
+
+    model = tiny_model("zoo.gan", noise_dim=2)
+    model.use_observation_stddev(0.3)
+    images = model.decoder_sample(model.prior_latents([3], tf.constant([5, 6])), tf.constant([7, 8]))
+    estimate = ais.log_marginal(model, images, chains=16, num_steps=300, seed=tf.constant([1, 2]))
+    prior = model.prior_latents([100_000, 3], tf.constant([9, 10]))
+    brute_force = tf.reduce_logsumexp(model.log_decoder(images, prior), axis=0) - np.log(100_000.0)
+    np.testing.assert_allclose(estimate.log_marginal, brute_force, atol=0.15)

@@ -59,6 +59,8 @@ class VAEGANConfig(config_lib.TrainingConfig):
     batch_size: int = 64                    # the authors' scripts: batch_size 64
     epochs: int = 25                        # ours: a budget, as zoo.dcgan
     learning_rate: float = 3e-4             # Sec. 4: RMSProp, learning rate 3e-4 (from memory; see docs/vae_gan.md)
+    divergence_factor: float | None = None  # off: the logged loss sums three players' losses that trade off
+                                            # (NaN and Inf still stop training)
 
     def __post_init__(self):
         super().__post_init__()

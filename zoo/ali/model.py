@@ -20,9 +20,10 @@ One train_step is ALI's Alg. 1 (and the BiGAN authors' code with k = 1): one for
 pass, then one update of D and one joint update of G_x and G_z from the same pairs.
 
 By default this is BiGAN's permutation-invariant MNIST model (authors' code,
-github.com/jeffdonahue/bigan, train_mnist.sh and net.py): z ~ U[−1, 1]^50, MLPs of
-1024-unit layers, a deterministic encoder. `stochastic_encoder=True, prior="normal"`
-gives ALI's Gaussian encoder q(z | x) = N(μ(x), σ²(x)), sampled by reparameterisation.
+github.com/jeffdonahue/bigan, train_mnist.sh and net.py): MLPs of 1024-unit layers, a
+deterministic encoder and 50 latent dimensions, with ALI's prior z ~ N(0, I) where the
+authors draw U[−1, 1]^50 (`prior="uniform"`). `stochastic_encoder=True` gives ALI's
+Gaussian encoder q(z | x) = N(μ(x), σ²(x)), sampled by reparameterisation.
 G_x is the GAN family's MLP generator (`zoo.gan.networks`); networks work on pixels in
 [−1, 1], data and samples are in [0, 1]. docs/ali.md lists the deviations.
 """
@@ -49,7 +50,8 @@ PRIOR_STREAM, ENCODER_STREAM = 0, 1  # stateless streams of one step seed: z ~ p
 class ALIConfig(config_lib.TrainingConfig):
     # Networks: BiGAN's permutation-invariant MNIST MLPs (authors' code, net.py: mnist_mlp, deconvnet_mnist_mlp).
     latent_dim: int = 50                # BiGAN authors' train_mnist.sh: NOISE="u-50"
-    prior: str = "uniform"              # "uniform": U[−1, 1]^d (train_mnist.sh); "normal": N(0, I) (ALI)
+    prior: str = "normal"               # N(0, I) (ALI; BiGAN Sec. 3 allows either). Deviation: train_mnist.sh draws
+                                        # U[−1, 1]^50, but its tanh-squashed encoder saturated here (docs/ali.md)
     stochastic_encoder: bool = False    # False: BiGAN's z = E(x) (Donahue Sec. 3); True: ALI's z = μ(x) + σ(x) ⊙ ε
     units: int = 1024                   # every hidden layer of G_x, G_z and D (net.py: 16 × 64)
     leaky_relu_slope: float = 0.2       # G_z and D (net.py: LReLU; Radford et al. 2016, Sec. 3)

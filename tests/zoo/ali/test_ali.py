@@ -17,7 +17,7 @@ from zoo.ali import ALIConfig
 from zoo.ali.model import ENCODER_STREAM, PRIOR_STREAM
 from zoo.common import steps
 
-ENCODERS = {"bigan": {}, "ali": {"stochastic_encoder": True, "prior": "normal"}}
+ENCODERS = {"deterministic": {}, "uniform_prior": {"prior": "uniform"}, "gaussian": {"stochastic_encoder": True}}
 SEED = tf.constant([1, 2], tf.int64)
 
 
@@ -63,10 +63,11 @@ def test_discriminator_judges_real_pairs_x_and_its_code_and_fake_pairs_g_of_z_an
     np.testing.assert_allclose(real_latents, z_hat, atol=1e-6)
     np.testing.assert_array_equal(fake_latents, z)
     np.testing.assert_allclose(fake_images, model.generate(z), atol=1e-6)
-    if overrides:  # ALI: ẑ is a draw from q(z | x), not its mean
+    if model.config.stochastic_encoder:  # ALI: ẑ is a draw from q(z | x), not its mean
         assert np.abs(real_latents - model.encode_features(batch["image"])).min() > 0.0
-    else:  # BiGAN: ẑ = E(x), inside the support of U[−1, 1]^d
+    else:  # BiGAN: ẑ = E(x)
         np.testing.assert_allclose(real_latents, model.encode_features(batch["image"]), atol=1e-6)
+    if model.config.prior == "uniform":  # z and E(x) inside the support of U[−1, 1]^d
         assert np.abs(z).max() <= 1.0 and np.abs(real_latents).max() < 1.0
 
     real, fake = discriminate(x, z_hat).numpy(), discriminate(model.generate(z), z).numpy()
@@ -154,7 +155,7 @@ def test_samples_are_g_of_a_draw_from_the_prior_of_each_seed():
 
 @pytest.mark.parametrize("overrides, message", [
     ({"prior": "laplace"}, "prior must be 'uniform' or 'normal'"),
-    ({"stochastic_encoder": True}, "set prior=normal with stochastic_encoder=true"),
+    ({"stochastic_encoder": True, "prior": "uniform"}, "set prior=normal with stochastic_encoder=true"),
     ({"latent_dim": 0}, "latent_dim and units must be >= 1"),
 ])
 def test_inconsistent_configs_are_errors_naming_the_fix(overrides, message):
@@ -162,9 +163,9 @@ def test_inconsistent_configs_are_errors_naming_the_fix(overrides, message):
         ALIConfig(**overrides)
 
 
-def test_the_default_config_is_bigans_mnist_setup():
+def test_the_default_config_is_bigans_mnist_setup_with_alis_prior():
     config = zoo.get("zoo.ali").make_config()
-    assert (config.latent_dim, config.prior, config.stochastic_encoder, config.units) == (50, "uniform", False, 1024)
+    assert (config.latent_dim, config.prior, config.stochastic_encoder, config.units) == (50, "normal", False, 1024)
     assert (config.batch_size, config.learning_rate, config.adam_beta_1) == (128, 2e-4, 0.5)
     assert zoo.get("zoo.ali").evaluation == ("sample_quality", "feature_1nn")
 

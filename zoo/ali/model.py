@@ -98,8 +98,8 @@ class ALI(ConfigSerialization, keras.Model):
         # G_x: two ReLU layers and a tanh output (zoo.gan's MLP generator, BiGAN's widths).
         self.generator_layers = generator_layers(
             GANConfig(architecture="mlp", generator_units=units, image_shape=config.image_shape))
-        # G_z: two LeakyReLU layers, then z = tanh(·) in U[−1, 1]'s support (the authors' code squashes
-        # with a rescaled sigmoid), z linear for N(0, I), or the Gaussian q(z | x).
+        # G_z: two LeakyReLU layers, then a linear z for N(0, I), z = tanh(·) inside U[−1, 1]^d's support
+        # (the authors' code squashes with 2σ(·) − 1), or ALI's Gaussian q(z | x).
         self.encoder_layers = [keras.layers.Flatten(), *_dense(units, slope), *_dense(units, slope)]
         self.encoder_head = (distributions.GaussianLayer((config.latent_dim,)) if config.stochastic_encoder
                              else keras.layers.Dense(config.latent_dim,

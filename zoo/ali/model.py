@@ -55,6 +55,7 @@ class ALIConfig(config_lib.TrainingConfig):
     stochastic_encoder: bool = False    # False: BiGAN's z = E(x) (Donahue Sec. 3); True: ALI's z = μ(x) + σ(x) ⊙ ε
     units: int = 1024                   # every hidden layer of G_x, G_z and D (net.py: 16 × 64)
     leaky_relu_slope: float = 0.2       # G_z and D (net.py: LReLU; Radford et al. 2016, Sec. 3)
+    dropout: float = 0.0                # after each of D's hidden layers: none in BiGAN's code; ALI's D has 0.2
     # Data and optimisation.
     batch_size: int = 128               # authors' train_gan.py default
     epochs: int = 400                   # train_mnist.sh: 200 epochs, then 200 more decaying the rate (ours: constant)
@@ -71,6 +72,7 @@ class ALIConfig(config_lib.TrainingConfig):
              "a Gaussian encoder puts z anywhere on R^d, outside U[−1, 1]^d, which D would spot at once: "
              "set prior=normal with stochastic_encoder=true (ALI)"),
             (self.latent_dim >= 1 and self.units >= 1, "latent_dim and units must be >= 1"),
+            (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
         ])
 
 
@@ -78,8 +80,8 @@ def _fold(seed, stream: int):
     return tf.random.experimental.stateless_fold_in(seed, stream)
 
 
-def _dense(units: int, slope: float) -> list[keras.layers.Layer]:
-    return [keras.layers.Dense(units), keras.layers.LeakyReLU(slope)]
+def _dense(units: int, slope: float, dropout: float = 0.0) -> list[keras.layers.Layer]:
+    return [keras.layers.Dense(units), keras.layers.LeakyReLU(slope), *[keras.layers.Dropout(dropout)] * bool(dropout)]
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -105,9 +107,10 @@ class ALI(ConfigSerialization, keras.Model):
                              else keras.layers.Dense(config.latent_dim,
                                                      activation="tanh" if config.prior == "uniform" else None))
         # D(x, z): an x branch and a z branch, concatenated, then one hidden layer and a logit.
-        self.image_branch = [keras.layers.Flatten(), *_dense(units, slope)]
-        self.latent_branch = _dense(units, slope)
-        self.joint_layers = [*_dense(units, slope), keras.layers.Dense(1)]
+        dropout = config.dropout
+        self.image_branch = [keras.layers.Flatten(), *_dense(units, slope, dropout)]
+        self.latent_branch = _dense(units, slope, dropout)
+        self.joint_layers = [*_dense(units, slope, dropout), keras.layers.Dense(1)]
         self.seed_generator = keras.random.SeedGenerator(config.seed)
         tracked = ["loss", "discriminator_loss", "generator_loss", "d_real", "d_fake", "reconstruction_error"]
         self.trackers = {name: keras.metrics.Mean(name=name) for name in tracked}

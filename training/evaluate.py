@@ -35,6 +35,11 @@ What is measured is what the model's registry entry declares (`ModelSpec.evaluat
   between the two halves of the real images) and `classifier_accuracy`; see
   training.sample_quality and docs/evaluation.md. `--sample_quality` adds these
   for any model.
+* "feature_1nn" (models with an encoder, `zoo.contract.EncoderFeatures`): each image of the
+  split is labelled by its nearest train image in the model's feature space (cosine
+  distance): `nearest_neighbour_accuracy`, the fraction labelled right (Donahue et al.
+  2017, Table 1), and `nearest_neighbour_references`, the train images searched (the first
+  `--max_examples` of them with that flag); see training.nearest_neighbour.
 
 The line is also appended to WORKDIR/evaluation.jsonl and written to TensorBoard
 under WORKDIR/tensorboard/evaluation.
@@ -71,7 +76,8 @@ def parse_args(argv=None):
     parser.add_argument("--k", type=int, default=5000,
                         help="importance samples per example of likelihood models (Burda et al.: 5000); "
                              "models with an exact likelihood ignore it")
-    parser.add_argument("--max_examples", type=int, help="evaluate only the first N examples of the split")
+    parser.add_argument("--max_examples", type=int, help="evaluate only the first N examples of the split "
+                                                          "(and search only the first N train images for neighbours)")
     parser.add_argument("--split", default="test", choices=("test", "eval", "train"),
                         help="which role's split of the run's dataset")
     parser.add_argument("--batch_size", type=int,
@@ -232,7 +238,7 @@ def main(argv=None) -> int:
 
     import zoo
     from export import runs
-    from training import data, sample_quality
+    from training import data, nearest_neighbour, sample_quality
     from zoo import contract
 
     try:
@@ -240,6 +246,7 @@ def main(argv=None) -> int:
         likelihood = "likelihood" in spec.evaluation
         measure_samples = "sample_quality" in spec.evaluation or args.sample_quality
         read_captions = "caption_accuracy" in spec.evaluation
+        find_neighbours = "feature_1nn" in spec.evaluation
         classifier_flags = ("classifier_epochs", "classifier_max_examples") if read_captions else ()
         given = [f"--{flag}" for flag in SAMPLE_QUALITY_FLAGS
                  if getattr(args, flag) is not None and flag not in classifier_flags]
@@ -256,6 +263,8 @@ def main(argv=None) -> int:
                          f"around a generator; drop the flag")
         default_batch = max(1, min(100, SAMPLES_PER_BATCH // args.k)) if likelihood else 100
         dataset_spec = spec.dataset(config)
+        if find_neighbours:
+            nearest_neighbour.check(dataset_spec.name, args.split)
         batch_size = args.batch_size or default_batch
         dataset, examples = data.load(dataset_spec, args.split, batch_size,
                                       max_examples=args.max_examples, download=not args.no_download)
@@ -303,6 +312,11 @@ def main(argv=None) -> int:
         annealed = _annealed_importance_sampling(model, dataset.take(steps), args)
         result.update({name: _rounded(value) for name, value in annealed.items()})
         scalars.update({f"{name}_m{args.ais_steps}": value for name, value in annealed.items()})
+    if find_neighbours:
+        neighbours = nearest_neighbour.measure(model.encode_features, dataset_spec, args.split,
+                                               max_examples=args.max_examples, download=not args.no_download)
+        result.update({name: _rounded(value) for name, value in neighbours.items()})
+        scalars["nearest_neighbour_accuracy"] = neighbours["nearest_neighbour_accuracy"]
     if measure_samples:
         real = sample_quality.real_images(dataset_spec.name, args.split, max_examples=args.max_examples,
                                           download=not args.no_download)

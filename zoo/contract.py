@@ -101,12 +101,22 @@ class ObservationNoise(Protocol):
         """Sets σ of the Gaussian observation model, in [0, 1] pixel units."""
 
 
+class EncoderFeatures(Protocol):
+    """The capability behind `ModelSpec.evaluation` "feature_1nn": a learned representation of images, judged
+    by how often a test image's nearest train image (cosine distance) has its label
+    (`training.nearest_neighbour`; Donahue et al. 2017, Table 1)."""
+
+    def encode_features(self, images: tf.Tensor) -> tf.Tensor:
+        """One feature vector per image in [0, 1], [N, D]; deterministic."""
+
+
 EVALUATIONS: Mapping[str, type | None] = {
     "likelihood": ImportanceSampledLikelihood,  # the test metrics with k importance samples
     "exact_likelihood": None,                   # the test metrics as they are (a tractable likelihood)
     "sample_quality": None,                     # FID and friends of `ZooModel.sample`
     "caption_accuracy": CaptionConditioned,     # a classifier reads the digits drawn where captions put them
     "ais": DecoderDensity,                      # annealed importance sampling of log p(x), with --ais_steps
+    "feature_1nn": EncoderFeatures,             # 1-nearest-neighbour accuracy of the features on a labelled dataset
 }
 
 

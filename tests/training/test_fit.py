@@ -328,12 +328,14 @@ def test_divergence_check_stops_an_explosion_late_in_a_long_epoch(steps_per_exec
                 steps_per_execution=steps_per_execution)
 
 
-def test_gans_check_only_for_nan_and_inf_and_the_others_for_divergence():
+def test_adversarial_models_check_only_for_nan_and_inf_and_the_others_for_divergence():
+    from zoo.ali import ALIConfig
     from zoo.gan.model import GANConfig
 
     for name in zoo.names():
         spec = zoo.get(name)
-        assert spec.make_config().divergence_factor == (None if spec.config_class is GANConfig else 10.0), name
+        adversarial = spec.config_class in (GANConfig, ALIConfig)
+        assert spec.make_config().divergence_factor == (None if adversarial else 10.0), name
 
 
 @pytest.mark.parametrize("steps_per_epoch, requested, expected", [(3000, 10, 10), (30, 10, 10), (6, 4, 3),

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from training import data, evaluate, fit
-from zoo.gan import model as gan_model
+from zoo.common import observation
 
 DOCUMENTED_KEYS = {"model", "split", "k", "examples", "epochs", "nll", "elbo", "active_units"}
 
@@ -375,7 +375,7 @@ def test_gan_ais_anneals_to_a_gaussian_around_the_generator_of_the_given_stddev(
                                           *(["--ais_observation_stddev", stddev] if stddev else [])])
         assert result.returncode == 0, result.stderr
         printed[stddev] = json.loads(result.stdout)
-    assert printed[None]["ais_observation_stddev"] == gan_model.OBSERVATION_STDDEV
+    assert printed[None]["ais_observation_stddev"] == observation.OBSERVATION_STDDEV
     assert printed[0.25]["ais_observation_stddev"] == 0.25
     assert all(math.isfinite(line["ais_nll"]) for line in printed.values())
     assert printed[None]["ais_nll"] != printed[0.25]["ais_nll"]

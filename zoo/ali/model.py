@@ -37,6 +37,7 @@ import tensorflow as tf
 
 from zoo import config as config_lib, registry
 from zoo.common import distributions, signatures, steps
+from zoo.common.observation import GaussianObservations
 from zoo.common.serialization import ConfigSerialization
 from zoo.common.stateless import per_example_normal, per_example_uniform
 from zoo.gan import losses as gan_losses
@@ -85,7 +86,7 @@ def _dense(units: int, slope: float, dropout: float = 0.0) -> list[keras.layers.
 
 
 @keras.saving.register_keras_serializable(package="zoo")
-class ALI(ConfigSerialization, keras.Model):
+class ALI(ConfigSerialization, GaussianObservations, keras.Model):
     """Encoder G_z(x), generator G_x(z) and joint discriminator D(x, z) (see module docstring).
 
     Data contract: batches are dicts with "image", float32 [batch, *image_shape] in [0, 1].
@@ -151,7 +152,7 @@ class ALI(ConfigSerialization, keras.Model):
                               run_sequence(self.latent_branch, latents, training)], axis=-1)
         return run_sequence(self.joint_layers, features, training)[:, 0]
 
-    def prior_latents(self, count, seed):
+    def _draw_prior(self, count, seed):
         """z ~ p(z), [count, latent_dim], from one stateless seed."""
         shape = [count, self.config.latent_dim]
         if self.config.prior == "uniform":
@@ -168,7 +169,7 @@ class ALI(ConfigSerialization, keras.Model):
         """
         images = batch["image"]
         x = images * 2.0 - 1.0
-        z = self.prior_latents(tf.shape(x)[0], _fold(seed, PRIOR_STREAM))  # line 4: z ~ p(z)
+        z = self._draw_prior(tf.shape(x)[0], _fold(seed, PRIOR_STREAM))  # line 4: z ~ p(z)
         z_hat = self.infer(x, _fold(seed, ENCODER_STREAM), training)       # line 5: ẑ ~ q(z | x)
         x_tilde = self.generate(z, training)                                # line 6: x̃ ~ p(x | z)
         real = self.discriminate(x, z_hat, training)                        # line 7: ρ_q = σ(real)
@@ -253,6 +254,19 @@ class ALI(ConfigSerialization, keras.Model):
             "reconstruct": (lambda images: {"images": self(finite(images, "images"))}, [images]),
         }
 
+    # The generator for annealed importance sampling (zoo.common.observation): p(x | z) = N(x; G_x(z), σ² I).
+
+    @property
+    def _noise_size(self) -> int:
+        return self.config.latent_dim
+
+    @property
+    def _uniform_noise(self) -> bool:
+        return self.config.prior == "uniform"
+
+    def _generate_unit(self, noise):
+        return (self.generate(noise) + 1.0) / 2.0
+
     def summary_images(self, images):
         """TensorBoard grids: 64 samples from fixed seeds, and inputs beside their reconstructions."""
         pairs = tf.stack([images, self(images)], axis=1)
@@ -273,4 +287,4 @@ def dataset(config: ALIConfig) -> registry.DatasetSpec:
 registry.register(registry.ModelSpec(
     "zoo.ali", "ALI / BiGAN (Dumoulin et al. 2017; Donahue et al. 2017): encoder, generator, joint discriminator",
     ALIConfig, build, dataset, tiny=dict(units=8, latent_dim=4, image_shape=(8, 8, 1), batch_size=8),
-    evaluation=("sample_quality", "feature_1nn")))
+    evaluation=("sample_quality", "feature_1nn", "ais")))

@@ -36,6 +36,7 @@ import tensorflow as tf
 
 from zoo import config as config_lib, registry
 from zoo.common import signatures, steps
+from zoo.common.observation import GaussianObservations
 from zoo.common.serialization import ConfigSerialization
 from zoo.gan import losses as gan_losses, objectives
 from zoo.gan.latents import LatentInputs
@@ -43,7 +44,6 @@ from zoo.gan.layers import ConcatLabels
 from zoo.gan.networks import ClipWeights, build_sequence, encoder_layers, generator_layers, run_sequence
 
 PENALTY_STREAM = 3  # ε of the gradient penalty; streams 0-2 of a step seed are the latents' (zoo.gan.latents)
-OBSERVATION_STDDEV = 0.1  # σ of p(x | z) = N(x; G(z), σ² I) for AIS until set; ours (Wu et al. 2017 tune it)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,7 +137,7 @@ def _descend(optimizer, tape, loss, variables) -> None:
 
 
 @keras.saving.register_keras_serializable(package="zoo")
-class GAN(ConfigSerialization, keras.Model):
+class GAN(ConfigSerialization, GaussianObservations, keras.Model):
     """Generator G(z, c, y) and discriminator D(x, y) trained adversarially (see module docstring).
 
     Data contract: batches are dicts with "image", float32 [batch, *image_shape]
@@ -301,41 +301,16 @@ class GAN(ConfigSerialization, keras.Model):
     def serving_signatures(self):
         return {**signatures.seed_signatures(self.sample), **self.latent_inputs.signatures(self.sample)}
 
-    # Densities for annealed importance sampling (zoo.common.ais), as Wu et al. 2017 (arXiv:1611.04273) give
-    # a GAN: p(x | z) = N(x; G(z), σ² I) in [0, 1] pixels. For GANs fed the noise alone (no y, no codes).
+    # The generator for annealed importance sampling (zoo.common.observation): GANs fed the noise alone.
 
-    observation_stddev = OBSERVATION_STDDEV
+    @property
+    def _noise_size(self) -> int:
+        return self.config.noise_dim
 
-    def use_observation_stddev(self, stddev: float) -> None:
-        """Sets σ of the Gaussian observation model (Wu et al. choose it on validation data)."""
-        if not stddev > 0:
-            raise ValueError(f"the observation stddev must be positive, got {stddev}")
-        self.observation_stddev = stddev
+    _uniform_noise = True  # z ~ U[−1, 1] (zoo.gan.latents)
 
-    def prior_latents(self, shape, seed):
-        """u ~ N(0, I), [*shape, noise_dim]: AIS runs in u, unbounded for HMC, and G is fed z = 2Φ(u) − 1,
-        which is U[−1, 1] (the noise of `zoo.gan.latents`)."""
-        return tf.random.stateless_normal([*shape, self.config.noise_dim], seed=seed)
-
-    def log_prior(self, latents):
-        return tf.reduce_sum(-0.5 * tf.square(latents) - 0.5 * math.log(2.0 * math.pi), axis=-1)
-
-    def _generated_mean(self, latents):
-        """G(2Φ(u) − 1) in [0, 1], [..., H, W, C] for u [..., noise_dim]."""
-        noise = tf.math.erf(tf.reshape(latents, [-1, self.config.noise_dim]) / math.sqrt(2.0))  # 2Φ(u) − 1
-        images = (self.generate({"noise": noise}) + 1.0) / 2.0
-        return tf.reshape(images, tf.concat([tf.shape(latents)[:-1], self.config.image_shape], 0))
-
-    def log_decoder(self, images, latents):
-        """log N(x_b; G(z), σ² I), [chains, batch], for images [batch, ...] and latents [chains, batch, D]."""
-        residual = (images - self._generated_mean(latents)) / self.observation_stddev
-        pixels = math.prod(self.config.image_shape)
-        return (-0.5 * tf.reduce_sum(tf.square(residual), axis=[-3, -2, -1])
-                - pixels * (math.log(self.observation_stddev) + 0.5 * math.log(2.0 * math.pi)))
-
-    def decoder_sample(self, latents, seed):
-        mean = self._generated_mean(latents)
-        return mean + self.observation_stddev * tf.random.stateless_normal(tf.shape(mean), seed=seed)
+    def _generate_unit(self, noise):
+        return (self.generate({"noise": noise}) + 1.0) / 2.0
 
     def summary_images(self, images):
         """TensorBoard grids from fixed seeds, so epochs are comparable: samples, and per class or code."""

@@ -58,7 +58,7 @@ def test_discriminator_judges_real_pairs_x_and_its_code_and_fake_pairs_g_of_z_an
     terms = {name: value.numpy() for name, value in model._objective(batch, SEED, training=False).items()}
 
     x = batch["image"] * 2.0 - 1.0
-    z = model.prior_latents(16, fold(PRIOR_STREAM))  # z ~ p(z), from the step's seed
+    z = model._draw_prior(16, fold(PRIOR_STREAM))  # z ~ p(z), from the step's seed
     z_hat = model.infer(x, fold(ENCODER_STREAM))  # ẑ = G_z(x), with the step's ε for a Gaussian encoder
     assert len(judged) == 2
     (real_images, real_latents), (fake_images, fake_latents) = judged
@@ -176,7 +176,7 @@ def test_the_default_config_is_bigans_mnist_setup_with_alis_prior():
     config = zoo.get("zoo.ali").make_config()
     assert (config.latent_dim, config.prior, config.stochastic_encoder, config.units) == (50, "normal", False, 1024)
     assert (config.batch_size, config.learning_rate, config.adam_beta_1) == (128, 2e-4, 0.5)
-    assert zoo.get("zoo.ali").evaluation == ("sample_quality", "feature_1nn")
+    assert zoo.get("zoo.ali").evaluation == ("sample_quality", "feature_1nn", "ais")
 
 
 # One CLI run: a first epoch under MirroredStrategy over 2 virtual CPUs, resumed to a second epoch with

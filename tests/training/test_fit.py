@@ -331,10 +331,11 @@ def test_divergence_check_stops_an_explosion_late_in_a_long_epoch(steps_per_exec
 def test_adversarial_models_check_only_for_nan_and_inf_and_the_others_for_divergence():
     from zoo.ali import ALIConfig
     from zoo.gan.model import GANConfig
+    from zoo.vae_gan import VAEGANConfig
 
     for name in zoo.names():
         spec = zoo.get(name)
-        adversarial = spec.config_class in (GANConfig, ALIConfig)
+        adversarial = spec.config_class in (GANConfig, ALIConfig, VAEGANConfig)
         assert spec.make_config().divergence_factor == (None if adversarial else 10.0), name
 
 

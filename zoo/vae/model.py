@@ -115,6 +115,11 @@ class StagedDecay(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
+class _ConditionalDistribution(distributions.ConditionalDistribution):
+    """The shared MLP under this family's old class name: a .keras file stores the layers of a list
+    attribute under their class's name, so VAE files written before the move keep loading."""
+
+
 @keras.saving.register_keras_serializable(package="zoo")
 class VAE(ConfigSerialization, keras.Model):
     """A VAE/IWAE with L Gaussian stochastic layers h_1..h_L (Burda et al. 2016, Sec. 5).
@@ -133,13 +138,13 @@ class VAE(ConfigSerialization, keras.Model):
         depth = config.deterministic_layers
         self.latent_units = latent
         self.inference_networks = [  # q(h_i | h_{i-1}), h_0 = x
-            distributions.ConditionalDistribution(
+            _ConditionalDistribution(
                 units, depth, distributions.GaussianLayer((size,), config.scale_activation), name=f"q_h{i + 1}"
             )
             for i, (units, size) in enumerate(zip(hidden, latent))
         ]
         self.latent_decoders = [  # p(h_i | h_{i+1}) for i = 1..L-1, mirroring q
-            distributions.ConditionalDistribution(
+            _ConditionalDistribution(
                 hidden[i + 1], depth, distributions.GaussianLayer((latent[i],), config.scale_activation),
                 name=f"p_h{i + 1}",
             )
@@ -150,7 +155,7 @@ class VAE(ConfigSerialization, keras.Model):
             if config.likelihood == "bernoulli"
             else distributions.GaussianLayer(config.image_shape, config.scale_activation)
         )
-        self.observation_decoder = distributions.ConditionalDistribution(hidden[0], depth, likelihood, name="p_x")
+        self.observation_decoder = _ConditionalDistribution(hidden[0], depth, likelihood, name="p_x")
         self.prior = distributions.standard_normal(latent[-1])
         self.seed_generator = keras.random.SeedGenerator(config.seed)
         self.evaluation_samples = config.k  # k of test_step; see use_importance_samples

@@ -40,7 +40,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from zoo import config as config_lib, registry
-from zoo.common import distributions, signatures, steps
+from zoo.common import bounds, distributions, signatures, steps
 from zoo.common.serialization import ConfigSerialization
 from zoo.common.stateless import per_example_normal
 from zoo.gan import losses as gan_losses
@@ -159,6 +159,8 @@ class AVB(ConfigSerialization, keras.Model):
         names = ["loss", "reconstruction", "kl_estimate", "elbo_estimate", "adversary_loss", "t_posterior", "t_prior"]
         names += ["contrast_kl"] * config.adaptive_contrast
         self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
+        self.evaluation_samples = 1  # k of the importance-sampled bound in test_step; see use_importance_samples
+        self.bound_tracker = keras.metrics.Mean(name="nll")
 
     @property
     def _pixels(self) -> int:
@@ -182,7 +184,7 @@ class AVB(ConfigSerialization, keras.Model):
 
     @property
     def metrics(self):
-        return list(self.trackers.values())
+        return [*self.trackers.values(), self.bound_tracker]
 
     # The three networks.
 
@@ -266,7 +268,37 @@ class AVB(ConfigSerialization, keras.Model):
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
 
     def test_step(self, data):
-        return steps.update_trackers(self.trackers, self._terms(data["image"], steps.replica_seed(self.seed_generator)))
+        """The terms of Eq. 7, and `nll`: −L_k with r_α(z | x) as the proposal (`importance_sampled_bound`)."""
+        images = data["image"]
+        seed = steps.replica_seed(self.seed_generator)
+        logs = steps.update_trackers(self.trackers, self._terms(images, seed))
+        self.bound_tracker.update_state(-self.importance_sampled_bound(images, self.evaluation_samples,
+                                                                       tf.random.experimental.stateless_fold_in(seed, 3)))
+        return {**logs, "nll": self.bound_tracker.result()}
+
+    def importance_sampled_bound(self, images, k: int, seed):
+        """L_k = log (1/k) Σ_j p(x | z_j) p(z_j) / r_α(z_j | x), z_j ~ r_α(z | x), [batch].
+
+        q has no density, but r_α, the Gaussian with q's mean and variance (Sec. 4), is a proposal like any
+        other: E[exp L_1] = p(x), so L_k is a stochastic lower bound on log p(x) that tightens with k (Burda
+        et al. 2016, Eq. 8). Unlike `elbo_estimate`, it does not rest on the adversary being optimal.
+        """
+        config = self.config
+        noise = tf.random.stateless_normal([config.noise_basis, tf.shape(images)[0], config.noise_units],
+                                           seed=tf.random.experimental.stateless_fold_in(seed, NOISE))
+        moment_noise = tf.random.stateless_normal([config.noise_basis, config.contrast_samples, config.noise_units],
+                                                  seed=tf.random.experimental.stateless_fold_in(seed, MOMENTS))
+        _, mean, variance = self.posterior(images, noise, moment_noise)
+        proposal = tfd.Independent(tfd.Normal(mean, tf.sqrt(variance + VARIANCE_FLOOR)), reinterpreted_batch_ndims=1)
+        latents = proposal.sample(k, seed=tf.random.experimental.stateless_fold_in(seed, PRIOR))  # [k, batch, D]
+        log_weights = self.log_decoder(images, latents) + self.log_prior(latents) - proposal.log_prob(latents)
+        return bounds.iwae_bound(log_weights)
+
+    def use_importance_samples(self, k: int) -> None:
+        """Evaluates (`test_step`) with k importance samples from r_α: `nll` is then −L_k."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        self.evaluation_samples = k
 
     @property
     def _adversary_variables(self):
@@ -353,4 +385,4 @@ TINY = dict(latent_units=3, noise_units=4, noise_basis=2, noise_hidden_units=8, 
 
 registry.register(registry.ModelSpec(
     "zoo.avb", "Adversarial Variational Bayes (Mescheder et al. 2017): implicit encoder, adversary for the KL",
-    AVBConfig, build, dataset, tiny=TINY, evaluation=("ais",)))
+    AVBConfig, build, dataset, tiny=TINY, evaluation=("likelihood", "ais")))

@@ -153,3 +153,20 @@ def test_encode_and_reconstruct_are_per_seed_draws_of_the_implicit_encoder():
     assert np.abs(first - other).max() > 1e-4  # the noise enters the encoder
     reconstructions = signatures["reconstruct"][0](images, tf.constant([0, 1], tf.int64))["images"].numpy()
     np.testing.assert_allclose(reconstructions, model._image_mean(first).numpy(), atol=1e-6)
+
+
+def test_the_importance_sampled_bound_with_r_alpha_is_below_log_p_x_and_reaches_it_with_k():
+    """q has no density, but r_α (q's mean and variance) is a proposal like any other: L_k ≤ log p(x), → log p(x)."""
+    model = _model(latent_units=2, contrast_samples=256)
+    images = _images(3, seed=4)
+    prior = model.prior_latents([200_000, 3], tf.constant([3, 4]))
+    log_p_x = (tf.reduce_logsumexp(model.log_decoder(images, prior), axis=0) - np.log(200_000.0)).numpy()
+    bounds = {k: np.mean([model.importance_sampled_bound(images, k, tf.constant([k, seed])).numpy()
+                          for seed in range(20)], axis=0) for k in (1, 1000)}
+    assert np.all(bounds[1] < bounds[1000])
+    assert np.all(bounds[1000] <= log_p_x + 0.02)
+    # With q's moments those of the prior, the proposal is good enough for L_1000 to reach log p(x).
+    _gaussian_encoder(model, tf.zeros([2]), tf.ones([2]))
+    close = np.mean([model.importance_sampled_bound(images, 1000, tf.constant([7, seed])).numpy()
+                     for seed in range(20)], axis=0)
+    np.testing.assert_allclose(close, log_p_x, atol=0.1)

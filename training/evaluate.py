@@ -29,6 +29,11 @@ What is measured is what the model's registry entry declares (`ModelSpec.evaluat
   density is a Gaussian around a generator (GANs, `zoo.contract.ObservationNoise`) report its σ,
   `ais_observation_stddev`, which `--ais_observation_stddev` sets (Wu et al. 2017 choose it on
   validation data).
+* "conditional_ais" (models of an output y given an input x, `zoo.contract.ConditionalDecoderDensity`):
+  the same for log p(y | x) = log ∫ p(z | x) p(y | x, z) dz, chains starting from the prior
+  p(z | x), under each of the model's conditions (zoo.cvae: `ais_nll_given` lists 1, 2 and 3
+  known quadrants, beside its `nll_given`); the bidirectional check simulates y for the first
+  `--bdmc_examples` examples of the split and keeps their x.
 * "sample_quality": the model's test metrics (no k), then the quality of
   `model.sample` on the seeds 0, …, N − 1 against the split's real images: `fid`,
   `classifier_score`, `modes_covered`, `class_kl`, beside `fid_floor` (the FID
@@ -36,9 +41,10 @@ What is measured is what the model's registry entry declares (`ModelSpec.evaluat
   training.sample_quality and docs/evaluation.md. `--sample_quality` adds these
   for any model.
 * "feature_1nn" (models with an encoder, `zoo.contract.EncoderFeatures`): each image of the
-  split is labelled by its nearest train image in the model's feature space (cosine
-  distance): `nearest_neighbour_accuracy`, the fraction labelled right (Donahue et al.
-  2017, Table 1), and `nearest_neighbour_references`, the train images searched (the first
+  split is labelled by its nearest train image in the model's feature space:
+  `nearest_neighbour_accuracy` (cosine distance) and `nearest_neighbour_accuracy_euclidean`
+  (the BiGAN authors' script's), the fractions labelled right (Donahue et al. 2017, Table 1),
+  and `nearest_neighbour_references`, the train images searched (the first
   `--max_examples` of them with that flag); see training.nearest_neighbour.
 
 The line is also appended to WORKDIR/evaluation.jsonl and written to TensorBoard
@@ -200,30 +206,51 @@ def _captioned_sets(dataset: str, split: str, max_examples: int | None, download
 AIS_SEED = 20170401  # seeds the AIS chains of batch i by (AIS_SEED, i), and the BDMC check by (AIS_SEED, −1)
 
 
-def _annealed_importance_sampling(model, batches, args) -> dict:
-    """The "ais" metrics of the module docstring over `batches` of the split, and the BDMC check."""
+def _annealed_importance_sampling(model, batches, args, conditional: bool) -> dict:
+    """The "ais" metrics of the module docstring over `batches` of the split, and the BDMC check; for a
+    "conditional_ais" model, those of log p(y | x) under each of its conditions, suffixed with its name
+    where it has several (`ais_nll_given_1` …)."""
     import numpy as np
     import tensorflow as tf
 
     from zoo.common import ais
 
-    estimates, errors, acceptance = [], [], []
+    conditions = tuple(model.ais_conditions()) if conditional else (None,)
+
+    def density(batch, condition):
+        return model if condition is None else model.conditioned_density(batch, condition)
+
+    def named(name, condition):
+        return name if len(conditions) == 1 else f"{name}_{condition}"
+
+    def seed(*path):  # (AIS_SEED, batch), folded with the condition's position for conditional models
+        seed = tf.constant([AIS_SEED, path[0]], tf.int32)
+        return seed if not conditional else tf.random.experimental.stateless_fold_in(seed, path[1])
+
+    runs = {condition: ([], [], []) for condition in conditions}
+    first = None
     for index, batch in enumerate(batches):
-        estimate = ais.log_marginal(model, batch["image"], args.ais_chains, args.ais_steps,
-                                    tf.constant([AIS_SEED, index], tf.int32))
-        estimates.append(estimate.log_marginal.numpy())
-        errors.append(estimate.standard_error.numpy())
-        acceptance.append(estimate.acceptance.numpy())
-    estimates, errors = np.concatenate(estimates), np.concatenate(errors)
-    metrics = {"ais_nll": -float(estimates.mean()),
-               "ais_standard_error": float(np.sqrt(np.sum(errors**2)) / len(errors)),
-               "ais_acceptance": float(np.concatenate(acceptance).mean())}
-    if args.bdmc_examples:
-        forward, reverse = ais.bidirectional(model, args.bdmc_examples, args.ais_chains, args.ais_steps,
-                                             tf.constant([AIS_SEED, -1], tf.int32))
-        metrics.update({"bdmc_forward": float(tf.reduce_mean(forward.log_marginal)),
-                        "bdmc_reverse": float(tf.reduce_mean(reverse.log_marginal)),
-                        "bdmc_gap": float(tf.reduce_mean(reverse.log_marginal - forward.log_marginal))})
+        first = batch if first is None else first
+        for position, condition in enumerate(conditions):
+            estimate = ais.log_marginal(density(batch, condition), batch["image"], args.ais_chains, args.ais_steps,
+                                        seed(index, position))
+            for values, value in zip(runs[condition], (estimate.log_marginal, estimate.standard_error,
+                                                       estimate.acceptance)):
+                values.append(value.numpy())
+    metrics = {}
+    for position, condition in enumerate(conditions):
+        estimates, errors, acceptance = (np.concatenate(values) for values in runs[condition])
+        metrics.update({named("ais_nll", condition): -float(estimates.mean()),
+                        named("ais_standard_error", condition): float(np.sqrt(np.sum(errors**2)) / len(errors)),
+                        named("ais_acceptance", condition): float(acceptance.mean())})
+        if args.bdmc_examples:
+            simulated_from = density({name: value[:args.bdmc_examples] for name, value in first.items()}, condition)
+            forward, reverse = ais.bidirectional(simulated_from, args.bdmc_examples, args.ais_chains, args.ais_steps,
+                                                 seed(-1, position))
+            metrics.update({named("bdmc_forward", condition): float(tf.reduce_mean(forward.log_marginal)),
+                            named("bdmc_reverse", condition): float(tf.reduce_mean(reverse.log_marginal)),
+                            named("bdmc_gap", condition): float(tf.reduce_mean(reverse.log_marginal
+                                                                               - forward.log_marginal))})
     return metrics
 
 
@@ -253,8 +280,10 @@ def main(argv=None) -> int:
         if given and not measure_samples:
             return _fail(f"{', '.join(given)}: sample-quality flags, but {spec.name} measures only "
                          f"{', '.join(spec.evaluation)} by default; add --sample_quality")
-        if args.ais_steps and "ais" not in spec.evaluation:
-            capable = ", ".join(name for name in zoo.names() if "ais" in zoo.get(name).evaluation)
+        conditional = "conditional_ais" in spec.evaluation
+        if args.ais_steps and not ({"ais", "conditional_ais"} & set(spec.evaluation)):
+            capable = ", ".join(name for name in zoo.names()
+                                if {"ais", "conditional_ais"} & set(zoo.get(name).evaluation))
             return _fail(f"--ais_steps: {spec.name} has no decoder density to anneal to (its entry does not declare "
                          f"\"ais\"); models that do: {capable}")
         noisy = isinstance(model, contract.ObservationNoise)
@@ -269,6 +298,10 @@ def main(argv=None) -> int:
         dataset, examples = data.load(dataset_spec, args.split, batch_size,
                                       max_examples=args.max_examples, download=not args.no_download)
         data.check_image_shape(dataset, dataset_spec.name, config.image_shape)
+        if args.ais_steps and conditional and args.bdmc_examples > min(batch_size, examples):
+            return _fail(f"--bdmc_examples {args.bdmc_examples}: {spec.name} checks AIS on the split's first batch "
+                         f"with its outputs simulated, so at most the batch size ({min(batch_size, examples)}); lower "
+                         f"it or raise --batch_size")
         steps = data.steps(examples, batch_size, args.split)  # the train role repeats: one pass of it
         if measure_samples and examples < 4:
             return _fail(f"sample quality compares two halves of the real images, so it needs at least 4; "
@@ -309,14 +342,15 @@ def main(argv=None) -> int:
             if args.ais_observation_stddev:
                 model.use_observation_stddev(args.ais_observation_stddev)
             result["ais_observation_stddev"] = model.observation_stddev
-        annealed = _annealed_importance_sampling(model, dataset.take(steps), args)
-        result.update({name: _rounded(value) for name, value in annealed.items()})
+        annealed = _annealed_importance_sampling(model, dataset.take(steps), args, conditional)
+        result.update(group_per_layer({name: _rounded(value) for name, value in annealed.items()}))
         scalars.update({f"{name}_m{args.ais_steps}": value for name, value in annealed.items()})
     if find_neighbours:
         neighbours = nearest_neighbour.measure(model.encode_features, dataset_spec, args.split,
                                                max_examples=args.max_examples, download=not args.no_download)
         result.update({name: _rounded(value) for name, value in neighbours.items()})
-        scalars["nearest_neighbour_accuracy"] = neighbours["nearest_neighbour_accuracy"]
+        scalars.update({name: neighbours[name] for name in ("nearest_neighbour_accuracy",
+                                                            "nearest_neighbour_accuracy_euclidean")})
     if measure_samples:
         real = sample_quality.real_images(dataset_spec.name, args.split, max_examples=args.max_examples,
                                           download=not args.no_download)

@@ -89,6 +89,21 @@ class DecoderDensity(Protocol):
         """x ~ p(x | z) for latents [batch, D], [batch, H, W, C]: data simulated from the model."""
 
 
+class ConditionalDecoderDensity(Protocol):
+    """The capability behind `ModelSpec.evaluation` "conditional_ais": annealed importance sampling of
+    log p(y | x) = log ∫ p(z | x) p(y | x, z) dz for a model of an output y given an input x, both read
+    from a batch (Sohn et al. 2015, Sec. 4.1, estimate it by importance sampling instead)."""
+
+    def ais_conditions(self) -> Sequence[str]:
+        """The ways x is taken from a batch that the evaluation reports, each by name (e.g. "given_1")."""
+
+    def conditioned_density(self, batch: Mapping[str, tf.Tensor], condition: str) -> DecoderDensity:
+        """The densities of the batch's examples under one condition, as a `DecoderDensity` over its
+        "image": prior_latents and log_prior of p(z | x_b), log_decoder of p(y_b | x_b, z) (x_b's own
+        pixels do not count), and decoder_sample an image with y drawn and x_b's pixels kept, for the
+        bidirectional check. Its latents' batch is the batch's."""
+
+
 @typing.runtime_checkable
 class ObservationNoise(Protocol):
     """An optional part of "ais": a decoder density p(x | z) = N(x; g(z), σ² I) around a deterministic
@@ -116,6 +131,7 @@ EVALUATIONS: Mapping[str, type | None] = {
     "sample_quality": None,                     # FID and friends of `ZooModel.sample`
     "caption_accuracy": CaptionConditioned,     # a classifier reads the digits drawn where captions put them
     "ais": DecoderDensity,                      # annealed importance sampling of log p(x), with --ais_steps
+    "conditional_ais": ConditionalDecoderDensity,  # the same for log p(y | x) of a conditional model
     "feature_1nn": EncoderFeatures,             # 1-nearest-neighbour accuracy of the features on a labelled dataset
 }
 

@@ -62,24 +62,32 @@ def test_one_train_step_changes_the_weights_and_gives_finite_metrics(entry):
 
 
 def test_a_decoder_density_anneals_from_its_prior_and_one_step_is_importance_sampling_from_it(entry):
-    """Entries declaring "ais": the densities have the contract's shapes and are finite on data the model
-    simulates, and AIS with one annealing step is log (1/C) Σ_c p(x | z_c) with z_c ~ p(z), C chains."""
-    if "ais" not in entry.spec.evaluation:
-        pytest.skip(f"{entry.spec.name} declares no decoder density")
+    """Entries declaring "ais" (or "conditional_ais", under each condition on a batch): the densities have the
+    contract's shapes and are finite on data the model simulates, and AIS with one annealing step is
+    log (1/C) Σ_c p(x | z_c) with z_c ~ p(z), C chains."""
     from zoo.common import ais
 
-    model = entry.model
-    latents = model.prior_latents([3, 2], tf.constant([1, 2]))
-    images = model.decoder_sample(latents[0], tf.constant([3, 4]))
-    assert images.shape == (2, *entry.config.image_shape)
-    assert model.log_prior(latents).shape == (3, 2)
-    log_decoder = model.log_decoder(images, latents)
-    assert log_decoder.shape == (3, 2) and np.all(np.isfinite(log_decoder))
-    seed = tf.constant([5, 6])
-    estimate = ais.log_marginal(model, images, chains=4, num_steps=1, seed=seed)
-    prior = model.prior_latents([4, 2], tf.random.experimental.stateless_fold_in(seed, 0))
-    importance = tf.reduce_logsumexp(model.log_decoder(images, prior), axis=0) - np.log(4.0)
-    np.testing.assert_allclose(estimate.log_marginal, importance, rtol=1e-5, atol=1e-4)
+    if "ais" in entry.spec.evaluation:
+        densities = {"p(x)": entry.model}
+    elif "conditional_ais" in entry.spec.evaluation:
+        batch = entry.batch(size=2)
+        densities = {condition: entry.model.conditioned_density(batch, condition)
+                     for condition in entry.model.ais_conditions()}
+        assert densities, "conditional_ais declared without conditions"
+    else:
+        pytest.skip(f"{entry.spec.name} declares no decoder density")
+    for condition, density in densities.items():
+        latents = density.prior_latents([3, 2], tf.constant([1, 2]))
+        images = density.decoder_sample(latents[0], tf.constant([3, 4]))
+        assert images.shape == (2, *entry.config.image_shape), condition
+        assert density.log_prior(latents).shape == (3, 2), condition
+        log_decoder = density.log_decoder(images, latents)
+        assert log_decoder.shape == (3, 2) and np.all(np.isfinite(log_decoder)), condition
+        seed = tf.constant([5, 6])
+        estimate = ais.log_marginal(density, images, chains=4, num_steps=1, seed=seed)
+        prior = density.prior_latents([4, 2], tf.random.experimental.stateless_fold_in(seed, 0))
+        importance = tf.reduce_logsumexp(density.log_decoder(images, prior), axis=0) - np.log(4.0)
+        np.testing.assert_allclose(estimate.log_marginal, importance, rtol=1e-5, atol=1e-4, err_msg=condition)
 
 
 def test_samples_and_summary_grids_are_images_in_the_unit_interval(entry):

@@ -310,8 +310,10 @@ def test_conditional_model_reports_the_conditional_nll_of_each_paper_setting(run
     assert trained.returncode == 0, trained.stderr[-3000:]
 
     printed = {}
+    annealing = ["--ais_steps", "100", "--ais_chains", "8", "--bdmc_examples", "3", "--batch_size", "20"]
     for k in (1, 20):
-        result = run_main(evaluate.main, [workdir, "--k", k, "--max_examples", "40", "--no_download"])
+        result = run_main(evaluate.main, [workdir, "--k", k, "--max_examples", "40", "--no_download",
+                                          *(annealing if k == 20 else [])])
         assert result.returncode == 0, result.stderr
         printed[k] = json.loads(result.stdout)
     # Per-setting metrics are listed together, like per-layer ones: nll_given = [c = 1, c = 2, c = 3].
@@ -321,6 +323,17 @@ def test_conditional_model_reports_the_conditional_nll_of_each_paper_setting(run
     assert nll[0] > nll[1] > nll[2] > 0  # the more is given, the less is left to predict
     for tighter, looser in zip(nll, printed[1]["nll_given"]):
         assert tighter <= looser + 0.5
+    # AIS of log p(y | x) per setting, from the prior p(z | x): at least L_k (so its nll at most −L_k) up to noise.
+    annealed = printed[20]
+    assert len(annealed["ais_nll_given"]) == len(annealed["bdmc_gap_given"]) == 3
+    for ais_nll, bound, error in zip(annealed["ais_nll_given"], nll, annealed["ais_standard_error_given"]):
+        assert 0 < ais_nll <= bound + 4 * error + 0.1
+    assert all(gap > -0.1 for gap in annealed["bdmc_gap_given"])
+
+    refused = run_main(evaluate.main, [workdir, "--ais_steps", "2", "--bdmc_examples", "30", "--batch_size", "20",
+                                       "--max_examples", "40", "--no_download"])
+    assert refused.returncode == 2 and "--bdmc_examples 30: zoo.cvae checks AIS on the split's first batch" in \
+        refused.stderr
 
 
 def test_ais_estimates_log_p_x_at_least_the_importance_weighted_bound_and_checks_itself_by_bdmc(

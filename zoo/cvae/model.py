@@ -308,6 +308,22 @@ class CVAE(ConfigSerialization, keras.Model):
         count = tf.shape(seeds)[0]
         return self.complete(tf.zeros([count, *self.config.image_shape]), tf.zeros([count, 4]), seeds)
 
+    # Densities for annealed importance sampling of log p(y | x) (zoo.common.ais, "conditional_ais").
+
+    def ais_conditions(self):
+        """Quadrants: the paper's settings, "given_1" … "given_3". Label: "label"."""
+        return ("label",) if self.config.task == "label" else tuple(f"given_{count}" for count in PAPER_SETTINGS)
+
+    def conditioned_density(self, batch, condition):
+        """p(z | x_b) and p(y_b | x_b, z) of a batch under one of `ais_conditions` (zoo.contract)."""
+        if condition not in self.ais_conditions():
+            raise ValueError(f"unknown condition {condition!r}; {self.name} has {', '.join(self.ais_conditions())}")
+        if self.config.task == "label":
+            return ConditionedDensity(self, batch["image"], {"label": batch["label"]})
+        count = int(condition.removeprefix("given_"))
+        known = tf.tile(tf.constant([PAPER_KNOWN_QUADRANTS[count]], tf.float32), [tf.shape(batch["image"])[0], 1])
+        return ConditionedDensity(self, batch["image"], {"image": batch["image"], "known_quadrants": known})
+
     def serving_signatures(self):
         config = self.config
         declared = signatures.seed_signatures(self.sample)
@@ -353,6 +369,35 @@ class CVAE(ConfigSerialization, keras.Model):
         return grids
 
 
+class ConditionedDensity:
+    """The prior p(z | x) and decoder p(y | x, z) of a CVAE with x fixed to a batch's condition: the
+    `zoo.contract.DecoderDensity` that AIS anneals along to estimate log p(y | x) per example."""
+
+    def __init__(self, model: CVAE, images: tf.Tensor, condition):
+        self.model = model
+        self.images = images
+        self.features, self.weights = model._condition(condition)
+        self.prior, _ = model._prior(self.features)
+
+    def prior_latents(self, shape, seed):
+        """z ~ p(z | x_b), [*shape, D]; the last of `shape` is the batch."""
+        noise = tf.random.stateless_normal([*shape, self.model.config.latent_units], seed=seed)
+        return distributions.reparameterize(self.prior, noise)
+
+    def log_prior(self, latents):
+        """log p(z | x_b) of latents [..., batch, D]."""
+        return self.prior.log_prob(latents)
+
+    def log_decoder(self, images, latents):
+        """log p(y_b | x_b, z), [chains, batch]: the pixels of `images` that y is made of."""
+        return masked_log_prob(self.model._generate(self.features, latents), images, self.weights)
+
+    def decoder_sample(self, latents, seed):
+        """The batch's images with y ~ p(y | x_b, z) in place of their y, [batch, H, W, C]."""
+        drawn = self.model._generate(self.features, latents).sample(seed=seed)
+        return self.images * (1.0 - self.weights) + drawn * self.weights
+
+
 def build(config: CVAEConfig) -> CVAE:
     model = CVAE(config, name="cvae")
     model.build()
@@ -367,7 +412,7 @@ TINY = {"hidden_units": 16, "hidden_layers": 1, "latent_units": 3, "image_shape"
 
 registry.register(registry.ModelSpec(
     "zoo.cvae", "conditional VAE (Sohn et al. 2015): MNIST quadrant completion", CVAEConfig, build, dataset,
-    tiny=TINY, evaluation=("likelihood",)))
+    tiny=TINY, evaluation=("likelihood", "conditional_ais")))
 registry.register(registry.ModelSpec(
     "zoo.cvae_label", "conditional VAE (Sohn et al. 2015): class-conditional MNIST digits", CVAEConfig, build,
-    dataset, preset={"task": "label"}, tiny=TINY, evaluation=("likelihood",)))
+    dataset, preset={"task": "label"}, tiny=TINY, evaluation=("likelihood", "conditional_ais")))

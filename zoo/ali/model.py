@@ -24,13 +24,15 @@ github.com/jeffdonahue/bigan, train_mnist.sh and net.py): MLPs of 1024-unit laye
 deterministic encoder and 50 latent dimensions, with ALI's prior z ~ N(0, I) where the
 authors draw U[−1, 1]^50 (`prior="uniform"`). `stochastic_encoder=True` gives ALI's
 Gaussian encoder q(z | x) = N(μ(x), σ²(x)), sampled by reparameterisation.
-G_x is the GAN family's MLP generator (`zoo.gan.networks`); networks work on pixels in
-[−1, 1], data and samples are in [0, 1]. docs/ali.md lists the deviations.
+As in the authors' code, G_x's hidden layers and the second hidden layer of G_z are
+batch-normalised (`batch_norm`); their D's second layer is too, ours not (docs/ali.md). Networks work on pixels in [−1, 1], data and samples
+are in [0, 1]. docs/ali.md lists the deviations.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import keras
 import tensorflow as tf
@@ -41,8 +43,7 @@ from zoo.common.observation import GaussianObservations
 from zoo.common.serialization import ConfigSerialization
 from zoo.common.stateless import per_example_normal, per_example_uniform
 from zoo.gan import losses as gan_losses
-from zoo.gan.model import GANConfig
-from zoo.gan.networks import build_sequence, generator_layers, run_sequence
+from zoo.gan.networks import build_sequence, run_sequence
 
 PRIOR_STREAM, ENCODER_STREAM = 0, 1  # stateless streams of one step seed: z ~ p(z), and ε of a Gaussian G_z
 
@@ -57,6 +58,8 @@ class ALIConfig(config_lib.TrainingConfig):
     units: int = 1024                   # every hidden layer of G_x, G_z and D (net.py: 16 × 64)
     leaky_relu_slope: float = 0.2       # G_z and D (net.py: LReLU; Radford et al. 2016, Sec. 3)
     dropout: float = 0.0                # after each of D's hidden layers: none in BiGAN's code; ALI's D has 0.2
+    batch_norm: bool = True             # on G_x's two hidden layers and G_z's second (net.py; its D has one too,
+                                        # left out here: docs/ali.md, Deviations)
     # Data and optimisation.
     batch_size: int = 128               # authors' train_gan.py default
     epochs: int = 400                   # train_mnist.sh: 200 epochs, then 200 more decaying the rate (ours: constant)
@@ -81,8 +84,12 @@ def _fold(seed, stream: int):
     return tf.random.experimental.stateless_fold_in(seed, stream)
 
 
-def _dense(units: int, slope: float, dropout: float = 0.0) -> list[keras.layers.Layer]:
-    return [keras.layers.Dense(units), keras.layers.LeakyReLU(slope), *[keras.layers.Dropout(dropout)] * bool(dropout)]
+def _hidden(units: int, activation: keras.layers.Layer, batch_norm: bool = False,
+            dropout: float = 0.0) -> list[keras.layers.Layer]:
+    """One hidden layer: Dense, batch normalisation (Ioffe & Szegedy 2015; the Dense then needs no bias),
+    the activation, dropout."""
+    return [keras.layers.Dense(units, use_bias=not batch_norm), *[keras.layers.BatchNormalization()] * batch_norm,
+            activation, *[keras.layers.Dropout(dropout)] * bool(dropout)]
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -97,21 +104,26 @@ class ALI(ConfigSerialization, GaussianObservations, keras.Model):
     def __init__(self, config: ALIConfig, **kwargs):
         super().__init__(**kwargs)
         self.config = config
-        units, slope = config.units, config.leaky_relu_slope
-        # G_x: two ReLU layers and a tanh output (zoo.gan's MLP generator, BiGAN's widths).
-        self.generator_layers = generator_layers(
-            GANConfig(architecture="mlp", generator_units=units, image_shape=config.image_shape))
+        units, norm = config.units, config.batch_norm
+
+        def leaky():
+            return keras.layers.LeakyReLU(config.leaky_relu_slope)
+
+        # G_x: two ReLU layers and a tanh output, pixels in [−1, 1] (net.py: deconvnet_mnist_mlp).
+        self.generator_layers = [*_hidden(units, keras.layers.ReLU(), norm), *_hidden(units, keras.layers.ReLU(), norm),
+                                 keras.layers.Dense(math.prod(config.image_shape), activation="tanh"),
+                                 keras.layers.Reshape(config.image_shape)]
         # G_z: two LeakyReLU layers, then a linear z for N(0, I), z = tanh(·) inside U[−1, 1]^d's support
         # (the authors' code squashes with 2σ(·) − 1), or ALI's Gaussian q(z | x).
-        self.encoder_layers = [keras.layers.Flatten(), *_dense(units, slope), *_dense(units, slope)]
+        self.encoder_layers = [keras.layers.Flatten(), *_hidden(units, leaky()), *_hidden(units, leaky(), norm)]
         self.encoder_head = (distributions.GaussianLayer((config.latent_dim,)) if config.stochastic_encoder
                              else keras.layers.Dense(config.latent_dim,
                                                      activation="tanh" if config.prior == "uniform" else None))
         # D(x, z): an x branch and a z branch, concatenated, then one hidden layer and a logit.
         dropout = config.dropout
-        self.image_branch = [keras.layers.Flatten(), *_dense(units, slope, dropout)]
-        self.latent_branch = _dense(units, slope, dropout)
-        self.joint_layers = [*_dense(units, slope, dropout), keras.layers.Dense(1)]
+        self.image_branch = [keras.layers.Flatten(), *_hidden(units, leaky(), dropout=dropout)]
+        self.latent_branch = _hidden(units, leaky(), dropout=dropout)
+        self.joint_layers = [*_hidden(units, leaky(), dropout=dropout), keras.layers.Dense(1)]
         self.seed_generator = keras.random.SeedGenerator(config.seed)
         tracked = ["loss", "discriminator_loss", "generator_loss", "d_real", "d_fake", "reconstruction_error"]
         self.trackers = {name: keras.metrics.Mean(name=name) for name in tracked}
@@ -165,7 +177,8 @@ class ALI(ConfigSerialization, GaussianObservations, keras.Model):
         """Per-example terms of one minibatch: ALI Alg. 1, lines 3-10.
 
         D's loss is the negated V(D, G) (ALI Eq. 1); G_x and G_z minimise D's loss with the
-        real and fake labels swapped. reconstruction_error is the pixel MSE of G_x(ẑ) in [0, 1].
+        real and fake labels swapped. reconstruction_error is the pixel MSE of G_x(ẑ) in [0, 1], with
+        G_x in inference mode (batch norm's moving statistics, which it then leaves as they are).
         """
         images = batch["image"]
         x = images * 2.0 - 1.0
@@ -174,7 +187,7 @@ class ALI(ConfigSerialization, GaussianObservations, keras.Model):
         x_tilde = self.generate(z, training)                                # line 6: x̃ ~ p(x | z)
         real = self.discriminate(x, z_hat, training)                        # line 7: ρ_q = σ(real)
         fake = self.discriminate(x_tilde, z, training)                      # line 8: ρ_p = σ(fake)
-        reconstructions = (self.generate(z_hat, training) + 1.0) / 2.0
+        reconstructions = (self.generate(z_hat) + 1.0) / 2.0  # a metric: G_x in inference mode
         return {
             "discriminator_loss": gan_losses.discriminator_loss(real, fake),  # line 9: −log ρ_q − log(1 − ρ_p)
             "generator_loss": gan_losses.discriminator_loss(fake, real),      # line 10: −log(1 − ρ_q) − log ρ_p

@@ -107,7 +107,9 @@ def _d_on_the_steps_pairs(model, batch, state):
 
 @pytest.mark.parametrize("stepping", ["discriminator", "generator_and_encoder"])
 def test_each_players_step_moves_d_on_the_steps_pairs_its_own_way_and_leaves_the_other_players_weights(stepping):
-    model = tiny_model(learning_rate=1e-3)
+    # Without batch norm: with it, D's logits over a batch are normalised, so a step can trade one pair's
+    # probability against another's and the mean probabilities need not move as D's loss says.
+    model = tiny_model(learning_rate=1e-3, batch_norm=False)
     batch, state = batch_for(model, size=64), model.seed_generator.state.numpy()
     stepped, held = ((model.discriminator_optimizer, model._discriminator_variables),
                      (model.optimizer, model._generator_variables))
@@ -133,6 +135,37 @@ def test_each_players_step_moves_d_on_the_steps_pairs_its_own_way_and_leaves_the
         assert after_loss < d_loss and after_real > d_real and after_fake < d_fake
     else:  # G_x and G_z descend it (labels swapped): real pairs down, fake pairs up
         assert after_loss > d_loss and after_real < d_real and after_fake > d_fake
+
+
+def test_batch_norm_sits_where_the_authors_put_it_learns_its_statistics_in_training_only():
+    """net.py: G_x's two hidden layers and the second hidden layer of G_z are batch-normalised (D's, too, there,
+    not here). A train step moves the moving statistics; sampling and test steps use them, so a sample is the
+    same in any batch."""
+    def normalised(layers):
+        """Which of the Dense layers of `layers` (0, 1, … in order) batch norm follows."""
+        dense = [position for position, layer in enumerate(layers) if isinstance(layer, keras.layers.Dense)]
+        return [index for index, position in enumerate(dense)
+                if position + 1 < len(layers) and isinstance(layers[position + 1], keras.layers.BatchNormalization)]
+
+    model = tiny_model()
+    assert normalised(model.generator_layers) == [0, 1]
+    assert normalised(model.encoder_layers) == [1]
+    assert normalised(model.image_branch) == normalised(model.latent_branch) == []
+    assert normalised(model.joint_layers) == []
+    assert tiny_model(batch_norm=False).non_trainable_weights == []
+
+    moving = [weight for weight in model.non_trainable_weights if "moving" in weight.path]
+    assert len(moving) == 2 * 3  # mean and variance of each of the three
+    before = [weight.numpy() for weight in moving]
+    batch = batch_for(model, size=16)
+    model.test_step(batch)
+    model.sample(tf.range(8, dtype=tf.int64))
+    for old, weight in zip(before, moving):
+        np.testing.assert_array_equal(old, weight.numpy(), err_msg=weight.path)
+    model.train_step(batch)
+    assert all(not np.array_equal(old, weight.numpy()) for old, weight in zip(before, moving))
+    np.testing.assert_allclose(model.sample(tf.constant([3], tf.int64)),
+                               model.sample(tf.constant([7, 3, 5], tf.int64))[1:2], atol=1e-6)
 
 
 @pytest.mark.parametrize("overrides", ENCODERS.values(), ids=ENCODERS.keys())
@@ -223,4 +256,5 @@ def test_cli_evaluate_reports_the_losses_sample_quality_and_the_nearest_neighbou
     assert line["model"] == "zoo.ali" and line["epochs"] == 2
     assert {"discriminator_loss", "generator_loss", "d_real", "d_fake", "reconstruction_error", "fid"} <= set(line)
     assert 0.0 <= line["nearest_neighbour_accuracy"] <= 1.0
+    assert 0.0 <= line["nearest_neighbour_accuracy_euclidean"] <= 1.0
     assert line["nearest_neighbour_references"] == 200

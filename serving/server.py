@@ -25,6 +25,7 @@ from serving.status import ServingError
 log = logging.getLogger("serving")
 
 GRACE_SECONDS = 5.0
+SIGNAL_CHECK_SECONDS = 0.2  # how often the main thread wakes to run a signal handler (see main)
 
 
 def _flag_bool(text: str) -> bool:
@@ -164,7 +165,11 @@ def main(argv=None) -> int:
     rest = f"REST on {args.host}:{rest_server.server_address[1]}" if rest_server else "REST disabled"
     print(f"serving gRPC on {args.host}:{grpc_port}, {rest}; models: {models}", flush=True)
 
-    stop.wait()
+    # Wait in ticks: the kernel may deliver SIGTERM to any thread of the process (gRPC's, TensorFlow's), and
+    # then nothing interrupts a main thread blocked on a lock with no timeout, so the handler, which Python
+    # runs on the main thread only, would never run. After a tick the main thread runs it.
+    while not stop.wait(SIGNAL_CHECK_SECONDS):
+        pass
     print("stopping: finishing in-flight requests", flush=True)
     if rest_server is not None:
         rest_server.shutdown()

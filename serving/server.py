@@ -75,19 +75,35 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _flag_error(args: argparse.Namespace) -> str | None:
+    """What is wrong with the flags themselves, or None: checked before TensorFlow loads, so that a
+    mistyped command line fails at once."""
+    if args.model_config_file and args.model_base_path:
+        return "give either --model_config_file or --model_name/--model_base_path, not both"
+    if not (args.model_config_file or args.model_base_path):
+        return ("nothing to serve: pass --model_base_path (with --model_name) or --model_config_file; "
+                "e.g. --model_name vae --model_base_path runs/vae/serving/vae")
+    if args.batching_parameters_file and not args.enable_batching:
+        return "--batching_parameters_file needs --enable_batching"
+    for flag in ("rest_api_timeout_in_ms", "rest_api_num_threads", "rest_api_request_timeout_in_ms",
+                 "rest_api_max_connections", "grpc_max_threads", "grpc_max_message_bytes"):
+        if getattr(args, flag) < 1:
+            return f"--{flag} must be at least 1"
+    for flag in ("max_request_examples", "max_request_bytes"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            return f"--{flag} must be at least 1"
+    return None
+
+
 def _checked(args: argparse.Namespace):
-    """(model configs, batching parameters or None, monitoring config or None); ValueError explains misuse."""
+    """(model configs, batching parameters or None, monitoring config or None) from flags that passed
+    `_flag_error`; ValueError explains a bad config file."""
     from serving import config_files, manager
 
-    if args.model_config_file and args.model_base_path:
-        raise ValueError("give either --model_config_file or --model_name/--model_base_path, not both")
     if args.model_config_file:
         configs = list(config_files.parse_model_config_file(args.model_config_file).model_config_list.config)
-    elif args.model_base_path:
-        configs = [manager.single_model_config(args.model_name, args.model_base_path)]
     else:
-        raise ValueError("nothing to serve: pass --model_base_path (with --model_name) or --model_config_file; "
-                         "e.g. --model_name vae --model_base_path runs/vae/serving/vae")
+        configs = [manager.single_model_config(args.model_name, args.model_base_path)]
     for config in configs:
         if not os.path.isdir(config.base_path):
             log.warning("model %s: base path %s does not exist (yet); it is polled for versions",
@@ -96,24 +112,19 @@ def _checked(args: argparse.Namespace):
     if args.enable_batching:
         batching = (config_files.parse_batching_parameters(args.batching_parameters_file)
                     if args.batching_parameters_file else config_files.BatchingParameters())
-    elif args.batching_parameters_file:
-        raise ValueError("--batching_parameters_file needs --enable_batching")
     monitoring = config_files.parse_monitoring_config(args.monitoring_config_file) \
         if args.monitoring_config_file else None
     if monitoring and monitoring.prometheus_enabled and not args.rest_api_port:
         raise ValueError("Prometheus metrics are served on the REST port; set --rest_api_port")
-    for flag in ("rest_api_timeout_in_ms", "rest_api_num_threads", "rest_api_request_timeout_in_ms",
-                 "rest_api_max_connections", "grpc_max_threads", "grpc_max_message_bytes"):
-        if getattr(args, flag) < 1:
-            raise ValueError(f"--{flag} must be at least 1")
-    for flag in ("max_request_examples", "max_request_bytes"):
-        if getattr(args, flag) is not None and getattr(args, flag) < 1:
-            raise ValueError(f"--{flag} must be at least 1")
     return configs, batching, monitoring
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    problem = _flag_error(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     startup.quiet_tensorflow()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:

@@ -310,9 +310,9 @@ def test_conditional_model_reports_the_conditional_nll_of_each_paper_setting(run
     assert trained.returncode == 0, trained.stderr[-3000:]
 
     printed = {}
-    annealing = ["--ais_steps", "100", "--ais_chains", "8", "--bdmc_examples", "3", "--batch_size", "20"]
+    annealing = ["--ais_steps", "50", "--ais_chains", "4", "--bdmc_examples", "2", "--batch_size", "20"]
     for k in (1, 20):
-        result = run_main(evaluate.main, [workdir, "--k", k, "--max_examples", "40", "--no_download",
+        result = run_main(evaluate.main, [workdir, "--k", k, "--max_examples", "20", "--no_download",
                                           *(annealing if k == 20 else [])])
         assert result.returncode == 0, result.stderr
         printed[k] = json.loads(result.stdout)
@@ -333,7 +333,7 @@ def test_conditional_model_reports_the_conditional_nll_of_each_paper_setting(run
     refused = run_main(evaluate.main, [workdir, "--ais_steps", "2", "--bdmc_examples", "30", "--batch_size", "20",
                                        "--max_examples", "40", "--no_download"])
     assert refused.returncode == 2 and "--bdmc_examples 30: zoo.cvae checks AIS on the split's first batch" in \
-        refused.stderr
+        refused.stderr and refused.stdout == ""
 
 
 def test_ais_estimates_log_p_x_at_least_the_importance_weighted_bound_and_checks_itself_by_bdmc(
@@ -342,8 +342,8 @@ def test_ais_estimates_log_p_x_at_least_the_importance_weighted_bound_and_checks
     AIS estimate of the nll lies at or below −L_k up to its noise; the BDMC bounds come in order, and the numbers
     go to evaluation.jsonl and TensorBoard under their step count."""
     workdir = shutil.copytree(train("vae2").workdir, tmp_path / "vae2")
-    result = run_main(evaluate.main, [workdir, "--k", "200", "--ais_steps", "300", "--ais_chains", "16",
-                                      "--bdmc_examples", "4", "--max_examples", "20", "--no_download"])
+    result = run_main(evaluate.main, [workdir, "--k", "200", "--ais_steps", "100", "--ais_chains", "16",
+                                      "--bdmc_examples", "4", "--max_examples", "10", "--no_download"])
     assert result.returncode == 0, result.stderr
     printed = json.loads(result.stdout)
     noise = 4 * printed["ais_standard_error"] + 0.05
@@ -355,7 +355,7 @@ def test_ais_estimates_log_p_x_at_least_the_importance_weighted_bound_and_checks
     assert json.loads((workdir / "evaluation.jsonl").read_text().splitlines()[-1]) == printed
     tagged = {value.tag for file in (workdir / "tensorboard" / "evaluation").glob("events.out.tfevents.*")
               for event in tf.compat.v1.train.summary_iterator(str(file)) for value in event.summary.value}
-    assert {"test/ais_nll_m300", "test/bdmc_gap_m300", "test/nll_k200"} <= tagged
+    assert {"test/ais_nll_m100", "test/bdmc_gap_m100", "test/nll_k200"} <= tagged
 
 
 def test_ais_on_a_model_without_a_decoder_density_exits_2_naming_the_models_that_have_one(

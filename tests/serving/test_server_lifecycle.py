@@ -219,30 +219,22 @@ def test_rest_connection_flags_reach_the_rest_server(start_server, trained_base)
             connection.close()
 
 
-def test_sigterm_stops_the_server_cleanly(start_server, trained_base):
-    server = start_server("--model_name=vae", f"--model_base_path={trained_base}")
-    predict(server, [1])
-    assert server.stop() == 0
-    assert "stopped" in server.log and "Traceback" not in server.log
-
-
 TGKILL = {"x86_64": 234, "aarch64": 131}  # the tgkill system call's number (Linux)
 
 
-@pytest.mark.skipif(platform.system() != "Linux" or platform.machine() not in TGKILL,
-                    reason="sends the signal to one thread with Linux's tgkill")
-def test_sigterm_delivered_to_a_thread_other_than_the_main_one_still_stops_the_server(start_server, trained_base):
-    """The kernel hands a process's SIGTERM to any thread that does not block it, here one of gRPC's or
-    TensorFlow's; Python runs the handler on the main thread, which must wake up for it (it once waited
-    forever)."""
+def test_sigterm_stops_the_server_cleanly_whichever_thread_receives_it(start_server, trained_base):
+    """The kernel hands a process's SIGTERM to any thread that does not block it. On Linux this sends it to
+    one of gRPC's or TensorFlow's threads (tgkill), elsewhere to the process. Python runs the handler on the
+    main thread, which must wake up for it (it once waited forever)."""
     server = start_server("--model_name=vae", f"--model_base_path={trained_base}")
     predict(server, [1])
-    pid = server.process.pid
-    others = sorted(int(task) for task in os.listdir(f"/proc/{pid}/task") if int(task) != pid)
-    libc = ctypes.CDLL(None, use_errno=True)
-    assert libc.syscall(TGKILL[platform.machine()], pid, others[-1], signal.SIGTERM) == 0, ctypes.get_errno()
-    server.process.wait(30)
-    assert server.process.returncode == 0
+    if platform.system() == "Linux" and platform.machine() in TGKILL:
+        pid = server.process.pid
+        others = sorted(int(task) for task in os.listdir(f"/proc/{pid}/task") if int(task) != pid)
+        libc = ctypes.CDLL(None, use_errno=True)
+        assert libc.syscall(TGKILL[platform.machine()], pid, others[-1], signal.SIGTERM) == 0, ctypes.get_errno()
+        server.process.wait(60)
+    assert server.stop() == 0
     assert "stopped" in server.log and "Traceback" not in server.log
 
 

@@ -251,7 +251,6 @@ def test_cli_fit_of_coco_counts_the_vocabulary_of_the_training_captions_once_and
     assert "dataset: coco_captions (binarize: False), 40 train" in first  # 8 images, five captions each
     assert f'"vocabulary": "<{len(vocabulary)} items: ' in first  # printed abridged, kept whole in run.json
     assert counted and {"stop", "sign", "elephants"} <= set(vocabulary)  # counted words, then the summary's
-    resumed = fit("--resume", "--epochs", "2")
+    resumed = fit("--resume", "--epochs", "2", "--no_export")  # the contract suite exports the entry
     assert "vocabulary:" not in resumed and "(resuming after epoch 1)" in resumed
     assert json.loads((workdir / "run.json").read_text())["config"]["vocabulary"] == vocabulary
-    assert list(workdir.rglob("saved_model.pb"))

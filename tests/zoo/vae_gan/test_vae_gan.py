@@ -102,3 +102,24 @@ def test_each_player_owns_its_weights_and_one_train_step_moves_all_three():
         assert any(np.abs(v.numpy() - old).max() > 0 for v, old in zip(variables, before[player])), player
     assert {optimizer.name for optimizer in model.optimizers.values()} == {
         "encoder_optimizer", "decoder_optimizer", "discriminator_optimizer"}
+
+
+def test_a_checkpoint_restores_all_three_players_and_their_optimizers(tmp_path):
+    """Resume needs every player's RMSProp state (its iterations and mean squares), not only the weights."""
+    from export import runs
+
+    model = _model()
+    model.compile_for_training(1)
+    model.train_step({"image": _images()})
+    model.train_step({"image": _images()})
+    runs.save_checkpoint(model, tmp_path, 1)
+    fresh = _model()
+    fresh.compile_for_training(1)
+    assert runs.restore_checkpoint(fresh, tmp_path) == 1
+    for player, optimizer in model.optimizers.items():
+        restored = fresh.optimizers[player]
+        assert int(restored.iterations) == int(optimizer.iterations) == 2, player
+        for saved, loaded in zip(optimizer.variables, restored.variables):
+            np.testing.assert_array_equal(saved.numpy(), loaded.numpy(), err_msg=f"{player}: {saved.path}")
+    for saved, loaded in zip(model.weights, fresh.weights):
+        np.testing.assert_array_equal(saved.numpy(), loaded.numpy(), err_msg=saved.path)

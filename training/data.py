@@ -20,6 +20,13 @@ white where they overlap; each canvas is a fixed function of its index (see
 digits on a 60×60 canvas with a caption saying where; `mnist_captions_held_out` holds only the captions kept
 out of `mnist_captions`, for evaluation (see `training.captions`).
 
+Models of sets (`DatasetSpec.set_size` N > 0; Edwards & Storkey 2017) get sets of N items of one class
+instead of items: "image" [batch, N, H, W, C], "label" the set's class [batch]. The train role builds them
+from the classes a source does not hold out (`Source.held_out_classes`: MNIST digits 0–6), the eval and test
+roles from the held-out ones (7–9), so that few-shot evaluation meets classes training never saw. Training
+sets are drawn afresh each visit (a class uniformly, then N of its items without replacement); evaluation
+sets are fixed: each class's items in split order, N at a time.
+
 `coco_captions` is alignDRAW's main experiment (Mansimov et al. 2016, Sec. 4.2): each MS COCO image resized
 to 32×32 and paired with each of its captions, one example per caption (TFDS `coco_captions`, the Karpathy
 splits; for users with internet). Its vocabulary is counted from the training captions
@@ -55,6 +62,7 @@ class Source:
     num_classes: int = 0  # 0: the dataset has no labels
     captions: bool = False  # examples carry "caption", a string
     compose: Callable[[tf.data.Dataset], tf.data.Dataset] | None = None  # builds the examples from the TFDS ones
+    held_out_classes: tuple[int, ...] = ()  # sets of these classes are for evaluation only (few-shot)
 
 
 TWO_DIGIT_CANVAS = 60  # Gregor et al. 2015, Sec. 4.2: 60×60
@@ -105,12 +113,14 @@ def coco_caption_pairs(examples: tf.data.Dataset) -> tf.data.Dataset:
 
 
 SOURCES = {
-    "mnist": Source("mnist", {"train": "train", "eval": "test", "test": "test"}, binary=False, num_classes=10),
+    "mnist": Source("mnist", {"train": "train", "eval": "test", "test": "test"}, binary=False, num_classes=10,
+                    held_out_classes=(7, 8, 9)),
     "binarized_mnist": Source(
         "binarized_mnist", {"train": "train", "eval": "validation", "test": "test"}, binary=True
     ),
     "fashion_mnist": Source(
-        "fashion_mnist", {"train": "train", "eval": "test", "test": "test"}, binary=False, num_classes=10
+        "fashion_mnist", {"train": "train", "eval": "test", "test": "test"}, binary=False, num_classes=10,
+        held_out_classes=(7, 8, 9),  # sneaker, bag, ankle boot
     ),
     # Colour, 32×32×3, for users with internet (not prepared on the development machines).
     "cifar10": Source("cifar10", {"train": "train", "eval": "test", "test": "test"}, binary=False, num_classes=10),
@@ -192,13 +202,17 @@ def _examples(spec: DatasetSpec, role: str, max_examples: int | None, download: 
     if spec.labels and not source.num_classes:
         labelled = ", ".join(name for name, other in sorted(SOURCES.items()) if other.num_classes)
         raise DataError(f"dataset {spec.name!r} has no labels, which this model needs; use one of: {labelled}")
+    if spec.set_size and not source.held_out_classes:
+        classed = ", ".join(name for name, other in sorted(SOURCES.items()) if other.held_out_classes)
+        raise DataError(f"dataset {spec.name!r} has no held-out classes to build evaluation sets from, which a "
+                        f"model of sets needs; use one of: {classed}")
     if spec.captions and not source.captions:
         captioned = ", ".join(name for name, other in sorted(SOURCES.items()) if other.captions)
         raise DataError(f"dataset {spec.name!r} has no captions, which this model needs; use one of: {captioned}")
     dataset = _load_tfds(spec, role, max_examples, download)
     if source.compose:
         dataset = source.compose(dataset)
-    keys = ("image",) + ("label",) * spec.labels + ("caption",) * spec.captions
+    keys = ("image",) + ("label",) * (spec.labels or spec.set_size > 0) + ("caption",) * spec.captions
     return dataset.map(lambda example: {key: example[key] for key in keys}, num_parallel_calls=tf.data.AUTOTUNE)
 
 
@@ -258,6 +272,9 @@ def load(
     def features(index, example):
         return {**example, "image": prepare(index, example["image"])}
 
+    if spec.set_size:
+        sets, num_sets = _sets(examples.enumerate().cache(), features, spec.set_size, source, train)
+        return _finish(sets.batch(batch_size, drop_remainder=train), spec), num_sets
     examples = examples.enumerate().cache()  # decode each image once
     # Fill the cache with one full pass now, which also counts the examples (a composition may make
     # several of one TFDS example). Its first pass would fill it otherwise, and a first reader that
@@ -267,7 +284,11 @@ def load(
     if train:
         examples = examples.shuffle(num_examples, reshuffle_each_iteration=True).repeat()
     batches = examples.map(features, num_parallel_calls=tf.data.AUTOTUNE)
-    batches = batches.batch(batch_size, drop_remainder=train)
+    return _finish(batches.batch(batch_size, drop_remainder=train), spec), num_examples
+
+
+def _finish(batches: tf.data.Dataset, spec: DatasetSpec) -> tf.data.Dataset:
+    """Tokenized captions, prefetching, and sharding by data under tf.distribute."""
     if spec.captions and spec.vocabulary:
         tokenizer = text.Tokenizer(spec.vocabulary, spec.max_words)
         batches = batches.map(lambda batch: {**batch, "caption": tokenizer(batch["caption"])},
@@ -275,7 +296,44 @@ def load(
     batches = batches.prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return batches.with_options(options), num_examples
+    return batches.with_options(options)
+
+
+def _sets(indexed: tf.data.Dataset, features: Callable, set_size: int, source: Source, train: bool
+          ) -> tuple[tf.data.Dataset, int]:
+    """(sets of `set_size` items of one class, {"image": [set_size, ...], "label": []}, sets per pass).
+
+    `indexed` holds (index, example) pairs, cached. The train role uses the classes that the source
+    does not hold out, the others the held-out ones. Training: each set picks a class uniformly, then
+    `set_size` of its items without replacement (each class reshuffled every pass through it), each
+    item prepared afresh. Evaluation: each class's items in order, `set_size` at a time, class after
+    class; a class's last partial set is dropped.
+    """
+    held_out = set(source.held_out_classes)
+    classes = [c for c in range(source.num_classes) if (c in held_out) != train]
+    counts = {c: int(indexed.filter(lambda _, example, c=c: example["label"] == c).reduce(
+        tf.constant(0, tf.int64), lambda count, _: count + 1)) for c in classes}
+    short = {c: count for c, count in counts.items() if count < set_size}
+    if short:
+        raise DataError(f"sets of {set_size} need that many items of each class, but classes "
+                        f"{sorted(short)} have {sorted(short.values())}: lower the set size or raise --max_examples")
+
+    def of_class(c):
+        items = indexed.filter(lambda _, example: example["label"] == c)
+        if train:
+            items = items.shuffle(counts[c], reshuffle_each_iteration=True).repeat()
+        items = items.map(features, num_parallel_calls=tf.data.AUTOTUNE)
+        return items.batch(set_size, drop_remainder=True).map(
+            lambda batch: {**batch, "label": batch["label"][0]})
+
+    per_class = [of_class(c) for c in classes]
+    num_sets = sum(count // set_size for count in counts.values())
+    if train:
+        return tf.data.Dataset.sample_from_datasets(per_class), num_sets
+    sets = per_class[0]
+    for more in per_class[1:]:
+        sets = sets.concatenate(more)
+    return sets, num_sets
 
 
 def check_image_shape(dataset: tf.data.Dataset, name: str, image_shape) -> None:

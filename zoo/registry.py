@@ -32,6 +32,10 @@ class DatasetSpec:
       count_vocabulary: True for a captioned model whose config leaves its vocabulary to the data:
         `training.fit` counts the words of the training captions (`training.data.caption_vocabulary`)
         and builds the model from `config.with_vocabulary(words)`.
+      set_size: 0 for models of single examples; N > 0 for models of sets (the Neural
+        Statistician): each example is then N items of one class, "image" [batch, N, H, W, C]
+        and "label" the class id [batch], the train role drawing from other classes than the
+        evaluation roles (`training.data`).
     """
 
     name: str
@@ -41,6 +45,7 @@ class DatasetSpec:
     vocabulary: tuple[str, ...] = ()
     max_words: int = 0
     count_vocabulary: bool = False
+    set_size: int = 0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,69 @@
+"""training.data for models of sets (`DatasetSpec.set_size`): class-pure sets, training classes apart from the
+held-out ones, fixed evaluation sets and fresh training sets."""
+
+import numpy as np
+import pytest
+
+import synthetic_tfds
+from training import data
+from zoo.registry import DatasetSpec
+
+SET_SIZE = 4
+
+
+def _label_of_each_item(name: str, split: str):
+    """Grey image bytes → label, for the suite's synthetic split (every image there is distinct)."""
+    images, labels = synthetic_tfds.images_and_labels(name, split)
+    return {(image / 255.0).astype(np.float32).tobytes(): int(label) for image, label in zip(images, labels)}
+
+
+def _sets(role, batches=None, batch_size=8, **spec):
+    dataset, count = data.load(DatasetSpec("mnist", binarize=False, set_size=SET_SIZE, **spec), role, batch_size,
+                               download=False)
+    batches = batches or data.steps(count, batch_size, role)
+    return [(batch["image"].numpy(), batch["label"].numpy()) for batch in dataset.take(batches)], count
+
+
+@pytest.mark.parametrize("role, split, classes", [("train", "train", set(range(7))), ("test", "test", {7, 8, 9})])
+def test_every_set_holds_items_of_its_class_and_the_roles_use_disjoint_classes(role, split, classes):
+    labels = _label_of_each_item("mnist", split)
+    seen = set()
+    for images, set_labels in _sets(role, batches=20)[0]:
+        assert images.shape[1:] == (SET_SIZE, 28, 28, 1)
+        for items, label in zip(images, set_labels):
+            assert {labels[item.tobytes()] for item in items} == {label}
+            assert len({item.tobytes() for item in items}) == SET_SIZE  # drawn without replacement
+        seen |= set(set_labels.tolist())
+    assert seen == classes  # the train role meets all seven of its classes in 160 sets, and never 7, 8, 9
+
+
+def test_evaluation_sets_are_the_same_every_pass_and_number_the_full_sets_of_each_class():
+    first, count = _sets("test")
+    again, _ = _sets("test")
+    _, labels = synthetic_tfds.images_and_labels("mnist", "test")
+    assert count == sum(int(np.sum(labels == c)) // SET_SIZE for c in (7, 8, 9))
+    assert sum(len(set_labels) for _, set_labels in first) == count
+    for (images, set_labels), (images_again, labels_again) in zip(first, again):
+        np.testing.assert_array_equal(images, images_again)
+        np.testing.assert_array_equal(set_labels, labels_again)
+
+
+def test_training_sets_are_drawn_afresh_each_pass():
+    (first, _), (second, _) = _sets("train", batches=2, batch_size=64)[0]
+    assert not np.array_equal(first, second)
+
+
+def test_sets_are_binarized_items_for_bernoulli_models():
+    dataset, _ = data.load(DatasetSpec("mnist", binarize=True, set_size=SET_SIZE), "test", 8, download=False)
+    images = next(iter(dataset))["image"].numpy()
+    assert set(np.unique(images)) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize("name, set_size, max_examples, message", [
+    ("binarized_mnist", 4, None, "has no held-out classes to build evaluation sets from"),
+    ("mnist", 50, 100, "sets of 50 need that many items of each class"),
+])
+def test_sets_that_cannot_be_built_are_refused_naming_the_fix(name, set_size, max_examples, message):
+    with pytest.raises(data.DataError, match=message):
+        data.load(DatasetSpec(name, binarize=True, set_size=set_size), "test", 8, max_examples=max_examples,
+                  download=False)

@@ -54,7 +54,7 @@ ROLES = ("train", "eval", "test")
 
 @dataclasses.dataclass(frozen=True)
 class Source:
-    """A TFDS dataset and which of its splits plays each role."""
+    """A TFDS dataset and which of its splits plays each role, or sets generated here (`generate`)."""
 
     tfds_name: str
     splits: dict  # role → TFDS split; "eval" is monitored every epoch
@@ -63,6 +63,8 @@ class Source:
     captions: bool = False  # examples carry "caption", a string
     compose: Callable[[tf.data.Dataset], tf.data.Dataset] | None = None  # builds the examples from the TFDS ones
     held_out_classes: tuple[int, ...] = ()  # sets of these classes are for evaluation only (few-shot)
+    generate: Callable[[str, int, int], tf.data.Dataset] | None = None  # (role, count, set size) → sets, no TFDS
+    sizes: dict | None = None  # role → sets a generated source holds
 
 
 TWO_DIGIT_CANVAS = 60  # Gregor et al. 2015, Sec. 4.2: 60×60
@@ -112,6 +114,39 @@ def coco_caption_pairs(examples: tf.data.Dataset) -> tf.data.Dataset:
     return examples.flat_map(pairs)
 
 
+SYNTHETIC_FAMILIES = ("gaussian", "uniform", "exponential", "laplace")  # label order of `synthetic_1d`
+SYNTHETIC_SEED = 20161104
+
+
+def synthetic_1d_sets(role: str, count: int, set_size: int) -> tf.data.Dataset:
+    """The Neural Statistician's synthetic sets (Edwards & Storkey 2017, Sec. 5.1): each set is `set_size`
+    samples (the paper: 200) of a Gaussian, uniform, exponential or Laplace distribution, the family drawn
+    with equal probability, its mean from U[−1, 1] and its variance from U[0.5, 2]. Samples are drawn from
+    the family's standard form (mean 0, variance 1) and then shifted and scaled, so each set's distribution
+    has exactly the drawn mean and variance. Set i of a role is a fixed function of (role, i).
+
+    Items are "image" [set_size, 1]; "label" is the family (`SYNTHETIC_FAMILIES`), "mean" and "variance" the
+    drawn parameters.
+    """
+    role_index = ROLES.index(role)
+
+    def draw(index):
+        seed = tf.random.experimental.stateless_fold_in(tf.constant([SYNTHETIC_SEED, role_index]), index)
+        seeds = tf.random.experimental.stateless_split(seed, 3)
+        family = tf.random.stateless_uniform([], seeds[0], 0, len(SYNTHETIC_FAMILIES), tf.int64)
+        mean, variance = tf.unstack(tf.random.stateless_uniform([2], seeds[1], [-1.0, 0.5], [1.0, 2.0]))
+        uniform = tf.random.stateless_uniform([set_size, 1], seeds[2], 1e-7, 1.0)  # one draw per sample
+        standard = tf.switch_case(tf.cast(family, tf.int32), [
+            lambda: tf.sqrt(2.0) * tf.math.erfinv(2.0 * uniform - 1.0),   # N(0, 1) by inversion
+            lambda: tf.sqrt(3.0) * (2.0 * uniform - 1.0),                 # U[−√3, √3]
+            lambda: -tf.math.log(uniform) - 1.0,                          # Exp(1) − 1
+            lambda: -tf.sign(uniform - 0.5) * tf.math.log1p(-2.0 * tf.abs(uniform - 0.5)) / tf.sqrt(2.0),
+        ])                                                                # Laplace(0, 1/√2)
+        return {"image": mean + tf.sqrt(variance) * standard, "label": family, "mean": mean, "variance": variance}
+
+    return tf.data.Dataset.range(count).map(draw, num_parallel_calls=tf.data.AUTOTUNE)
+
+
 SOURCES = {
     "mnist": Source("mnist", {"train": "train", "eval": "test", "test": "test"}, binary=False, num_classes=10,
                     held_out_classes=(7, 8, 9)),
@@ -136,6 +171,10 @@ SOURCES = {
     ),
     "mnist_captions_held_out": Source(  # evaluation only: its captions are the ones training never sees
         "mnist", {"eval": "test", "test": "test"}, binary=False, captions=True, compose=captions.held_out_canvases
+    ),
+    "synthetic_1d": Source(  # Sec. 5.1: 10 000 training sets; ours: 1 000 for each evaluation role
+        "", {"train": "train", "eval": "eval", "test": "test"}, binary=False, num_classes=len(SYNTHETIC_FAMILIES),
+        generate=synthetic_1d_sets, sizes={"train": 10_000, "eval": 1_000, "test": 1_000},
     ),
     "coco_captions": Source(  # for users with internet: about 20 GB to download
         "coco_captions", {"train": "train", "eval": "val", "test": "test"}, binary=False, captions=True,
@@ -251,8 +290,16 @@ def load(
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
     source = _source(spec.name)
-    examples = _examples(spec, role, max_examples, download)
     train = role == "train"
+    if source.generate:
+        if not spec.set_size:
+            raise DataError(f"dataset {spec.name!r} is made of sets, for models of sets (DatasetSpec.set_size)")
+        count = min(source.sizes[role], max_examples or source.sizes[role])
+        sets = source.generate(role, count, spec.set_size).cache()
+        if train:
+            sets = sets.shuffle(count, reshuffle_each_iteration=True).repeat()
+        return _finish(sets.batch(batch_size, drop_remainder=train), spec), count
+    examples = _examples(spec, role, max_examples, download)
 
     if source.binary:
         prepare = lambda index, image: tf.cast(image, tf.float32)  # noqa: E731

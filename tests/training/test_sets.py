@@ -67,3 +67,35 @@ def test_sets_that_cannot_be_built_are_refused_naming_the_fix(name, set_size, ma
     with pytest.raises(data.DataError, match=message):
         data.load(DatasetSpec(name, binarize=True, set_size=set_size), "test", 8, max_examples=max_examples,
                   download=False)
+
+
+def test_synthetic_1d_sets_have_their_familys_shape_and_exactly_the_drawn_mean_and_variance():
+    """Edwards & Storkey Sec. 5.1: four families, mean ~ U[−1, 1], variance ~ U[0.5, 2]. Standardised with the
+    drawn parameters, the pooled samples of each family have mean 0, variance 1, and the family's skewness
+    and kurtosis (Gaussian 0 and 3, uniform 0 and 1.8, exponential 2 and 9, Laplace 0 and 6)."""
+    dataset, count = data.load(DatasetSpec("synthetic_1d", binarize=False, set_size=200), "test", 1000)
+    batch = next(iter(dataset))
+    assert count == 1000 and batch["image"].shape == (1000, 200, 1)
+    means, variances = batch["mean"].numpy(), batch["variance"].numpy()
+    assert -1 <= means.min() and means.max() <= 1 and 0.5 <= variances.min() and variances.max() <= 2
+    standard = (batch["image"].numpy()[..., 0] - means[:, None]) / np.sqrt(variances[:, None])
+    expected = {"gaussian": (0.0, 3.0), "uniform": (0.0, 1.8), "exponential": (2.0, 9.0), "laplace": (0.0, 6.0)}
+    labels = batch["label"].numpy()
+    for family, (skewness, kurtosis) in expected.items():
+        samples = standard[labels == data.SYNTHETIC_FAMILIES.index(family)].ravel()
+        assert len(samples) > 200 * 200, family  # about 250 sets of each family
+        assert abs(samples.mean()) < 0.02 and abs(samples.var() - 1.0) < 0.03, family
+        assert abs(np.mean(samples**3) - skewness) < 0.15, family
+        assert abs(np.mean(samples**4) - kurtosis) < 0.1 * kurtosis, family
+
+
+def test_synthetic_sets_are_fixed_per_role_and_index_and_differ_between_roles():
+    def first(role, max_examples):
+        dataset, _ = data.load(DatasetSpec("synthetic_1d", binarize=False, set_size=20), role, 5,
+                               max_examples=max_examples)
+        return next(iter(dataset))["image"].numpy()
+
+    np.testing.assert_array_equal(first("test", 10), first("test", 5))
+    assert not np.array_equal(first("test", 5), first("eval", 5))
+    with pytest.raises(data.DataError, match="is made of sets"):
+        data.load(DatasetSpec("synthetic_1d", binarize=False), "test", 5)

@@ -63,8 +63,8 @@ class Source:
     captions: bool = False  # examples carry "caption", a string
     compose: Callable[[tf.data.Dataset], tf.data.Dataset] | None = None  # builds the examples from the TFDS ones
     held_out_classes: tuple[int, ...] = ()  # sets of these classes are for evaluation only (few-shot)
-    generate: Callable[[str, int, int], tf.data.Dataset] | None = None  # (role, count, set size) → sets, no TFDS
-    sizes: dict | None = None  # role → sets a generated source holds
+    # Sources whose every example is a set: (role, set size, max_examples, download) → (sets, how many).
+    generate: Callable[[str, int, int | None, bool], tuple[tf.data.Dataset, int]] | None = None
 
 
 TWO_DIGIT_CANVAS = 60  # Gregor et al. 2015, Sec. 4.2: 60×60
@@ -118,7 +118,11 @@ SYNTHETIC_FAMILIES = ("gaussian", "uniform", "exponential", "laplace")  # label 
 SYNTHETIC_SEED = 20161104
 
 
-def synthetic_1d_sets(role: str, count: int, set_size: int) -> tf.data.Dataset:
+SYNTHETIC_SETS = {"train": 10_000, "eval": 1_000, "test": 1_000}  # Sec. 5.1: 10K training sets; the others ours
+
+
+def synthetic_1d_sets(role: str, set_size: int, max_examples: int | None = None, download: bool = False
+                      ) -> tuple[tf.data.Dataset, int]:
     """The Neural Statistician's synthetic sets (Edwards & Storkey 2017, Sec. 5.1): each set is `set_size`
     samples (the paper: 200) of a Gaussian, uniform, exponential or Laplace distribution, the family drawn
     with equal probability, its mean from U[−1, 1] and its variance from U[0.5, 2]. Samples are drawn from
@@ -129,6 +133,7 @@ def synthetic_1d_sets(role: str, count: int, set_size: int) -> tf.data.Dataset:
     drawn parameters.
     """
     role_index = ROLES.index(role)
+    count = min(SYNTHETIC_SETS[role], max_examples or SYNTHETIC_SETS[role])
 
     def draw(index):
         seed = tf.random.experimental.stateless_fold_in(tf.constant([SYNTHETIC_SEED, role_index]), index)
@@ -144,7 +149,31 @@ def synthetic_1d_sets(role: str, count: int, set_size: int) -> tf.data.Dataset:
         ])                                                                # Laplace(0, 1/√2)
         return {"image": mean + tf.sqrt(variance) * standard, "label": family, "mean": mean, "variance": variance}
 
-    return tf.data.Dataset.range(count).map(draw, num_parallel_calls=tf.data.AUTOTUNE)
+    return tf.data.Dataset.range(count).map(draw, num_parallel_calls=tf.data.AUTOTUNE), count
+
+
+SPATIAL_SEED = 20161105
+
+
+def spatial_mnist_sets(role: str, set_size: int, max_examples: int | None = None, download: bool = True
+                       ) -> tuple[tf.data.Dataset, int]:
+    """Spatial MNIST (Edwards & Storkey 2017, Sec. 5.2): each MNIST digit as a set of `set_size` (the paper:
+    50) points (x, y), pixels drawn with probability proportional to their intensity, each coordinate then
+    moved by U[0, 1) noise; x runs left to right and y bottom to top, in pixels. The points of the i-th digit
+    of a split are a fixed function of i. "label" is the digit."""
+    digits = _load_tfds(DatasetSpec("mnist", binarize=False), role, max_examples, download)
+
+    def points(index, example):
+        image = tf.cast(example["image"][..., 0], tf.float32)
+        height, width = image.shape
+        seed = tf.random.experimental.stateless_fold_in(tf.constant([SPATIAL_SEED, ROLES.index(role)]), index)
+        seeds = tf.random.experimental.stateless_split(seed, 2)
+        pixels = tf.random.stateless_categorical(tf.math.log(tf.reshape(image, [1, -1])), set_size, seeds[0])[0]
+        rows, columns = pixels // width, pixels % width
+        corners = tf.cast(tf.stack([columns, height - 1 - rows], axis=-1), tf.float32)
+        return {"image": corners + tf.random.stateless_uniform([set_size, 2], seeds[1]), "label": example["label"]}
+
+    return digits.enumerate().map(points, num_parallel_calls=tf.data.AUTOTUNE), int(digits.cardinality())
 
 
 SOURCES = {
@@ -174,7 +203,11 @@ SOURCES = {
     ),
     "synthetic_1d": Source(  # Sec. 5.1: 10 000 training sets; ours: 1 000 for each evaluation role
         "", {"train": "train", "eval": "eval", "test": "test"}, binary=False, num_classes=len(SYNTHETIC_FAMILIES),
-        generate=synthetic_1d_sets, sizes={"train": 10_000, "eval": 1_000, "test": 1_000},
+        generate=synthetic_1d_sets,
+    ),
+    "spatial_mnist": Source(
+        "mnist", {"train": "train", "eval": "test", "test": "test"}, binary=False, num_classes=10,
+        generate=spatial_mnist_sets,
     ),
     "coco_captions": Source(  # for users with internet: about 20 GB to download
         "coco_captions", {"train": "train", "eval": "val", "test": "test"}, binary=False, captions=True,
@@ -294,8 +327,9 @@ def load(
     if source.generate:
         if not spec.set_size:
             raise DataError(f"dataset {spec.name!r} is made of sets, for models of sets (DatasetSpec.set_size)")
-        count = min(source.sizes[role], max_examples or source.sizes[role])
-        sets = source.generate(role, count, spec.set_size).cache()
+        split_name(spec, role)  # refuses a role the source lacks
+        sets, count = source.generate(role, spec.set_size, max_examples, download)
+        sets = sets.cache()
         if train:
             sets = sets.shuffle(count, reshuffle_each_iteration=True).repeat()
         return _finish(sets.batch(batch_size, drop_remainder=train), spec), count

@@ -3,6 +3,7 @@ held-out ones, fixed evaluation sets and fresh training sets."""
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
 import synthetic_tfds
 from training import data
@@ -99,3 +100,22 @@ def test_synthetic_sets_are_fixed_per_role_and_index_and_differ_between_roles():
     assert not np.array_equal(first("test", 5), first("eval", 5))
     with pytest.raises(data.DataError, match="is made of sets"):
         data.load(DatasetSpec("synthetic_1d", binarize=False), "test", 5)
+
+
+def test_spatial_mnist_draws_each_digits_points_from_its_lit_pixels_fixed_per_digit():
+    """Sec. 5.2: 50 points per digit, drawn in proportion to intensity, plus U[0, 1) per coordinate; x to the
+    right and y upwards, so a point's floor is the pixel (row 27 − y, column x) it came from."""
+    spec = DatasetSpec("spatial_mnist", binarize=False, set_size=50)
+    dataset, count = data.load(spec, "test", 100, max_examples=100)
+    batch = next(iter(dataset))
+    raw = tfds.as_numpy(tfds.load("mnist", split="test[:100]", data_dir=data.data_dir(), download=False))
+    images, labels = (np.stack(values) for values in zip(*[(example["image"], example["label"]) for example in raw]))
+    points = batch["image"].numpy()
+    assert count == 100 and points.shape == (100, 50, 2)
+    np.testing.assert_array_equal(batch["label"].numpy(), labels[:100])
+    assert points.min() >= 0.0 and points.max() < 28.0
+    columns, rows = np.floor(points[..., 0]).astype(int), 27 - np.floor(points[..., 1]).astype(int)
+    intensity = images[np.arange(100)[:, None], rows, columns, 0]
+    assert intensity.min() > 0  # never an unlit pixel
+    assert np.mean(intensity) > np.mean(images[:100][images[:100] > 0])  # brighter pixels drawn more often
+    np.testing.assert_array_equal(next(iter(data.load(spec, "test", 100, max_examples=100)[0]))["image"], points)

@@ -203,7 +203,9 @@ def _captioned_sets(dataset: str, split: str, max_examples: int | None, download
     return sets
 
 
-AIS_SEED = 20170401  # seeds the AIS chains of batch i by (AIS_SEED, i), and the BDMC check by (AIS_SEED, −1)
+AIS_SEED = 20170401  # seeds the AIS chains of batch i by (AIS_SEED, i), and the BDMC check by (AIS_SEED, −1);
+                     # a conditional model folds in the position of the condition
+ANNEALED = ("ais", "conditional_ais")  # the evaluations that --ais_steps runs
 
 
 def _annealed_importance_sampling(model, batches, args, conditional: bool) -> dict:
@@ -223,9 +225,9 @@ def _annealed_importance_sampling(model, batches, args, conditional: bool) -> di
     def named(name, condition):
         return name if len(conditions) == 1 else f"{name}_{condition}"
 
-    def seed(*path):  # (AIS_SEED, batch), folded with the condition's position for conditional models
-        seed = tf.constant([AIS_SEED, path[0]], tf.int32)
-        return seed if not conditional else tf.random.experimental.stateless_fold_in(seed, path[1])
+    def seed(batch_index, position):
+        seed = tf.constant([AIS_SEED, batch_index], tf.int32)
+        return tf.random.experimental.stateless_fold_in(seed, position) if conditional else seed
 
     runs = {condition: ([], [], []) for condition in conditions}
     first = None
@@ -281,11 +283,10 @@ def main(argv=None) -> int:
             return _fail(f"{', '.join(given)}: sample-quality flags, but {spec.name} measures only "
                          f"{', '.join(spec.evaluation)} by default; add --sample_quality")
         conditional = "conditional_ais" in spec.evaluation
-        if args.ais_steps and not ({"ais", "conditional_ais"} & set(spec.evaluation)):
-            capable = ", ".join(name for name in zoo.names()
-                                if {"ais", "conditional_ais"} & set(zoo.get(name).evaluation))
-            return _fail(f"--ais_steps: {spec.name} has no decoder density to anneal to (its entry does not declare "
-                         f"\"ais\"); models that do: {capable}")
+        if args.ais_steps and not set(ANNEALED) & set(spec.evaluation):
+            capable = ", ".join(name for name in zoo.names() if set(ANNEALED) & set(zoo.get(name).evaluation))
+            return _fail(f"--ais_steps: {spec.name} has no decoder density to anneal to (its entry declares neither "
+                         f"\"ais\" nor \"conditional_ais\"); models that do: {capable}")
         noisy = isinstance(model, contract.ObservationNoise)
         if args.ais_observation_stddev and not noisy:
             return _fail(f"--ais_observation_stddev: {spec.name}'s decoder density is its own, not a Gaussian "

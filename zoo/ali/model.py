@@ -25,8 +25,9 @@ deterministic encoder and 50 latent dimensions, with ALI's prior z ~ N(0, I) whe
 authors draw U[−1, 1]^50 (`prior="uniform"`). `stochastic_encoder=True` gives ALI's
 Gaussian encoder q(z | x) = N(μ(x), σ²(x)), sampled by reparameterisation.
 As in the authors' code, G_x's hidden layers and the second hidden layer of G_z are
-batch-normalised (`batch_norm`); their D's second layer is too, ours not (docs/ali.md). Networks work on pixels in [−1, 1], data and samples
-are in [0, 1]. docs/ali.md lists the deviations.
+batch-normalised (`batch_norm`); their D's second layer is too, ours not (docs/ali.md).
+Networks work on pixels in [−1, 1], data and samples are in [0, 1]. docs/ali.md lists the
+deviations.
 """
 
 from __future__ import annotations
@@ -282,9 +283,8 @@ class ALI(ConfigSerialization, GaussianObservations, keras.Model):
 
     def summary_images(self, images):
         """TensorBoard grids: 64 samples from fixed seeds, and inputs beside their reconstructions."""
-        pairs = tf.stack([images, self(images)], axis=1)
         return {"samples": self.sample(tf.range(64, dtype=tf.int64)),
-                "reconstructions": tf.reshape(pairs, [-1, *self.config.image_shape])}
+                "reconstructions": signatures.side_by_side(images, self(images))}
 
 
 def build(config: ALIConfig) -> ALI:

@@ -350,9 +350,8 @@ class AVB(ConfigSerialization, keras.Model):
     def summary_images(self, images):
         """TensorBoard grids: 64 prior samples, and inputs beside reconstructions through one z ~ q(z | x)."""
         seeds = tf.range(tf.shape(images)[0], dtype=tf.int64)
-        pairs = tf.stack([images, self._image_mean(self.encode(images, seeds))], axis=1)
         return {"prior_samples": self.sample(tf.range(64, dtype=tf.int64)),
-                "reconstructions": tf.reshape(pairs, [-1, *self.config.image_shape])}
+                "reconstructions": signatures.side_by_side(images, self._image_mean(self.encode(images, seeds)))}
 
     # Densities for annealed importance sampling (zoo.common.ais): the decoder is explicit.
 

@@ -85,6 +85,12 @@ def seed_signatures(sample) -> dict:
     }
 
 
+def side_by_side(images: tf.Tensor, others: tf.Tensor) -> tf.Tensor:
+    """[2N, ...]: images[0], others[0], images[1], others[1], … — a grid of inputs each beside what the
+    model made of it (a reconstruction), for TensorBoard."""
+    return tf.reshape(tf.stack([images, others], axis=1), tf.concat([[-1], tf.shape(images)[1:]], 0))
+
+
 def class_rows(classes: int, per_class: int = 8) -> tuple[tf.Tensor, tf.Tensor]:
     """(seeds, classes) for a grid with a row per class: row c holds seeds 0 … per_class − 1 with class c.
 

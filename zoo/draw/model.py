@@ -356,10 +356,9 @@ class DRAW(ConfigSerialization, keras.Model):
     def summary_images(self, images):
         """TensorBoard grids: 64 prior samples, inputs beside their reconstructions, and the canvas strips
         of seeds 0 … CANVAS_STRIP_SEEDS − 1 (`_canvas_strips`)."""
-        pairs = tf.stack([images, self(images)], axis=1)
         return {
             "prior_samples": self.sample(tf.range(64, dtype=tf.int64)),
-            "reconstructions": tf.reshape(pairs, [-1, *self.config.image_shape]),
+            "reconstructions": signatures.side_by_side(images, self(images)),
             **self._canvas_strips(self._prior_noise(tf.range(CANVAS_STRIP_SEEDS, dtype=tf.int64))),
         }
 

@@ -370,10 +370,9 @@ class VAE(ConfigSerialization, keras.Model):
 
     def summary_images(self, images):
         """TensorBoard grids: 64 prior samples, and inputs beside their reconstructions."""
-        pairs = tf.stack([images, self(images)], axis=1)
         return {
             "prior_samples": self.sample(tf.range(64, dtype=tf.int64)),
-            "reconstructions": tf.reshape(pairs, [-1, *self.config.image_shape]),
+            "reconstructions": signatures.side_by_side(images, self(images)),
         }
 
 

@@ -417,12 +417,21 @@ def _sets(indexed: tf.data.Dataset, features: Callable, set_size: int, source: S
     return sets, num_sets
 
 
-def check_image_shape(dataset: tf.data.Dataset, name: str, image_shape) -> None:
-    """Refuses a dataset whose images are not the model's `image_shape` (its config's), naming the fix."""
+def check_image_shape(dataset: tf.data.Dataset, spec: DatasetSpec, image_shape) -> None:
+    """Refuses a dataset whose items are not what the model expects, naming the fix: images of the model's
+    `image_shape` (its config's), or for a model of sets, sets of `spec.set_size` items of `spec.item_shape`
+    (vectors) or of `image_shape` (images)."""
     shape = tuple(dataset.element_spec["image"].shape[1:])
-    if shape != tuple(image_shape):
-        raise DataError(f"dataset {name!r} has images of shape {shape}, but the model's image_shape is "
-                        f"{tuple(image_shape)}; pass --set image_shape={','.join(map(str, shape))}")
+    if not spec.set_size:
+        if shape != tuple(image_shape):
+            raise DataError(f"dataset {spec.name!r} has images of shape {shape}, but the model's image_shape is "
+                            f"{tuple(image_shape)}; pass --set image_shape={','.join(map(str, shape))}")
+        return
+    item_shape = tuple(spec.item_shape or image_shape)
+    if shape[1:] != item_shape:
+        setting = "item_size" if len(shape[1:]) == 1 else "image_shape"
+        raise DataError(f"dataset {spec.name!r} has items of shape {shape[1:]}, but the model's are {item_shape}; "
+                        f"pass --set {setting}={','.join(map(str, shape[1:]))}")
 
 
 def steps(num_examples: int, batch_size: int, role: str) -> int:

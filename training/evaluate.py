@@ -298,7 +298,7 @@ def main(argv=None) -> int:
         batch_size = args.batch_size or default_batch
         dataset, examples = data.load(dataset_spec, args.split, batch_size,
                                       max_examples=args.max_examples, download=not args.no_download)
-        data.check_image_shape(dataset, dataset_spec.name, config.image_shape)
+        data.check_image_shape(dataset, dataset_spec, config.image_shape)
         if args.ais_steps and conditional and args.bdmc_examples > min(batch_size, examples):
             return _fail(f"--bdmc_examples {args.bdmc_examples}: {spec.name} checks AIS on the split's first batch "
                          f"with its outputs simulated, so at most the batch size ({min(batch_size, examples)}); lower "

@@ -107,7 +107,7 @@ def main(argv=None, extra_callbacks=()) -> int:
                                           max_examples=args.max_examples, download=not args.no_download)
         evaluation, eval_examples = data.load(dataset_spec, "eval", config.batch_size,
                                               max_examples=args.max_examples, download=not args.no_download)
-        data.check_image_shape(train, dataset_spec.name, config.image_shape)
+        data.check_image_shape(train, dataset_spec, config.image_shape)
         steps_per_epoch = data.steps(train_examples, config.batch_size, "train")
         if steps_per_epoch == 0:
             raise zoo.ConfigError(

@@ -125,6 +125,15 @@ class EncoderFeatures(Protocol):
         """One feature vector per image in [0, 1], [N, D]; deterministic."""
 
 
+class SetContext(Protocol):
+    """The capability behind `ModelSpec.evaluation` "few_shot" and "context_clusters": a posterior over a
+    context c shared by the items of a set (Edwards & Storkey 2017), compared between sets
+    (`training.few_shot`)."""
+
+    def context(self, items: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """q(c | D) of sets [N, S, *item_shape], any S >= 1, as a diagonal Gaussian: (mean, stddev), [N, C]."""
+
+
 EVALUATIONS: Mapping[str, type | None] = {
     "likelihood": ImportanceSampledLikelihood,  # the test metrics with k importance samples
     "exact_likelihood": None,                   # the test metrics as they are (a tractable likelihood)
@@ -133,6 +142,8 @@ EVALUATIONS: Mapping[str, type | None] = {
     "ais": DecoderDensity,                      # annealed importance sampling of log p(x), with --ais_steps
     "conditional_ais": ConditionalDecoderDensity,  # the same for log p(y | x) of a conditional model
     "feature_1nn": EncoderFeatures,             # 1-nearest-neighbour accuracy of the features on a labelled dataset
+    "few_shot": SetContext,                     # K-way N-shot classification of held-out classes by their contexts
+    "context_clusters": SetContext,             # nearest-centroid accuracy of test sets' context means by label
 }
 
 

@@ -36,6 +36,8 @@ class DatasetSpec:
         Statistician): each example is then N items of one class, "image" [batch, N, H, W, C]
         and "label" the class id [batch], the train role drawing from other classes than the
         evaluation roles (`training.data`).
+      item_shape: for models of sets whose items are vectors (2-D points, 1-D samples), their shape,
+        e.g. (2,); () when the items are images of the config's image_shape.
     """
 
     name: str
@@ -46,6 +48,7 @@ class DatasetSpec:
     max_words: int = 0
     count_vocabulary: bool = False
     set_size: int = 0
+    item_shape: tuple[int, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -48,15 +48,16 @@ class Entry:
     image_shape: tuple
 
     def batch(self, size: int | None = None, seed: int = 0) -> dict:
-        """A batch as the data pipeline would give it: binary or 8-bit images, labels and captions when the
-        entry needs them."""
+        """A batch as the data pipeline would give it: binary or 8-bit images (or sets of items of one class,
+        for a model of sets), labels and captions when the entry needs them."""
         rng = np.random.default_rng(seed)
         size = size or self.config.batch_size
         data = self.spec.dataset(self.config)
-        shape = (size, *self.image_shape)
+        shape = ((size, data.set_size, *(data.item_shape or self.config.image_shape)) if data.set_size
+                 else (size, *self.image_shape))
         images = (rng.random(shape) < 0.5) if data.binarize else rng.integers(0, 256, shape) / 255.0
         batch = {"image": tf.constant(images, tf.float32)}
-        if data.labels:
+        if data.labels or data.set_size:
             batch["label"] = tf.constant(rng.integers(0, 2, size), tf.int64)  # 2: every conditional model has >= 2
         if data.captions:
             tokenizer = text.Tokenizer(data.vocabulary, data.max_words)
@@ -158,13 +159,13 @@ class Reloaded:
 def signature_inputs(entry: Entry, seed: int = 0) -> dict:
     """Inputs for every declared signature, "<signature>.<input>" → array of batch len(SEEDS):
     SEEDS for seeds, ones for other integers (a valid label, category or sample count for any
-    model), uniform [0, 1) draws for floats (images, latents, codes), the dataset's captions
-    for strings."""
+    model), uniform [0, 1) draws for floats (images, latents, codes, sets of two items), the
+    dataset's captions for strings."""
     rng = np.random.default_rng(seed)
     inputs = {"permutation": PERMUTATION}
     for name, (_, specs) in entry.model.serving_signatures().items():
         for spec in specs:
-            shape = [len(SEEDS), *spec.shape[1:]]
+            shape = [len(SEEDS), *(2 if size is None else size for size in spec.shape[1:])]  # None: a set's size
             if spec.name == "seed":
                 value = SEEDS
             elif spec.dtype == tf.string:

@@ -47,6 +47,15 @@ What is measured is what the model's registry entry declares (`ModelSpec.evaluat
   and `nearest_neighbour_references`, the train images searched (the first
   `--max_examples` of them with that flag); see training.nearest_neighbour.
 
+* "few_shot" (models of sets, `zoo.contract.SetContext`): K-way N-shot classification of the
+  split's classes (held out from training) by the KL between context posteriors, 100 episodes
+  (`--episodes`) per setting of Edwards & Storkey 2017, Table 1 (5 and 20 ways where the split has
+  that many classes, all of them where it has fewer; 1 and 5 shots):
+  `few_shot_accuracy_<K>way_<N>shot`; see training.few_shot.
+* "context_clusters" (models of sets): `context_cluster_accuracy`, how often a set's context mean
+  is nearest to the mean of the other sets of its label (the synthetic 1-D families, digits), and
+  a scatter of the context means in TensorBoard (`<split>/context_means`).
+
 The line is also appended to WORKDIR/evaluation.jsonl and written to TensorBoard
 under WORKDIR/tensorboard/evaluation.
 
@@ -107,6 +116,8 @@ def parse_args(argv=None):
                              "(GANs; Wu et al. choose it on validation data)")
     parser.add_argument("--bdmc_examples", type=int, default=10,
                         help="examples simulated from the model for the bidirectional check of AIS (0: none)")
+    parser.add_argument("--episodes", type=int, default=100,
+                        help="few-shot episodes per setting of models of sets (Edwards & Storkey: 100)")
     parser.add_argument("--no_download", action="store_true", help="fail instead of downloading missing data")
     parser.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2, 3),
                         help="Keras progress: 0 silent, 1 bar, 2 one line; 3 as 2, plus TensorFlow's own logs")
@@ -117,6 +128,8 @@ def flag_error(args) -> str | None:
     """What is wrong with the flags, and how to fix it; None when nothing is."""
     if args.k < 1 or (args.max_examples is not None and args.max_examples < 1):
         return "--k and --max_examples must be positive integers"
+    if args.episodes < 1:
+        return "--episodes must be a positive integer (Edwards & Storkey average 100)"
     if args.ais_steps is not None and (args.ais_steps < 1 or args.ais_chains < 1 or args.bdmc_examples < 0):
         return "--ais_steps and --ais_chains must be positive integers, --bdmc_examples at least 0"
     if args.ais_observation_stddev is not None and not (args.ais_steps and args.ais_observation_stddev > 0):
@@ -267,7 +280,7 @@ def main(argv=None) -> int:
 
     import zoo
     from export import runs
-    from training import data, nearest_neighbour, sample_quality
+    from training import data, few_shot, nearest_neighbour, sample_quality
     from zoo import contract
 
     try:
@@ -276,6 +289,7 @@ def main(argv=None) -> int:
         measure_samples = "sample_quality" in spec.evaluation or args.sample_quality
         read_captions = "caption_accuracy" in spec.evaluation
         find_neighbours = "feature_1nn" in spec.evaluation
+        judge_contexts = bool({"few_shot", "context_clusters"} & set(spec.evaluation))
         classifier_flags = ("classifier_epochs", "classifier_max_examples") if read_captions else ()
         given = [f"--{flag}" for flag in SAMPLE_QUALITY_FLAGS
                  if getattr(args, flag) is not None and flag not in classifier_flags]
@@ -352,6 +366,14 @@ def main(argv=None) -> int:
         result.update({name: _rounded(value) for name, value in neighbours.items()})
         scalars.update({name: neighbours[name] for name in ("nearest_neighbour_accuracy",
                                                             "nearest_neighbour_accuracy_euclidean")})
+    if judge_contexts:
+        sets, labels = few_shot.evaluation_sets(dataset_spec, args.split, args.max_examples, not args.no_download)
+        judged = few_shot.measure(model.context, sets, labels, few_shot="few_shot" in spec.evaluation,
+                                  cluster="context_clusters" in spec.evaluation, episodes=args.episodes)
+        result.update({name: _rounded(value) for name, value in judged.items()})
+        scalars.update(judged)
+        if "context_clusters" in spec.evaluation:
+            scatter = few_shot.scatter_image(few_shot.contexts(model.context, sets)[0], labels)
     if measure_samples:
         real = sample_quality.real_images(dataset_spec.name, args.split, max_examples=args.max_examples,
                                           download=not args.no_download)
@@ -367,6 +389,8 @@ def main(argv=None) -> int:
     with writer.as_default():
         for name, value in scalars.items():
             tf.summary.scalar(f"{args.split}/{name}", float(value), step=epochs)
+        if "context_clusters" in spec.evaluation:
+            tf.summary.image(f"{args.split}/context_means", scatter[None], step=epochs)
     writer.flush()
     return 0
 

@@ -347,23 +347,23 @@ def dataset(config: NeuralStatisticianConfig) -> registry.DatasetSpec:
                                 item_shape=(config.item_size,) if config.item_size else ())
 
 
-EVALUATION = ("likelihood", "few_shot")
 TINY = {"hidden_units": 16, "hidden_layers": 1, "context_units": 3, "latent_units": 2, "batch_size": 4}
 
 registry.register(registry.ModelSpec(
     "zoo.neural_statistician", "Neural Statistician (Edwards & Storkey 2017): sets of MNIST digits, few-shot "
     "classification of held-out digits", NeuralStatisticianConfig, build, dataset,
     preset={"latent_units": 16, "context_units": 512},  # Sec. 5.3 (Omniglot): z of 16, c of 512
-    tiny={**TINY, "image_shape": (6, 6, 1), "set_size": 3}, evaluation=EVALUATION))
+    tiny={**TINY, "image_shape": (6, 6, 1), "set_size": 3},
+    evaluation=("likelihood", "few_shot", "context_clusters")))
 registry.register(registry.ModelSpec(
     "zoo.neural_statistician_synthetic", "Neural Statistician (Edwards & Storkey 2017, Sec. 5.1): synthetic 1-D "
     "sets of four distribution families", NeuralStatisticianConfig, build, dataset,
     preset={"dataset": "synthetic_1d", "item_size": 1, "set_size": 200, "hidden_units": 128, "context_units": 3,
             "latent_units": 32, "stochastic_layers": 1, "epochs": 50},  # Sec. 5.1
-    tiny={**TINY, "set_size": 10}, evaluation=EVALUATION))
+    tiny={**TINY, "set_size": 10}, evaluation=("likelihood", "context_clusters")))
 registry.register(registry.ModelSpec(
     "zoo.neural_statistician_spatial", "Neural Statistician (Edwards & Storkey 2017, Sec. 5.2): spatial MNIST, "
     "each digit a set of 50 points", NeuralStatisticianConfig, build, dataset,
     preset={"dataset": "spatial_mnist", "item_size": 2, "set_size": 50, "hidden_units": 256, "context_units": 64,
             "latent_units": 2, "stochastic_layers": 3, "epochs": 300},  # Sec. 5.2
-    tiny={**TINY, "set_size": 10, "stochastic_layers": 2}, evaluation=EVALUATION))
+    tiny={**TINY, "set_size": 10, "stochastic_layers": 2}, evaluation=("likelihood", "context_clusters")))

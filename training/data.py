@@ -414,7 +414,7 @@ def _sets(indexed: tf.data.Dataset, features: Callable, set_size: int, source: S
     sets = per_class[0]
     for more in per_class[1:]:
         sets = sets.concatenate(more)
-    return sets, num_sets
+    return sets.apply(tf.data.experimental.assert_cardinality(num_sets)), num_sets  # filters hide the count
 
 
 def check_image_shape(dataset: tf.data.Dataset, spec: DatasetSpec, image_shape) -> None:

@@ -13,7 +13,9 @@ order of the items) and maps the average to a diagonal Gaussian; the inference n
 q(z_L | x, c), q(z_l | z_{l+1}, x, c); the latent decoder p(z_l | z_{l+1}, c); the
 observation decoder p(x | z_{1:L}, c), a Bernoulli per pixel for binarized images and a
 diagonal Gaussian for vectors (2-D points, 1-D samples). The item encoder is shared by the
-statistic and inference networks, as in Sec. 5.3.
+statistic and inference networks, as in Sec. 5.3. With `sample_dropout` training leaves random items out
+of the average and the statistic network sees how many it averaged (Sec. 5.3: this reduces overfitting and
+lets q(c | D) adjust to the number of items, which one-shot classification needs).
 
 The bound on log p(D) (Sec. 3.2, Eqs. 7–10) is
 
@@ -65,6 +67,7 @@ class NeuralStatisticianConfig(config_lib.TrainingConfig):
     latent_units: int = 16        # per stochastic layer of z (Sec. 5.3: 16)
     stochastic_layers: int = 1    # L (Sec. 5.2: 3 for spatial MNIST)
     k: int = 1                    # samples of (c, z) per set in training
+    sample_dropout: float = 0.0   # Sec. 5.3: the chance that training leaves an item out of the pooling (one stays)
     # Optimisation (Sec. 5: Adam, batches of 16 sets; the learning rate is not given, ours 1e-3).
     batch_size: int = 16
     epochs: int = 300             # Sec. 5.2–5.3: 300
@@ -75,6 +78,7 @@ class NeuralStatisticianConfig(config_lib.TrainingConfig):
         config_lib.check(self, [
             (self.set_size >= 1, f"set_size must be >= 1, got {self.set_size}"),
             (self.item_size >= 0, f"item_size must be >= 0 (0: image items), got {self.item_size}"),
+            (0.0 <= self.sample_dropout < 1.0, f"sample_dropout must be in [0, 1), got {self.sample_dropout}"),
             (min(self.hidden_units, self.hidden_layers, self.context_units, self.latent_units,
                  self.stochastic_layers, self.k) >= 1,
              "hidden_units, hidden_layers, context_units, latent_units, stochastic_layers and k must be >= 1"),
@@ -130,7 +134,8 @@ class NeuralStatistician(ConfigSerialization, keras.Model):
     def build(self, input_shape=None):
         config = self.config
         self.item_encoder.build((None, None, self._item_features))  # [sets, items, features]
-        self.statistic_network.build((None, config.hidden_units))
+        counted = 1 if config.sample_dropout else 0  # the pooled encodings, and with sample dropout their count
+        self.statistic_network.build((None, config.hidden_units + counted))
         for layer in range(config.stochastic_layers):
             above = config.latent_units if layer < config.stochastic_layers - 1 else 0
             self.inference_networks[layer].build((None, config.hidden_units + config.context_units + above))
@@ -149,10 +154,21 @@ class NeuralStatistician(ConfigSerialization, keras.Model):
         flat = tf.reshape(items, tf.concat([tf.shape(items)[:2], [self._item_features]], 0))
         return self.item_encoder(flat)
 
-    def context_posterior(self, encodings):
-        """q(c | D) from the items' encodings [B, S, hidden]: their mean over the set, then the post-pooling
-        network (Sec. 3.1, the statistic network). Batch [B]."""
-        return self.statistic_network(tf.reduce_mean(encodings, axis=1))
+    def context_posterior(self, encodings, pooled=None):
+        """q(c | D) from the items' encodings [B, S, hidden]: their mean over the set (over the items where
+        `pooled` [B, S] is true, when given), then the post-pooling network (Sec. 3.1, the statistic network).
+        A model trained with sample dropout sees the number of items averaged beside their mean (Sec. 5.3).
+        Batch [B]."""
+        weights = tf.ones(tf.shape(encodings)[:2]) if pooled is None else tf.cast(pooled, tf.float32)
+        count = tf.reduce_sum(weights, axis=1, keepdims=True)
+        features = tf.reduce_sum(encodings * weights[..., None], axis=1) / count
+        return self.statistic_network(tf.concat([features, count], -1) if self.config.sample_dropout else features)
+
+    def _sample_dropout(self, items, seed):
+        """Which items training pools, [B, S] (Sec. 5.3, "sample dropout"): each is left out with probability
+        `sample_dropout`, except each set's item with the largest draw, which always stays."""
+        draws = tf.random.stateless_uniform(tf.shape(items)[:2], seed)
+        return (draws >= self.config.sample_dropout) | (draws >= tf.reduce_max(draws, axis=1, keepdims=True))
 
     def _latents(self, context, encodings, noises):
         """z_L … z_1 ~ q(z | x, c) top-down, with per-layer closed-form KLs against p(z | c).
@@ -194,12 +210,13 @@ class NeuralStatistician(ConfigSerialization, keras.Model):
 
     # The bound (Eqs. 7–10) and its importance-weighted version.
 
-    def _terms(self, items, context_noise, latent_noises):
+    def _terms(self, items, context_noise, latent_noises, pooled=None):
         """Per-set terms for items [B, S, *item_shape], context noise [K, B, C] and latent noises (top layer
-        first) [K, B, S, latent]. log w_j = log p(c_j) − log q(c_j | D) + Σ_x [log p(x | z, c_j) + log p(z | c_j)
+        first) [K, B, S, latent]; q(c | D) pools the items where `pooled` [B, S] is true (all when None).
+        log w_j = log p(c_j) − log q(c_j | D) + Σ_x [log p(x | z, c_j) + log p(z | c_j)
         − log q(z | x, c_j)]; `nll` = −L_k; `elbo` = mean_j of Σ_x [log p(x | z, c_j) − KL_z] − KL_c."""
         encodings = self._encode(items)
-        context_posterior = self.context_posterior(encodings)
+        context_posterior = self.context_posterior(encodings, pooled)
         context_prior = distributions.standard_normal(self.config.context_units)
         contexts = distributions.reparameterize(context_posterior, context_noise)  # [K, B, C]
         latents, kl_z, log_q_z, log_p_z = self._latents(contexts[:, :, None], encodings, latent_noises)
@@ -228,11 +245,18 @@ class NeuralStatistician(ConfigSerialization, keras.Model):
         """The per-set terms (see `_terms`) with k samples of (c, z) drawn from an int32 [2] seed."""
         return self._terms(items, *self._noise(k, items, seed))
 
+    def training_terms(self, items, seed):
+        """The terms of a training step: `bound_terms` with `config.k` samples, q(c | D) pooling the items
+        that sample dropout keeps."""
+        noise_seed, dropout_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        pooled = self._sample_dropout(items, dropout_seed) if self.config.sample_dropout else None
+        return self._terms(items, *self._noise(self.config.k, items, noise_seed), pooled)
+
     def train_step(self, data):
         items = data["image"]
         seed = tf.cast(steps.replica_seed(self.seed_generator), tf.int32)
         with tf.GradientTape() as tape:
-            terms = self.bound_terms(items, seed, self.config.k)
+            terms = self.training_terms(items, seed)
             loss = tf.reduce_sum(terms["loss"]) / steps.global_batch_size(items)
         gradients = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
@@ -352,7 +376,8 @@ TINY = {"hidden_units": 16, "hidden_layers": 1, "context_units": 3, "latent_unit
 registry.register(registry.ModelSpec(
     "zoo.neural_statistician", "Neural Statistician (Edwards & Storkey 2017): sets of MNIST digits, few-shot "
     "classification of held-out digits", NeuralStatisticianConfig, build, dataset,
-    preset={"latent_units": 16, "context_units": 512},  # Sec. 5.3 (Omniglot): z of 16, c of 512
+    preset={"latent_units": 16, "context_units": 512,  # Sec. 5.3 (Omniglot): z of 16, c of 512, sample dropout
+            "sample_dropout": 0.5},                    # (its rate not given; ours)
     tiny={**TINY, "image_shape": (6, 6, 1), "set_size": 3},
     evaluation=("likelihood", "few_shot", "context_clusters")))
 registry.register(registry.ModelSpec(

@@ -376,8 +376,9 @@ TINY = {"hidden_units": 16, "hidden_layers": 1, "context_units": 3, "latent_unit
 registry.register(registry.ModelSpec(
     "zoo.neural_statistician", "Neural Statistician (Edwards & Storkey 2017): sets of MNIST digits, few-shot "
     "classification of held-out digits", NeuralStatisticianConfig, build, dataset,
-    preset={"latent_units": 16, "context_units": 512,  # Sec. 5.3 (Omniglot): z of 16, c of 512, sample dropout
-            "sample_dropout": 0.5},                    # (its rate not given; ours)
+    # Sec. 5.3 (Omniglot): z of 16 and sample dropout (its rate not given; ours 0.5). Ours: c of 64, not 512, for
+    # 7 training classes; one hidden layer of 512 per network, not a convolutional stack (docs/neural_statistician.md).
+    preset={"latent_units": 16, "context_units": 64, "sample_dropout": 0.5, "hidden_units": 512, "hidden_layers": 1},
     tiny={**TINY, "image_shape": (6, 6, 1), "set_size": 3},
     evaluation=("likelihood", "few_shot", "context_clusters")))
 registry.register(registry.ModelSpec(

@@ -1,6 +1,12 @@
 """zoo.neural_statistician: the statistic network's pooling, the set bound against its pieces, the samplers,
 and few-shot classification by context posteriors (training.few_shot)."""
 
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -176,3 +182,49 @@ def test_sample_dropout_pools_a_random_subset_with_at_least_one_item_and_its_cou
     subset = tf.boolean_mask(sets[0], pooled[0])[None]
     np.testing.assert_allclose(model.context_posterior(model._encode(sets[:1]), pooled[:1]).distribution.loc,
                                model.context(subset)[0], rtol=1e-5, atol=1e-6)
+
+
+def _cli(module, *args):
+    repo = pathlib.Path(__file__).resolve().parents[3]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(repo)}
+    result = subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=repo, env=env, capture_output=True,
+                            text=True, timeout=400)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+TINY_FLAGS = ["--epochs", "1", "--set", "hidden_units=16", "--set", "context_units=3", "--set", "latent_units=2", "--batch_size", "4",
+              "--steps_per_epoch", "2", "--validation_steps", "2", "--no_download", "--verbose", "2"]
+
+
+def test_cli_fit_on_sets_of_digits_then_evaluate_reports_the_set_bound_few_shot_accuracy_and_clusters(tmp_path):
+    fit = _cli("training.fit", "zoo.neural_statistician", "--workdir", tmp_path, "--max_examples", "300",
+               "--set", "set_size=3", *TINY_FLAGS)
+    assert "dataset: mnist (binarize: True)" in fit.stdout
+    result = json.loads(_cli("training.evaluate", tmp_path, "--k", "3", "--episodes", "10", "--max_examples",
+                             "300", "--no_download").stdout)
+    assert result["model"] == "zoo.neural_statistician" and result["k"] == 3
+    assert result["examples"] == sum(count // 3 for count in _held_out_counts(300))  # sets of 7, 8 and 9
+    assert {"nll", "elbo", "kl_c", "kl_z", "nll_per_item", "context_cluster_accuracy",
+            "few_shot_accuracy_3way_1shot"} <= set(result)
+    assert 0.0 <= result["few_shot_accuracy_3way_1shot"] <= 1.0 and result["nll"] > 0
+
+
+def _held_out_counts(max_examples):
+    from training import data
+    from zoo.registry import DatasetSpec
+
+    dataset, _ = data.load(DatasetSpec("mnist", binarize=False, labels=True), "test", 1000,
+                           max_examples=max_examples, download=False)
+    labels = np.concatenate([batch["label"].numpy() for batch in dataset])
+    return [int(np.sum(labels == digit)) for digit in (7, 8, 9)]
+
+
+def test_cli_fit_on_synthetic_1d_sets_then_evaluate_scatters_the_context_means_by_family(tmp_path):
+    _cli("training.fit", "zoo.neural_statistician_synthetic", "--workdir", tmp_path, "--max_examples", "40",
+         "--set", "set_size=20", *TINY_FLAGS)
+    result = json.loads(_cli("training.evaluate", tmp_path, "--k", "2", "--max_examples", "40", "--no_download").stdout)
+    assert result["examples"] == 40 and "context_cluster_accuracy" in result
+    assert not any(key.startswith("few_shot") for key in result)
+    events = b"".join(path.read_bytes() for path in (tmp_path / "tensorboard" / "evaluation").iterdir())
+    assert b"test/context_means" in events

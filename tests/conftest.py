@@ -11,12 +11,18 @@ fixed Larochelle–Murray binarization, the papers' protocols). They run against
 the `TFDS_DATA_DIR` the suite was started with when it holds the prepared
 datasets, and are skipped otherwise, with a reason saying how to enable them.
 With `ZOO_REQUIRE_REAL_DATA=1` (set by `.ci/run`) such a skip is a failure instead.
+
+A helper for every package's tests: `run_main` runs a CLI's `main` in this process.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import io
 import os
 import pathlib
+from typing import Callable
 
 import pytest
 
@@ -52,6 +58,26 @@ def synthetic_data_dir(tmp_path_factory) -> str:
     with pytest.MonkeyPatch.context() as patch:
         _use_data_dir(patch, data_dir)
         yield data_dir
+
+
+@dataclasses.dataclass(frozen=True)
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture(scope="session")
+def run_main() -> Callable[..., CliResult]:
+    """`run_main(main, argv) -> CliResult`: a CLI's `main` in this process, output captured; much cheaper than
+    a subprocess, which imports TensorFlow again."""
+    def run(main, argv) -> CliResult:
+        stdout, stderr = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            returncode = main([str(arg) for arg in argv])
+        return CliResult(returncode, stdout.getvalue(), stderr.getvalue())
+
+    return run
 
 
 @pytest.fixture(autouse=True)

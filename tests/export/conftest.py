@@ -8,10 +8,8 @@ processes run once per variant (`fresh_process_outputs`); the tests only read th
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import inspect
-import io
 import json
 import os
 import pathlib
@@ -117,26 +115,6 @@ def trained_run(request, train) -> TrainedRun:
 def workdir_copy(trained_run, tmp_path) -> pathlib.Path:
     """A private copy of the trained run's workdir, for tests that write into it."""
     return pathlib.Path(shutil.copytree(trained_run.workdir, tmp_path / trained_run.variant))
-
-
-@dataclasses.dataclass(frozen=True)
-class CliResult:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-def _run_main(main, argv) -> CliResult:
-    stdout, stderr = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        returncode = main([str(arg) for arg in argv])
-    return CliResult(returncode, stdout.getvalue(), stderr.getvalue())
-
-
-@pytest.fixture(scope="session")
-def run_main():
-    """`run_main(main, argv) -> CliResult`: a CLI's `main` in this process, much cheaper than a subprocess."""
-    return _run_main
 
 
 # Fresh processes reloading exported models: the SavedModels in one that has TensorFlow only (this
@@ -338,7 +316,7 @@ class Evaluations:
 
 
 @pytest.fixture(scope="session")
-def evaluate_run(train, tmp_path_factory):
+def evaluate_run(train, run_main, tmp_path_factory):
     """`evaluate_run(variant) -> Evaluations`: `python -m training.evaluate COPY --k K --max_examples 200`
     for K = 1, then K = 20, on a copy of the variant's run; run in this process, once per session."""
     from training import evaluate
@@ -352,7 +330,7 @@ def evaluate_run(train, tmp_path_factory):
             printed, results = [], {}
             for k in (1, 20):
                 argv = [workdir, "--k", k, "--max_examples", EVALUATION_EXAMPLES, "--no_download"]
-                result = _run_main(evaluate.main, argv)
+                result = run_main(evaluate.main, argv)
                 assert result.returncode == 0, result.stderr
                 printed.append(result.stdout)
                 results[k] = json.loads(result.stdout.splitlines()[-1])

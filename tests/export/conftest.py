@@ -1,7 +1,7 @@
-"""Fixtures for export/ and training/evaluate.py: one tiny training run per variant and session.
+"""Fixtures for export/ and training/evaluate.py: one tiny training run per variant and pytest run.
 
-Each variant is trained once by the real CLI (`python -m training.fit`) in a temporary
-workdir, which then holds run.json, a checkpoint, model.keras and serving/<name>/1.
+Each variant is trained once per pytest run by the real CLI (`python -m training.fit`) in a temporary
+workdir that the xdist workers share, which then holds run.json, a checkpoint, model.keras and serving/<name>/1.
 Tests that write into a workdir get their own copy (`workdir_copy`). Reloads in fresh
 processes run once per variant (`fresh_process_outputs`); the tests only read the results.
 """
@@ -83,8 +83,8 @@ class TrainedRun:
 
 
 @pytest.fixture(scope="session")
-def train(tmp_path_factory):
-    """`train(variant) -> TrainedRun`, fitting each variant at most once per session."""
+def train(made_once):
+    """`train(variant) -> TrainedRun`, fitting each variant at most once per pytest run (shared by the workers)."""
     trained_runs, failures = {}, {}
 
     def trained(variant: str) -> TrainedRun:
@@ -92,13 +92,16 @@ def train(tmp_path_factory):
             pytest.fail(failures[variant])
         if variant not in trained_runs:
             name, assignments = RUNS[variant]
-            workdir = tmp_path_factory.mktemp("runs") / variant
             sets = [flag for assignment in assignments for flag in ("--set", assignment)]
-            result = _run_python(["-m", "training.fit", name, "--workdir", workdir, *FIT_FLAGS, *sets],
-                                 timeout=FIT_TIMEOUT_S)
-            if result.returncode != 0:
-                failures[variant] = f"training.fit {name} failed: {describe(result)}"
-                pytest.fail(failures[variant])
+
+            def fit(workdir):
+                result = _run_python(["-m", "training.fit", name, "--workdir", workdir, *FIT_FLAGS, *sets],
+                                     timeout=FIT_TIMEOUT_S)
+                if result.returncode != 0:
+                    failures[variant] = f"training.fit {name} failed: {describe(result)}"
+                    pytest.fail(failures[variant])
+
+            workdir = made_once(f"export-run-{variant}", fit)
             spec, _, model, _ = runs.load_trained_model(workdir)
             trained_runs[variant] = TrainedRun(variant, workdir, spec, model)
         return trained_runs[variant]

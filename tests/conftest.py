@@ -11,12 +11,21 @@ fixed Larochelle–Murray binarization, the papers' protocols). They run against
 the `TFDS_DATA_DIR` the suite was started with when it holds the prepared
 datasets, and are skipped otherwise, with a reason saying how to enable them.
 With `ZOO_REQUIRE_REAL_DATA=1` (set by `.ci/run`) such a skip is a failure instead.
+
+Two helpers for every package's tests: `run_main` runs a CLI's `main` in this process, and
+`made_once` makes a folder (a trained run) once per pytest run, shared by the xdist workers.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import fcntl
+import io
 import os
 import pathlib
+import shutil
+from typing import Callable
 
 import pytest
 
@@ -52,6 +61,49 @@ def synthetic_data_dir(tmp_path_factory) -> str:
     with pytest.MonkeyPatch.context() as patch:
         _use_data_dir(patch, data_dir)
         yield data_dir
+
+
+@dataclasses.dataclass(frozen=True)
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture(scope="session")
+def run_main() -> Callable[..., CliResult]:
+    """`run_main(main, argv) -> CliResult`: a CLI's `main` in this process, output captured; much cheaper than
+    a subprocess, which imports TensorFlow again."""
+    def run(main, argv) -> CliResult:
+        stdout, stderr = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            returncode = main([str(arg) for arg in argv])
+        return CliResult(returncode, stdout.getvalue(), stderr.getvalue())
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def made_once(tmp_path_factory) -> Callable[[str, Callable[[pathlib.Path], None]], pathlib.Path]:
+    """`made_once(name, make) -> folder`: `make(folder)` fills the folder once per pytest run, not once per
+    pytest-xdist worker. The workers share a folder beside their own temporary ones; the first to ask makes it
+    under a file lock while the others wait, then reuse it (pytest-xdist's documented pattern). Tests only read
+    the folder: one that writes works on a copy."""
+    root = tmp_path_factory.getbasetemp()
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        root = root.parent  # shared by the workers of this run
+
+    def made(name: str, make: Callable[[pathlib.Path], None]) -> pathlib.Path:
+        folder, done = root / name, root / f"{name}.done"
+        with open(root / f"{name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not done.exists():
+                shutil.rmtree(folder, ignore_errors=True)  # what a failed attempt left
+                make(folder)
+                done.touch()
+        return folder
+
+    return made
 
 
 @pytest.fixture(autouse=True)

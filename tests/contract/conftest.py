@@ -154,6 +154,7 @@ class Reloaded:
     sample: np.ndarray  # `sample(seeds)` of the model, eagerly in this process
     keras_sample: np.ndarray  # the same of the reloaded .keras model
     keras_class: str
+    samples_path: str  # the export's grid of samples, samples.png
 
 
 def signature_inputs(entry: Entry, seed: int = 0) -> dict:
@@ -179,11 +180,11 @@ def signature_inputs(entry: Entry, seed: int = 0) -> dict:
 
 
 def declared_outputs(model, inputs: dict) -> dict:
-    """Every declared signature called in this process (as `export` traces it), PNGs decoded."""
+    """Every declared signature's function called eagerly in this process, PNGs decoded: the reference the
+    SavedModel's traced graphs must reproduce (eager calls skip a second trace, several seconds per entry)."""
     outputs = {}
     for name, (function, specs) in model.serving_signatures().items():
-        traced = tf.function(function, input_signature=specs)
-        for key, value in traced(*[tf.constant(inputs[f"{name}.{spec.name}"]) for spec in specs]).items():
+        for key, value in function(*[tf.constant(inputs[f"{name}.{spec.name}"]) for spec in specs]).items():
             if value.dtype == tf.string:
                 value = tf.stack([tf.io.decode_png(png) for png in tf.unstack(value)])
             outputs[f"{name}.{key}"] = value.numpy()
@@ -237,5 +238,6 @@ def reloads(tmp_path_factory) -> dict[str, Reloaded]:
                            savedmodel_report=report[exported[name].savedmodel_dir],
                            savedmodel_modules=report["modules"],
                            sample=built(name).model.sample(tf.constant(SEEDS)).numpy(),
-                           keras_sample=arrays(f"keras-{index}")["sample"], keras_class=keras_classes[index])
+                           keras_sample=arrays(f"keras-{index}")["sample"], keras_class=keras_classes[index],
+                           samples_path=exported[name].samples_path)
             for index, name in enumerate(ENTRIES)}

@@ -1,17 +1,15 @@
-"""Fixtures for export/ and training/evaluate.py: one tiny training run per variant and session.
+"""Fixtures for export/ and training/evaluate.py: one tiny training run per variant and pytest run.
 
-Each variant is trained once by the real CLI (`python -m training.fit`) in a temporary
-workdir, which then holds run.json, a checkpoint, model.keras and serving/<name>/1.
+Each variant is trained once per pytest run by the real CLI (`python -m training.fit`) in a temporary
+workdir that the xdist workers share, which then holds run.json, a checkpoint, model.keras and serving/<name>/1.
 Tests that write into a workdir get their own copy (`workdir_copy`). Reloads in fresh
 processes run once per variant (`fresh_process_outputs`); the tests only read the results.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import inspect
-import io
 import json
 import os
 import pathlib
@@ -85,8 +83,8 @@ class TrainedRun:
 
 
 @pytest.fixture(scope="session")
-def train(tmp_path_factory):
-    """`train(variant) -> TrainedRun`, fitting each variant at most once per session."""
+def train(made_once):
+    """`train(variant) -> TrainedRun`, fitting each variant at most once per pytest run (shared by the workers)."""
     trained_runs, failures = {}, {}
 
     def trained(variant: str) -> TrainedRun:
@@ -94,13 +92,16 @@ def train(tmp_path_factory):
             pytest.fail(failures[variant])
         if variant not in trained_runs:
             name, assignments = RUNS[variant]
-            workdir = tmp_path_factory.mktemp("runs") / variant
             sets = [flag for assignment in assignments for flag in ("--set", assignment)]
-            result = _run_python(["-m", "training.fit", name, "--workdir", workdir, *FIT_FLAGS, *sets],
-                                 timeout=FIT_TIMEOUT_S)
-            if result.returncode != 0:
-                failures[variant] = f"training.fit {name} failed: {describe(result)}"
-                pytest.fail(failures[variant])
+
+            def fit(workdir):
+                result = _run_python(["-m", "training.fit", name, "--workdir", workdir, *FIT_FLAGS, *sets],
+                                     timeout=FIT_TIMEOUT_S)
+                if result.returncode != 0:
+                    failures[variant] = f"training.fit {name} failed: {describe(result)}"
+                    pytest.fail(failures[variant])
+
+            workdir = made_once(f"export-run-{variant}", fit)
             spec, _, model, _ = runs.load_trained_model(workdir)
             trained_runs[variant] = TrainedRun(variant, workdir, spec, model)
         return trained_runs[variant]
@@ -117,26 +118,6 @@ def trained_run(request, train) -> TrainedRun:
 def workdir_copy(trained_run, tmp_path) -> pathlib.Path:
     """A private copy of the trained run's workdir, for tests that write into it."""
     return pathlib.Path(shutil.copytree(trained_run.workdir, tmp_path / trained_run.variant))
-
-
-@dataclasses.dataclass(frozen=True)
-class CliResult:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-def _run_main(main, argv) -> CliResult:
-    stdout, stderr = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        returncode = main([str(arg) for arg in argv])
-    return CliResult(returncode, stdout.getvalue(), stderr.getvalue())
-
-
-@pytest.fixture(scope="session")
-def run_main():
-    """`run_main(main, argv) -> CliResult`: a CLI's `main` in this process, much cheaper than a subprocess."""
-    return _run_main
 
 
 # Fresh processes reloading exported models: the SavedModels in one that has TensorFlow only (this
@@ -338,7 +319,7 @@ class Evaluations:
 
 
 @pytest.fixture(scope="session")
-def evaluate_run(train, tmp_path_factory):
+def evaluate_run(train, run_main, tmp_path_factory):
     """`evaluate_run(variant) -> Evaluations`: `python -m training.evaluate COPY --k K --max_examples 200`
     for K = 1, then K = 20, on a copy of the variant's run; run in this process, once per session."""
     from training import evaluate
@@ -352,7 +333,7 @@ def evaluate_run(train, tmp_path_factory):
             printed, results = [], {}
             for k in (1, 20):
                 argv = [workdir, "--k", k, "--max_examples", EVALUATION_EXAMPLES, "--no_download"]
-                result = _run_main(evaluate.main, argv)
+                result = run_main(evaluate.main, argv)
                 assert result.returncode == 0, result.stderr
                 printed.append(result.stdout)
                 results[k] = json.loads(result.stdout.splitlines()[-1])

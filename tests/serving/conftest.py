@@ -1,6 +1,6 @@
 """Fixtures for serving/: a tiny trained model, and servers in subprocesses on loopback ports.
 
-`trained_base` trains a tiny zoo.vae once with the real CLI and exports it, giving a
+`trained_base` trains a tiny zoo.vae once per pytest run with the real CLI and exports it, giving a
 TF Serving base path with version 1. `start_server(*flags, implementation=...)` starts
 `python -m serving.server` (or the real `tensorflow_model_server`, when on PATH) on free
 ports and waits until its models are AVAILABLE; every server is stopped at the end.
@@ -59,13 +59,15 @@ def run_module():
 
 
 @pytest.fixture(scope="session")
-def trained_base(tmp_path_factory) -> pathlib.Path:
-    """WORKDIR/serving/vae of a tiny zoo.vae trained for one short epoch; holds version 1."""
-    workdir = tmp_path_factory.mktemp("served") / "run"
-    result = subprocess.run([sys.executable, "-m", "training.fit", "zoo.vae", "--workdir", str(workdir), *TINY_FIT],
-                            cwd=REPO, env=environment(), capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return workdir / "serving" / "vae"
+def trained_base(made_once) -> pathlib.Path:
+    """WORKDIR/serving/vae of a tiny zoo.vae trained for one short epoch (once per pytest run, shared by the
+    xdist workers); holds version 1."""
+    def fit(workdir):
+        result = subprocess.run([sys.executable, "-m", "training.fit", "zoo.vae", "--workdir", str(workdir),
+                                 *TINY_FIT], cwd=REPO, env=environment(), capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    return made_once("served-run", fit) / "serving" / "vae"
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import tensorflow as tf
 
 import zoo
 from export import runs
+from training import evaluate, fit
 from zoo import config as config_lib
 from zoo.ali import ALIConfig
 from zoo.ali.model import ENCODER_STREAM, PRIOR_STREAM
@@ -212,31 +213,32 @@ def test_the_default_config_is_bigans_mnist_setup_with_alis_prior():
     assert zoo.get("zoo.ali").evaluation == ("sample_quality", "feature_1nn", "ais")
 
 
-# One CLI run: a first epoch under MirroredStrategy over 2 virtual CPUs, resumed to a second epoch with
-# export, then training.evaluate with the 1-NN accuracy. The GAN family's CLI tests cover the rest of fit.
+# One CLI run: a first epoch under MirroredStrategy over 2 virtual CPUs (a child process), resumed to a second
+# epoch with export, then training.evaluate with the 1-NN accuracy (both in this process). The GAN family's CLI
+# tests cover the rest of fit.
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
 TINY = ["--set", "units=8", "--set", "latent_dim=4", "--max_examples", "200", "--batch_size", "20",
         "--steps_per_epoch", "2", "--validation_steps", "1", "--no_download", "--verbose", "2"]
 
 
-def _run(module: str, *argv, env: dict):
-    result = subprocess.run([sys.executable, "-m", module, *argv], cwd=REPO, env=env, capture_output=True, text=True,
-                            timeout=400)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
-    return result
-
-
 @pytest.fixture(scope="module")
-def cli_run(tmp_path_factory):
+def cli_run(tmp_path_factory, run_main):
     workdir = tmp_path_factory.mktemp("ali") / "run"
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO),
-           "ZOO_CACHE_DIR": str(workdir.parent / "cache")}  # a tiny classifier, never in ~/.cache
-    first = _run("training.fit", "zoo.ali", "--workdir", str(workdir), *TINY, "--epochs", "1", "--no_export",
-                 "--strategy", "mirrored", "--virtual_cpus", "2", env=env)
-    resumed = _run("training.fit", "zoo.ali", "--workdir", str(workdir), *TINY, "--epochs", "2", "--resume", env=env)
-    evaluated = _run("training.evaluate", str(workdir), "--max_examples", "200", "--num_samples", "200",
-                     "--classifier_max_examples", "2000", "--classifier_epochs", "1", "--no_download", env=env)
+    # Virtual CPUs must be set before TensorFlow starts, so the mirrored epoch runs in a child process.
+    first = subprocess.run([sys.executable, "-m", "training.fit", "zoo.ali", "--workdir", str(workdir), *TINY,
+                            "--epochs", "1", "--no_export", "--strategy", "mirrored", "--virtual_cpus", "2"],
+                           cwd=REPO, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)},
+                           capture_output=True, text=True, timeout=400)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-4000:]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ZOO_CACHE_DIR", str(workdir.parent / "cache"))  # a tiny classifier, never in ~/.cache
+        resumed = run_main(fit.main, ["zoo.ali", "--workdir", workdir, *TINY, "--epochs", "2", "--resume"])
+        evaluated = run_main(evaluate.main, [workdir, "--max_examples", "200", "--num_samples", "200",
+                                             "--classifier_max_examples", "2000", "--classifier_epochs", "1",
+                                             "--no_download"])
+    for result in (resumed, evaluated):
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     return workdir, first, resumed, json.loads(evaluated.stdout.strip().splitlines()[-1])
 
 

@@ -2,16 +2,13 @@
 
 import dataclasses
 import json
-import os
-import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import zoo
+from training import evaluate, fit
 from zoo.common import bounds, text
 from zoo.common.stateless import per_example_normal_rows
 from zoo.draw import align_draw
@@ -192,21 +189,18 @@ def test_the_summary_captions_list_held_in_captions_then_held_out_ones():
     assert not held_out & set(summary[:4]) and set(summary[4:]) <= held_out
 
 
-def test_cli_fit_then_evaluate_reports_the_bound_and_caption_accuracy_held_in_and_held_out(tmp_path):
-    repo = pathlib.Path(__file__).resolve().parents[3]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(repo), "ZOO_CACHE_DIR": str(tmp_path / "cache")}
+def test_cli_fit_then_evaluate_reports_the_bound_and_caption_accuracy_held_in_and_held_out(
+        run_main, tmp_path, monkeypatch):
+    monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / "cache"))
     tiny = [part for flag in ("glimpses=2", "encoder_units=8", "decoder_units=8", "latent_units=4",
                               "language_units=4", "alignment_units=6") for part in ("--set", flag)]
     workdir = tmp_path / "run"
-    fit = subprocess.run([sys.executable, "-m", "training.fit", "zoo.align_draw", "--workdir", str(workdir), *tiny,
-                          "--max_examples", "40", "--batch_size", "20", "--no_download", "--verbose", "2"],
-                         cwd=repo, env=env, capture_output=True, text=True, timeout=400)
-    assert fit.returncode == 0, fit.stderr[-4000:]
-    assert "dataset: mnist_captions" in fit.stdout and list(workdir.rglob("saved_model.pb"))
-    evaluation = subprocess.run([sys.executable, "-m", "training.evaluate", str(workdir), "--k", "3",
-                                 "--max_examples", "30", "--classifier_epochs", "1", "--classifier_max_examples",
-                                 "500", "--no_download"], cwd=repo, env=env, capture_output=True, text=True,
-                                timeout=400)
+    trained = run_main(fit.main, ["zoo.align_draw", "--workdir", workdir, *tiny, "--max_examples", "40",
+                                  "--batch_size", "20", "--no_download", "--verbose", "2"])
+    assert trained.returncode == 0, trained.stderr[-4000:]
+    assert "dataset: mnist_captions" in trained.stdout and list(workdir.rglob("saved_model.pb"))
+    evaluation = run_main(evaluate.main, [workdir, "--k", "3", "--max_examples", "30", "--classifier_epochs", "1",
+                                          "--classifier_max_examples", "500", "--no_download"])
     assert evaluation.returncode == 0, evaluation.stderr[-4000:]
     result = json.loads(evaluation.stdout.strip().splitlines()[-1])
     assert result["k"] == 3 and result["examples"] == 30 and result["nll"] > 0
@@ -226,31 +220,27 @@ def test_with_vocabulary_keeps_the_counted_words_in_order_then_adds_the_summary_
     assert config.with_vocabulary(("the", "bus", ".")).vocabulary == ("the", "bus", ".", "a", "red", "is")
 
 
-def test_cli_fit_of_coco_counts_the_vocabulary_of_the_training_captions_once_and_resumes_with_it(tmp_path):
+def test_cli_fit_of_coco_counts_the_vocabulary_of_the_training_captions_once_and_resumes_with_it(run_main, tmp_path):
     """zoo.align_draw_coco on the suite's COCO stand-in: the words are counted before the model is built,
     kept in run.json, and a resumed run reads them from there instead of counting again."""
-    repo = pathlib.Path(__file__).resolve().parents[3]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(repo)}
     tiny = [part for flag in ("glimpses=2", "encoder_units=8", "decoder_units=8", "latent_units=4",
                               "language_units=4", "alignment_units=6", "read_size=3", "write_size=3")
             for part in ("--set", flag)]
     workdir = tmp_path / "run"
 
-    def fit(*flags):
-        result = subprocess.run([sys.executable, "-m", "training.fit", "zoo.align_draw_coco", "--workdir",
-                                 str(workdir), *tiny, "--max_examples", "8", "--batch_size", "20", "--no_download",
-                                 "--verbose", "2", *flags], cwd=repo, env=env, capture_output=True, text=True,
-                                timeout=400)
+    def fit_coco(*flags):
+        result = run_main(fit.main, ["zoo.align_draw_coco", "--workdir", workdir, *tiny, "--max_examples", "8",
+                                     "--batch_size", "20", "--no_download", "--verbose", "2", *flags])
         assert result.returncode == 0, result.stderr[-4000:]
         return result.stdout
 
-    first = fit("--epochs", "1", "--no_export")
+    first = fit_coco("--epochs", "1", "--no_export")
     vocabulary = json.loads((workdir / "run.json").read_text())["config"]["vocabulary"]
     counted = [word for word in vocabulary if word in {"a", "shape", ".", "of", "kind"}]
     assert f"vocabulary: {len(vocabulary)} words, counted from the training captions of coco_captions" in first
     assert "dataset: coco_captions (binarize: False), 40 train" in first  # 8 images, five captions each
     assert f'"vocabulary": "<{len(vocabulary)} items: ' in first  # printed abridged, kept whole in run.json
     assert counted and {"stop", "sign", "elephants"} <= set(vocabulary)  # counted words, then the summary's
-    resumed = fit("--resume", "--epochs", "2", "--no_export")  # the contract suite exports the entry
+    resumed = fit_coco("--resume", "--epochs", "2", "--no_export")  # the contract suite exports the entry
     assert "vocabulary:" not in resumed and "(resuming after epoch 1)" in resumed
     assert json.loads((workdir / "run.json").read_text())["config"]["vocabulary"] == vocabulary

@@ -1,15 +1,11 @@
 """zoo.draw: the variational bound and L_k over z_1 … z_T, the noise per step, gradients and one CLI fit."""
 
-import os
-import pathlib
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import zoo
+from training import fit
 from zoo.common import bounds
 from zoo.common.stateless import per_example_normal_rows
 from zoo.draw import model as draw
@@ -172,31 +168,28 @@ def test_colour_models_read_8_bit_images_and_report_bits_per_dimension():
     np.testing.assert_allclose(float(logs["bits_per_dim"]), float(logs["nll"]) / (6 * 6 * 3 * np.log(2.0)), rtol=1e-5)
 
 
-def _fit_through_the_cli(model, workdir, max_examples):
-    """`python -m training.fit` of a tiny DRAW network on the suite's data, export included."""
-    repo = pathlib.Path(__file__).resolve().parents[3]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(repo)}
+def _fit_through_the_cli(run_main, model, workdir, max_examples):
+    """`training.fit`'s CLI (in this process) on a tiny DRAW network and the suite's data, export included."""
     tiny = ["--set", "glimpses=2", "--set", "encoder_units=8", "--set", "decoder_units=8", "--set", "latent_units=4"]
-    run = ["--max_examples", str(max_examples), "--batch_size", "20", "--steps_per_epoch", "2",
+    run = ["--max_examples", max_examples, "--batch_size", "20", "--steps_per_epoch", "2",
            "--validation_steps", "2", "--no_download", "--verbose", "2"]
-    result = subprocess.run([sys.executable, "-m", "training.fit", model, "--workdir", str(workdir), *tiny, *run],
-                            cwd=repo, env=env, capture_output=True, text=True, timeout=400)
+    result = run_main(fit.main, [model, "--workdir", workdir, *tiny, *run])
     assert result.returncode == 0, result.stderr[-4000:]
     assert list(workdir.rglob("model.keras")) and list(workdir.rglob("saved_model.pb"))
     return result
 
 
-def test_cli_fit_trains_and_exports(tmp_path):
-    _fit_through_the_cli("zoo.draw", tmp_path, max_examples=200)
+def test_cli_fit_trains_and_exports(run_main, tmp_path):
+    _fit_through_the_cli(run_main, "zoo.draw", tmp_path, max_examples=200)
 
 
-def test_cli_fit_of_the_two_digit_preset_trains_on_60_by_60_canvases_and_exports(tmp_path):
-    result = _fit_through_the_cli("zoo.draw_two_digit_mnist", tmp_path, max_examples=40)
+def test_cli_fit_of_the_two_digit_preset_trains_on_60_by_60_canvases_and_exports(run_main, tmp_path):
+    result = _fit_through_the_cli(run_main, "zoo.draw_two_digit_mnist", tmp_path, max_examples=40)
     assert "dataset: two_digit_mnist (binarize: True)" in result.stdout
     assert '"image_shape": [60, 60, 1]' in result.stdout
 
 
-def test_cli_fit_of_the_svhn_preset_trains_on_8_bit_colour_and_exports(tmp_path):
-    result = _fit_through_the_cli("zoo.draw_svhn", tmp_path, max_examples=40)
+def test_cli_fit_of_the_svhn_preset_trains_on_8_bit_colour_and_exports(run_main, tmp_path):
+    result = _fit_through_the_cli(run_main, "zoo.draw_svhn", tmp_path, max_examples=40)
     assert "dataset: svhn_cropped (binarize: False)" in result.stdout
     assert '"likelihood": "discretized_logistic"' in result.stdout

@@ -2,10 +2,6 @@
 and few-shot classification by context posteriors (training.few_shot)."""
 
 import json
-import os
-import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,6 +10,8 @@ import tensorflow_probability as tfp
 
 import zoo
 from training import few_shot
+from training.evaluate import main as evaluate_main
+from training.fit import main as fit_main
 from zoo.common import distributions
 from zoo.neural_statistician import model as statistician, pictures
 
@@ -184,11 +182,8 @@ def test_sample_dropout_pools_a_random_subset_with_at_least_one_item_and_its_cou
                                model.context(subset)[0], rtol=1e-5, atol=1e-6)
 
 
-def _cli(module, *args):
-    repo = pathlib.Path(__file__).resolve().parents[3]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(repo)}
-    result = subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=repo, env=env, capture_output=True,
-                            text=True, timeout=400)
+def _cli(run_main, main, *args):
+    result = run_main(main, args)
     assert result.returncode == 0, result.stderr[-4000:]
     return result
 
@@ -197,11 +192,12 @@ TINY_FLAGS = ["--epochs", "1", "--set", "hidden_units=16", "--set", "context_uni
               "--steps_per_epoch", "2", "--validation_steps", "2", "--no_download", "--verbose", "2"]
 
 
-def test_cli_fit_on_sets_of_digits_then_evaluate_reports_the_set_bound_few_shot_accuracy_and_clusters(tmp_path):
-    fit = _cli("training.fit", "zoo.neural_statistician", "--workdir", tmp_path, "--max_examples", "300",
+def test_cli_fit_on_sets_of_digits_then_evaluate_reports_the_set_bound_few_shot_accuracy_and_clusters(tmp_path,
+                                                                                                     run_main):
+    fit = _cli(run_main, fit_main, "zoo.neural_statistician", "--workdir", tmp_path, "--max_examples", "300",
                "--set", "set_size=3", *TINY_FLAGS)
     assert "dataset: mnist (binarize: True)" in fit.stdout
-    result = json.loads(_cli("training.evaluate", tmp_path, "--k", "3", "--episodes", "10", "--max_examples",
+    result = json.loads(_cli(run_main, evaluate_main, tmp_path, "--k", "3", "--episodes", "10", "--max_examples",
                              "300", "--no_download").stdout)
     assert result["model"] == "zoo.neural_statistician" and result["k"] == 3
     assert result["examples"] == sum(count // 3 for count in _held_out_counts(300))  # sets of 7, 8 and 9
@@ -220,10 +216,10 @@ def _held_out_counts(max_examples):
     return [int(np.sum(labels == digit)) for digit in (7, 8, 9)]
 
 
-def test_cli_fit_on_synthetic_1d_sets_then_evaluate_scatters_the_context_means_by_family(tmp_path):
-    _cli("training.fit", "zoo.neural_statistician_synthetic", "--workdir", tmp_path, "--max_examples", "40",
+def test_cli_fit_on_synthetic_1d_sets_then_evaluate_scatters_the_context_means_by_family(tmp_path, run_main):
+    _cli(run_main, fit_main, "zoo.neural_statistician_synthetic", "--workdir", tmp_path, "--max_examples", "40",
          "--set", "set_size=20", *TINY_FLAGS)
-    result = json.loads(_cli("training.evaluate", tmp_path, "--k", "2", "--max_examples", "40", "--no_download").stdout)
+    result = json.loads(_cli(run_main, evaluate_main, tmp_path, "--k", "2", "--max_examples", "40", "--no_download").stdout)
     assert result["examples"] == 40 and "context_cluster_accuracy" in result
     assert not any(key.startswith("few_shot") for key in result)
     events = b"".join(path.read_bytes() for path in (tmp_path / "tensorboard" / "evaluation").iterdir())

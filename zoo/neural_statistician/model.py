@@ -50,7 +50,8 @@ from zoo.common.serialization import ConfigSerialization
 from zoo.common.stateless import per_example_normal
 from zoo.neural_statistician import pictures
 
-CONTEXT_STREAM, LATENT_STREAM, ITEM_STREAM = 0, 1, 2  # streams of a request seed (zoo.common.stateless)
+CONTEXT_STREAM, ITEM_STREAM = 0, 1  # streams of a request seed (zoo.common.stateless); items use ITEM_STREAM + l
+# for z_l and ITEM_STREAM + L for the noise of vector observations
 
 
 @dataclasses.dataclass(frozen=True)
@@ -286,12 +287,18 @@ class NeuralStatistician(ConfigSerialization, keras.Model):
         return posterior.loc, posterior.scale
 
     def _draw_items(self, contexts, seeds, set_size):
-        """A set of `set_size` items per context [N, C], item noise seeded per example: the observation
-        decoder's mean (pixel probabilities, or the Gaussian's mean for vectors), [N, set_size, *item_shape]."""
+        """A set of `set_size` items per context [N, C], noise seeded per example, [N, set_size, *item_shape]:
+        z ~ p(z | c), then for vectors x ~ p(x | z, c) and for images its mean (the pixel probabilities)."""
+        layers = self.config.stochastic_layers
         noises = [per_example_normal(seeds, [set_size, self.config.latent_units], stream=ITEM_STREAM + layer)
-                  for layer in range(self.config.stochastic_layers)]
+                  for layer in range(layers)]
         context = tf.tile(contexts[:, None], [1, set_size, 1])
-        return self._observation(context, self._prior_latents(context, noises)).mean()
+        observation = self._observation(context, self._prior_latents(context, noises))
+        if not self.config.item_size:
+            return observation.mean()
+        gaussian = observation.distribution
+        return gaussian.loc + gaussian.scale * per_example_normal(seeds, [set_size, *self.config.item_shape],
+                                                                  stream=ITEM_STREAM + layers)
 
     def sample_set(self, seeds, set_size: int | None = None):
         """A fresh context c ~ p(c) per seed and a set of items drawn under it, [N, set_size, *item_shape]."""

@@ -41,6 +41,7 @@ import math
 import os
 from typing import Callable
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
@@ -63,6 +64,7 @@ class Source:
     captions: bool = False  # examples carry "caption", a string
     compose: Callable[[tf.data.Dataset], tf.data.Dataset] | None = None  # builds the examples from the TFDS ones
     held_out_classes: tuple[int, ...] = ()  # sets of these classes are for evaluation only (few-shot)
+    classes_apart_by_split: bool = False  # the splits hold disjoint classes: sets use every class of their split
     # Sources whose every example is a set: (role, set size, max_examples, download) → (sets, how many).
     generate: Callable[[str, int, int | None, bool], tuple[tf.data.Dataset, int]] | None = None
 
@@ -112,6 +114,21 @@ def coco_caption_pairs(examples: tf.data.Dataset) -> tf.data.Dataset:
                                                    "caption": texts})
 
     return examples.flat_map(pairs)
+
+
+OMNIGLOT_SIZE = 28  # Edwards & Storkey 2017, Sec. 5.3: Omniglot characters resized to 28×28
+
+
+def omniglot_characters(examples: tf.data.Dataset) -> tf.data.Dataset:
+    """TFDS `omniglot` examples (105×105 RGB, black strokes on white) → {"image": uint8 [28, 28, 1], white
+    strokes on black as the MNIST digits, "label": the character}: grey, resized by area averaging, inverted."""
+    def character(example):
+        grey = tf.image.rgb_to_grayscale(tf.cast(example["image"], tf.float32))
+        resized = tf.image.resize(grey, [OMNIGLOT_SIZE, OMNIGLOT_SIZE], method="area")
+        return {"image": tf.cast(tf.clip_by_value(tf.round(255.0 - resized), 0.0, 255.0), tf.uint8),
+                "label": example["label"]}
+
+    return examples.map(character, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 SYNTHETIC_FAMILIES = ("gaussian", "uniform", "exponential", "laplace")  # label order of `synthetic_1d`
@@ -201,6 +218,10 @@ SOURCES = {
     "mnist_captions_held_out": Source(  # evaluation only: its captions are the ones training never sees
         "mnist", {"eval": "test", "test": "test"}, binary=False, captions=True, compose=captions.held_out_canvases
     ),
+    "omniglot": Source(  # for users with internet; Sec. 5.3. Train: the background alphabets, eval/test: the others
+        "omniglot", {"train": "train", "eval": "test", "test": "test"}, binary=False, num_classes=1623,
+        compose=omniglot_characters, classes_apart_by_split=True,
+    ),
     "synthetic_1d": Source(  # Sec. 5.1: 10 000 training sets; ours: 1 000 for each evaluation role
         "", {"train": "train", "eval": "eval", "test": "test"}, binary=False, num_classes=len(SYNTHETIC_FAMILIES),
         generate=synthetic_1d_sets,
@@ -274,8 +295,9 @@ def _examples(spec: DatasetSpec, role: str, max_examples: int | None, download: 
     if spec.labels and not source.num_classes:
         labelled = ", ".join(name for name, other in sorted(SOURCES.items()) if other.num_classes)
         raise DataError(f"dataset {spec.name!r} has no labels, which this model needs; use one of: {labelled}")
-    if spec.set_size and not source.held_out_classes:
-        classed = ", ".join(name for name, other in sorted(SOURCES.items()) if other.held_out_classes)
+    if spec.set_size and not (source.held_out_classes or source.classes_apart_by_split):
+        classed = ", ".join(name for name, other in sorted(SOURCES.items())
+                            if other.held_out_classes or other.classes_apart_by_split)
         raise DataError(f"dataset {spec.name!r} has no held-out classes to build evaluation sets from, which a "
                         f"model of sets needs; use one of: {classed}")
     if spec.captions and not source.captions:
@@ -385,19 +407,24 @@ def _sets(indexed: tf.data.Dataset, features: Callable, set_size: int, source: S
     """(sets of `set_size` items of one class, {"image": [set_size, ...], "label": []}, sets per pass).
 
     `indexed` holds (index, example) pairs, cached. The train role uses the classes that the source
-    does not hold out, the others the held-out ones. Training: each set picks a class uniformly, then
-    `set_size` of its items without replacement (each class reshuffled every pass through it), each
-    item prepared afresh. Evaluation: each class's items in order, `set_size` at a time, class after
-    class; a class's last partial set is dropped.
+    does not hold out, the others the held-out ones; a source whose splits hold disjoint classes
+    (Omniglot's alphabets) uses every class of the role's split. Training: each set picks a class
+    uniformly, then `set_size` of its items without replacement (each class reshuffled every pass
+    through it), each item prepared afresh. Evaluation: each class's items in order, `set_size` at a
+    time, class after class; a class's last partial set is dropped.
     """
+    labels = indexed.map(lambda _, example: example["label"]).batch(65536)
+    counted = collections.Counter(int(label) for batch in labels for label in batch.numpy())
     held_out = set(source.held_out_classes)
-    classes = [c for c in range(source.num_classes) if (c in held_out) != train]
-    counts = {c: int(indexed.filter(lambda _, example, c=c: example["label"] == c).reduce(
-        tf.constant(0, tf.int64), lambda count, _: count + 1)) for c in classes}
+    counts = {c: count for c, count in sorted(counted.items())
+              if source.classes_apart_by_split or (c in held_out) != train}
     short = {c: count for c, count in counts.items() if count < set_size}
     if short:
-        raise DataError(f"sets of {set_size} need that many items of each class, but classes "
-                        f"{sorted(short)} have {sorted(short.values())}: lower the set size or raise --max_examples")
+        shown = sorted(short)[:10]
+        raise DataError(f"sets of {set_size} need that many items of each class, but {len(short)} classes (e.g. "
+                        f"{shown}) have fewer ({sorted(short.values())[:10]}): lower the set size or raise "
+                        f"--max_examples")
+    classes = list(counts)
 
     def of_class(c):
         items = indexed.filter(lambda _, example: example["label"] == c)
@@ -411,9 +438,9 @@ def _sets(indexed: tf.data.Dataset, features: Callable, set_size: int, source: S
     num_sets = sum(count // set_size for count in counts.values())
     if train:
         return tf.data.Dataset.sample_from_datasets(per_class), num_sets
-    sets = per_class[0]
-    for more in per_class[1:]:
-        sets = sets.concatenate(more)
+    in_order = tf.data.Dataset.from_tensor_slices(
+        np.repeat(np.arange(len(classes), dtype=np.int64), [counts[c] // set_size for c in classes]))
+    sets = tf.data.Dataset.choose_from_datasets(per_class, in_order)  # class after class
     return sets.apply(tf.data.experimental.assert_cardinality(num_sets)), num_sets  # filters hide the count
 
 

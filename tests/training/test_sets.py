@@ -3,6 +3,7 @@ held-out ones, fixed evaluation sets and fresh training sets."""
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import synthetic_tfds
@@ -119,3 +120,42 @@ def test_spatial_mnist_draws_each_digits_points_from_its_lit_pixels_fixed_per_di
     assert intensity.min() > 0  # never an unlit pixel
     assert np.mean(intensity) > np.mean(images[:100][images[:100] > 0])  # brighter pixels drawn more often
     np.testing.assert_array_equal(next(iter(data.load(spec, "test", 100, max_examples=100)[0]))["image"], points)
+
+
+def _omniglot_examples(characters, per_character=3):
+    """A stand-in for TFDS `omniglot` (105×105 RGB, black strokes on white): `per_character` drawings of each of
+    `characters`, drawing j of character c a black square of side 10 + c + j on white."""
+    def examples(builder, *args, **kwargs):  # the builder's `_as_dataset(split, …)`
+        del builder
+        split = str(kwargs.get("split", args[0] if args else ""))
+        images, labels = [], []
+        for label in characters["test" if "test" in split else "train"]:
+            for j in range(per_character):
+                image = np.full((105, 105, 3), 255, np.uint8)
+                image[:10 + label + j, :10 + label + j] = 0
+                images.append(image)
+                labels.append(label)
+        return tf.data.Dataset.from_tensor_slices({
+            "image": np.stack(images), "label": np.array(labels, np.int64),
+            "alphabet": np.zeros(len(labels), np.int64), "alphabet_char_id": np.array(labels, np.int64)})
+    return examples
+
+
+def test_omniglot_sets_come_from_their_splits_classes_at_28_by_28_with_white_strokes_under_tfds_mock_data():
+    """Background alphabets (train) and evaluation alphabets (test) hold different characters: every set is of
+    one character of its role's split, resized and inverted like the MNIST digits."""
+    characters = {"train": [0, 1, 2, 3], "test": [40, 41]}
+    spec = DatasetSpec("omniglot", binarize=False, set_size=3)
+    with tfds.testing.mock_data(as_dataset_fn=_omniglot_examples(characters)):
+        train, train_sets = data.load(spec, "train", 4, download=False)
+        train_batches = list(train.take(5))
+        test, test_sets = data.load(spec, "test", 100, download=False)
+        (test_batch,) = list(test)
+    assert (train_sets, test_sets) == (4, 2)
+    assert {int(label) for batch in train_batches for label in batch["label"]} == set(characters["train"])
+    np.testing.assert_array_equal(test_batch["label"], [40, 41])  # class after class
+    items = test_batch["image"].numpy()
+    assert items.shape == (2, 3, 28, 28, 1)
+    side = 28 * (10 + 40) / 105  # the first drawing's square, in 28×28 pixels, now white on black
+    assert items[0, 0, 0, 0, 0] == 1.0 and items[0, 0, 27, 27, 0] == 0.0
+    assert abs(items[0, 0, :, 0, 0].sum() - side) < 1.0

@@ -389,6 +389,15 @@ registry.register(registry.ModelSpec(
     tiny={**TINY, "image_shape": (6, 6, 1), "set_size": 3},
     evaluation=("likelihood", "few_shot", "context_clusters")))
 registry.register(registry.ModelSpec(
+    "zoo.neural_statistician_omniglot", "Neural Statistician (Edwards & Storkey 2017, Sec. 5.3): sets of Omniglot "
+    "characters (TFDS omniglot: background alphabets for training, the others for few-shot tests)",
+    NeuralStatisticianConfig, build, dataset,
+    # Sec. 5.3: c of 512, z of 16, sets of 5, sample dropout; ours: the image preset's dense layers, no augmentation.
+    preset={"dataset": "omniglot", "latent_units": 16, "context_units": 512, "sample_dropout": 0.5,
+            "hidden_units": 512, "hidden_layers": 1},
+    tiny={**TINY, "image_shape": (6, 6, 1), "set_size": 3},
+    evaluation=("likelihood", "few_shot", "context_clusters")))
+registry.register(registry.ModelSpec(
     "zoo.neural_statistician_synthetic", "Neural Statistician (Edwards & Storkey 2017, Sec. 5.1): synthetic 1-D "
     "sets of four distribution families", NeuralStatisticianConfig, build, dataset,
     preset={"dataset": "synthetic_1d", "item_size": 1, "set_size": 200, "hidden_units": 128, "context_units": 3,

@@ -386,8 +386,10 @@ def load(
     num_examples = int(examples.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1))
     if train:
         examples = examples.shuffle(num_examples, reshuffle_each_iteration=True).repeat()
-    batches = examples.map(features, num_parallel_calls=tf.data.AUTOTUNE)
-    return _finish(batches.batch(batch_size, drop_remainder=train), spec), num_examples
+    batches = examples.map(features, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size, drop_remainder=train)
+    if not train:  # a composition (one example per caption) hides the length, which Keras reads for a pass's end
+        batches = batches.apply(tf.data.experimental.assert_cardinality(steps(num_examples, batch_size, role)))
+    return _finish(batches, spec), num_examples
 
 
 def _finish(batches: tf.data.Dataset, spec: DatasetSpec) -> tf.data.Dataset:

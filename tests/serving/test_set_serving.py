@@ -7,9 +7,11 @@ model gives in process; an empty set is the request's INVALID_ARGUMENT, never th
 
 from __future__ import annotations
 
+import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2
 
 import export
 import zoo
@@ -50,12 +52,14 @@ def test_rest_returns_the_context_posterior_and_items_drawn_from_it(set_server, 
     assert np.asarray(body["outputs"]["images"]).shape == (2, *model.picture(expected).shape[1:])
 
 
-def test_an_empty_set_is_refused_and_the_server_goes_on(set_server, run_module, model, tmp_path):
-    empty = tmp_path / "empty.npy"
-    np.save(empty, np.zeros((1, 0, *model.config.image_shape), np.float32))
-    result = run_module("serving.client", "--server", f"127.0.0.1:{set_server.grpc_port}", "--model",
-                        "neural_statistician", "--signature", "context", "--input", f"images=@{empty}")
-    assert result.returncode != 0 and "at least one item per set" in result.stderr, result.stderr
+def test_an_empty_set_is_refused_over_grpc_and_the_server_goes_on(set_server, model):
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name, request.model_spec.signature_name = "neural_statistician", "context"
+    request.inputs["images"].CopyFrom(tf.make_tensor_proto(np.zeros((1, 0, *model.config.image_shape), np.float32)))
+    with pytest.raises(grpc.RpcError) as refused:
+        set_server.predictions.Predict(request, timeout=60)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "at least one item per set" in refused.value.details()
     status, body = set_server.rest("/v1/models/neural_statistician:predict", {"instances": [{"seed": 3}]})
     assert status == 200 and np.asarray(body["predictions"][0]["items"]).shape == (model.config.set_size,
                                                                                     *model.config.image_shape)

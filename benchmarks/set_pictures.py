@@ -1,7 +1,7 @@
 """Pictures of a trained model of sets (the Neural Statistician) for docs/: held-out sets beside sets drawn from
 their contexts, sets from fresh contexts, and the test sets' context means coloured by label.
 
-    TFDS_DATA_DIR=../shared/tensorflow_datasets python benchmarks/set_pictures.py runs/ns_mnist \
+    TFDS_DATA_DIR=/path/to/tensorflow_datasets python benchmarks/set_pictures.py runs/ns_mnist \
         docs/neural_statistician_mnist --no_download
 
 writes PREFIX_given_and_drawn.png (a row per given test set: the set, then three sets drawn from q(c | D)),

@@ -29,12 +29,12 @@ def run(command: list[str]) -> str:
 
 
 def save_grid(workdir: pathlib.Path, grid_name: str, path: pathlib.Path) -> None:
-    """One of the model's TensorBoard grids (`summary_images`, from fixed seeds) of the last checkpoint, as a PNG."""
+    """One of the model's TensorBoard grids (`summaries`, from fixed seeds) of the last checkpoint, as a PNG."""
     from export import runs
     from serving import images
 
     _, _, model, _ = runs.load_trained_model(workdir)
-    grid = model.summary_images(None)[grid_name].numpy()
+    grid = model.summaries(None)[grid_name].numpy()
     images.save_png(path, images.grid(grid, columns=8))
 
 

@@ -39,7 +39,7 @@ def main() -> None:
     spec, config, model, _ = runs.load_trained_model(args.workdir)
     sets, labels = few_shot.evaluation_sets(spec.dataset(config), args.split, None, not args.no_download)
     chosen = np.linspace(0, len(sets) - 1, GIVEN_SETS).astype(int)
-    grids = model.summary_images(tf.constant(sets[chosen]))
+    grids = model.summaries(tf.constant(sets[chosen]))
     images.save_png(f"{args.prefix}_given_and_drawn.png",
                     images.grid(grids["given_sets_then_sets_from_their_context"].numpy(), columns=4))
     images.save_png(f"{args.prefix}_fresh.png", images.grid(grids["sets_from_fresh_contexts"].numpy(), columns=4))

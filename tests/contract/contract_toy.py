@@ -60,7 +60,7 @@ class ToyModel(ConfigSerialization, keras.Model):
     def serving_signatures(self):
         return signatures.seed_signatures(self.sample)
 
-    def summary_images(self, images):
+    def summaries(self, images):
         return {"samples": self.sample(tf.range(16, dtype=tf.int64))}
 
 

@@ -281,7 +281,7 @@ class ALI(ConfigSerialization, GaussianObservations, keras.Model):
     def _generate_unit(self, noise):
         return (self.generate(noise) + 1.0) / 2.0
 
-    def summary_images(self, images):
+    def summaries(self, images):
         """TensorBoard grids: 64 samples from fixed seeds, and inputs beside their reconstructions."""
         return {"samples": self.sample(tf.range(64, dtype=tf.int64)),
                 "reconstructions": signatures.side_by_side(images, self(images))}

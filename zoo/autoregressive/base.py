@@ -28,7 +28,7 @@ cached samplers of PixelCNN in `cached_sampling`. A model lists its samplers in
 `AutoregressiveImageModel` stays a (thin) base class: the three models of the family
 (PixelCNN, PixelCNN++, PixelRNN) train, sample and serve identically, and the
 alternative, the same seven methods (`train_step`, `test_step`, `metrics`, `sample`,
-`serving_signatures`, `summary_images`, `compile_for_training`) forwarding to functions
+`serving_signatures`, `summaries`, `compile_for_training`) forwarding to functions
 in each model, would be three copies of one family's code. It asks nothing of a subclass
 beyond Keras's `call` and the `likelihood` attribute; PixelCNN adds its cached sampler to
 `samplers()`.
@@ -244,7 +244,7 @@ class AutoregressiveImageModel(ConfigSerialization, keras.Model):
         whenever the model is saved and would call a conditional model without its labels."""
         return None
 
-    def summary_images(self, images):
+    def summaries(self, images):
         """TensorBoard grids from fixed seeds: 16 samples, and a row of 8 per class when conditional.
 
         16 rather than the zoo's usual 64: sampling runs H·W sequential steps per grid,

@@ -347,7 +347,7 @@ class AVB(ConfigSerialization, keras.Model):
                        [tf.TensorSpec([None, self.config.latent_units], tf.float32, name="latent")]),
         }
 
-    def summary_images(self, images):
+    def summaries(self, images):
         """TensorBoard grids: 64 prior samples, and inputs beside reconstructions through one z ~ q(z | x)."""
         seeds = tf.range(tf.shape(images)[0], dtype=tf.int64)
         return {"prior_samples": self.sample(tf.range(64, dtype=tf.int64)),

@@ -347,7 +347,7 @@ class CVAE(ConfigSerialization, keras.Model):
                                            signatures.SEED])
         return declared
 
-    def summary_images(self, images):
+    def summaries(self, images):
         """Label: a row per class. Quadrants, per paper setting: rows of (input with unknown pixels grey,
         six completions, the truth) for eight images."""
         if self.config.task == "label":

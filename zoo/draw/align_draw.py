@@ -287,7 +287,7 @@ class AlignDRAW(draw.DRAW):
             "reconstruct": (reconstruct, [images, caption]),
         }
 
-    def summary_images(self, images):
+    def summaries(self, images):
         """TensorBoard grids: a row per summary caption (held-in first, then held-out) of seeds
         0 … SUMMARY_SEEDS − 1, and the canvas strips of seed 0 for each caption (`DRAW._canvas_strips`)."""
         del images  # the grids depend on the captions alone

@@ -68,7 +68,7 @@ PIXEL_LOG_SCALE_INIT = math.log(0.1)  # ours: the colour likelihood's initial sc
 MAX_SERVED_IMPORTANCE_SAMPLES = 1 << 12
 SAMPLES_PER_CHUNK = 1 << 11
 
-CANVAS_STRIP_SEEDS = 8  # summary_images: rows of canvas sequences, one per seed
+CANVAS_STRIP_SEEDS = 8  # summaries: rows of canvas sequences, one per seed
 CANVAS_STRIP_STEPS = 8  # and columns, steps spread evenly over 1 … T
 
 
@@ -353,7 +353,7 @@ class DRAW(ConfigSerialization, keras.Model):
             strips["write_windows"] = flat
         return {name: tf.reshape(value, [-1, *self.config.image_shape]) for name, value in strips.items()}
 
-    def summary_images(self, images):
+    def summaries(self, images):
         """TensorBoard grids: 64 prior samples, inputs beside their reconstructions, and the canvas strips
         of seeds 0 … CANVAS_STRIP_SEEDS − 1 (`_canvas_strips`)."""
         return {

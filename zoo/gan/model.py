@@ -312,7 +312,7 @@ class GAN(ConfigSerialization, GaussianObservations, keras.Model):
     def _generate_unit(self, noise):
         return (self.generate({"noise": noise}) + 1.0) / 2.0
 
-    def summary_images(self, images):
+    def summaries(self, images):
         """TensorBoard grids from fixed seeds, so epochs are comparable: samples, and per class or code."""
         del images  # G needs no data
         return {"samples": self.sample(tf.range(64, dtype=tf.int64)), **self.latent_inputs.grids(self.sample)}

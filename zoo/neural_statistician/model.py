@@ -353,7 +353,7 @@ class NeuralStatistician(ConfigSerialization, keras.Model):
         with tf.control_dependencies([tf.debugging.assert_positive(tf.shape(images)[1], message=message)]):
             return signatures.checked_finite(images, "images")
 
-    def summary_images(self, images):
+    def summaries(self, images):
         """Up to eight given sets (evaluation classes) each followed by three sets drawn from its context
         posterior, a row per given set; and sets drawn from fresh contexts."""
         given = images[:8]

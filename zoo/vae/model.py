@@ -368,7 +368,7 @@ class VAE(ConfigSerialization, keras.Model):
         """x ~ p(x | h_1) (binary draws for the Bernoulli likelihood), [batch, *image_shape]."""
         return self.observation_decoder(latents[..., :self.latent_units[0]]).sample(seed=seed)
 
-    def summary_images(self, images):
+    def summaries(self, images):
         """TensorBoard grids: 64 prior samples, and inputs beside their reconstructions."""
         return {
             "prior_samples": self.sample(tf.range(64, dtype=tf.int64)),

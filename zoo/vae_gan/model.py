@@ -214,7 +214,7 @@ class VAEGAN(ConfigSerialization, keras.Model):
                        [tf.TensorSpec([None, self.config.latent_units], tf.float32, name="latent")]),
         }
 
-    def summary_images(self, images):
+    def summaries(self, images):
         """TensorBoard grids: 64 prior samples, and inputs beside their reconstructions."""
         return {"prior_samples": self.sample(tf.range(64, dtype=tf.int64)),
                 "reconstructions": signatures.side_by_side(images, self.reconstruct(images))}

@@ -181,7 +181,7 @@ def test_encode_gives_one_code_per_image_and_reconstruct_is_g_of_that_code(overr
     np.testing.assert_array_equal(served["encode"](images)["latent"], latent)  # deterministic, also for ALI
     np.testing.assert_allclose(reconstructions, (model.generate(latent).numpy() + 1.0) / 2.0, atol=1e-6)
     assert 0.0 <= reconstructions.min() and reconstructions.max() <= 1.0
-    grids = model.summary_images(images)
+    grids = model.summaries(images)
     np.testing.assert_allclose(grids["reconstructions"][1::2], reconstructions, atol=1e-6)
     np.testing.assert_array_equal(grids["reconstructions"][0::2], images)
 

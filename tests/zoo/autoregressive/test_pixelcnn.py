@@ -290,8 +290,8 @@ def test_signatures_and_summary_grids_are_declared_per_variant():
     assert set(conditional.serving_signatures()) == {"serving_default", "sample_png", "log_likelihood",
                                                      "sample_conditional"}
     assert [spec.name for spec in conditional.serving_signatures()["log_likelihood"][1]] == ["images", "label"]
-    assert {key: len(value) for key, value in plain.summary_images(None).items()} == {"samples": 16}
-    assert {key: len(value) for key, value in conditional.summary_images(None).items()} == {"samples": 16,
+    assert {key: len(value) for key, value in plain.summaries(None).items()} == {"samples": 16}
+    assert {key: len(value) for key, value in conditional.summaries(None).items()} == {"samples": 16,
                                                                                          "per_class": 80}
 
 

@@ -218,7 +218,7 @@ def test_infogan_sampler_with_codes_uses_the_given_codes():
 ])
 def test_summary_grids_come_from_fixed_seeds(name, grids):
     model = tiny_model(name)
-    first, second = model.summary_images(None), model.summary_images(None)
+    first, second = model.summaries(None), model.summaries(None)
     assert {key: len(value) for key, value in first.items()} == grids
     for key in grids:
         np.testing.assert_array_equal(first[key], second[key])

@@ -291,10 +291,10 @@ def test_serving_signatures_have_batch_polymorphic_inputs_and_trace(make_model, 
             assert output.shape[0] == 3, name
 
 
-def test_summary_images_shapes(make_model):
+def test_summaries_shapes(make_model):
     model = make_model()
     images = _binary_images(model.config, 5)
-    grids = model.summary_images(images)
+    grids = model.summaries(images)
     assert grids["prior_samples"].shape == (64, *model.config.image_shape)
     assert grids["reconstructions"].shape == (10, *model.config.image_shape)
     np.testing.assert_array_equal(grids["reconstructions"][::2], images)

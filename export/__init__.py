@@ -7,7 +7,8 @@ The model declares its signatures (`model.serving_signatures()`: name →
 or TFP installed.
 
     WORKDIR/model.keras
-    WORKDIR/samples.png                 (`model.sample` on the seeds 0 … 15, as the serving client draws them)
+    WORKDIR/samples.png                 (`model.sample` on the seeds 0 … 15, as the serving client draws them;
+                                         samples.txt, one per line, for a model of text)
     WORKDIR/serving/<name>/<version>/   (integer versions; a new export takes the next one)
 
 Each SavedModel is written to a hidden staging folder and renamed into place, so a
@@ -31,6 +32,7 @@ import numpy as np
 from serving import images as image_lib
 
 SAMPLES_FILE = "samples.png"
+TEXT_SAMPLES_FILE = "samples.txt"
 SAMPLE_GRID_SIZE = 16
 """Samples in samples.png, 4 × 4: the seeds 0 … 15, the grid `python -m serving.client --num_samples 16` draws.
 Not more, for the pixel-by-pixel samplers: the default PixelCNN++ takes about 2.5 minutes for these 16 on
@@ -46,11 +48,7 @@ class Exported:
     keras_path: str
     savedmodel_dir: str
     version: int
-
-    @property
-    def samples_path(self) -> str:
-        """samples.png, beside model.keras."""
-        return str(pathlib.Path(self.keras_path).with_name(SAMPLES_FILE))
+    samples_path: str  # samples.png (or samples.txt), beside model.keras
 
 
 def versions(base_dir) -> list[int]:
@@ -78,7 +76,8 @@ def write_savedmodel(model, directory) -> None:
 
 
 def write_samples(model, workdir) -> pathlib.Path:
-    """Writes WORKDIR/samples.png, the grid of `model.sample` on the seeds 0 … SAMPLE_GRID_SIZE − 1.
+    """Writes WORKDIR/samples.png, the grid of `model.sample` on the seeds 0 … SAMPLE_GRID_SIZE − 1, or for a
+    model of text (strings) WORKDIR/samples.txt, one text per line.
 
     A model whose `sample` offers `jit_compile` (a pixel-by-pixel loop) draws them compiled by XLA,
     10–30× faster on CPU, the same images up to float rounding (`docs/autoregressive.md`).
@@ -87,7 +86,13 @@ def write_samples(model, workdir) -> pathlib.Path:
 
     seeds = tf.range(SAMPLE_GRID_SIZE, dtype=tf.int64)
     compiled = {"jit_compile": True} if "jit_compile" in inspect.signature(model.sample).parameters else {}
-    grid = image_lib.grid(np.asarray(model.sample(seeds, **compiled)))
+    samples = model.sample(seeds, **compiled)
+    if samples.dtype == tf.string:
+        path = pathlib.Path(workdir) / TEXT_SAMPLES_FILE
+        lines = "".join(sample.decode() + "\n" for sample in samples.numpy())
+        _write_then_rename(lambda staging: staging.write_text(lines), path)
+        return path
+    grid = image_lib.grid(np.asarray(samples))
     path = pathlib.Path(workdir) / SAMPLES_FILE
     _write_then_rename(lambda staging: image_lib.save_png(staging, grid), path)
     return path
@@ -110,13 +115,13 @@ def export(model, workdir, name: str, version: int | None = None) -> Exported:
     base_dir.mkdir(parents=True, exist_ok=True)  # and the workdir, for model.keras
     keras_path = workdir / "model.keras"
     _write_then_rename(model.save, keras_path)
-    write_samples(model, workdir)
+    samples_path = write_samples(model, workdir)
 
     staging = base_dir / f".staging-{version}"
     shutil.rmtree(staging, ignore_errors=True)
     write_savedmodel(model, staging)
     os.rename(staging, base_dir / str(version))
-    return Exported(str(keras_path), str(base_dir / str(version)), version)
+    return Exported(str(keras_path), str(base_dir / str(version)), version, str(samples_path))
 
 
 def _write_then_rename(write, path: pathlib.Path) -> None:

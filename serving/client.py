@@ -240,10 +240,11 @@ def parse_input(text: str) -> tuple[str, Any]:
         raise ClientError(f"--input {text!r}: the value is not a JSON literal ({error})") from None
 
 
-def _output_kind(spec: tf.TensorSpec) -> str:
-    """"images" for float [N, H, W, C], "image_sequences" for float [N, T, H, W, C], else "bytes" or "array"."""
+def _output_kind(key: str, spec: tf.TensorSpec) -> str:
+    """"images" for float [N, H, W, C], "image_sequences" for float [N, T, H, W, C], "bytes" for strings named
+    "…_bytes" (TF Serving's convention for binary strings), "texts" for other strings, else "array"."""
     if spec.dtype == tf.string:
-        return "bytes"
+        return "bytes" if key.endswith("_bytes") else "texts"
     if spec.dtype.is_floating and spec.shape.rank == 4:
         return "images"
     if spec.dtype.is_floating and spec.shape.rank == 5:
@@ -263,6 +264,9 @@ def _write(path: pathlib.Path, kind: str, array: np.ndarray) -> list[pathlib.Pat
         else:  # a row per example, a column per step
             image_lib.save_png(path, image_lib.grid(array.reshape(-1, *array.shape[2:]), columns=array.shape[1]))
         return [path]
+    if kind == "texts":
+        path.write_text("".join(_text(value) + "\n" for value in array.reshape(-1)))
+        return [path]
     blobs = array.reshape(-1)
     paths = [path] if blobs.size == 1 else [
         path.with_name(f"{path.stem}-{i}{path.suffix}") for i in range(blobs.size)
@@ -270,6 +274,10 @@ def _write(path: pathlib.Path, kind: str, array: np.ndarray) -> list[pathlib.Pat
     for blob_path, blob in zip(paths, blobs):
         blob_path.write_bytes(blob)
     return paths
+
+
+def _text(value) -> str:
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -283,11 +291,12 @@ def _parser() -> argparse.ArgumentParser:
         epilog=(
             "What --out PATH writes: float images [N, H, W, 1 or 3] as one PNG grid; float image "
             "sequences [N, T, H, W, 1 or 3] (e.g. canvas_sequence) as one PNG grid with a row per "
-            "example and a column per step; string "
+            "example and a column per step; texts (string outputs such as sample_text's text) "
+            "one per line; binary string "
             "outputs (e.g. sample_png's images_bytes) as their bytes, to PATH for one sample, "
             "else to PATH-0.png, PATH-1.png, ... (PATH's stem and suffix); any output as an "
-            "array if PATH ends in .npy. Without --out, other outputs (e.g. log_likelihood) "
-            "print as JSON, images and strings as a summary line."
+            "array if PATH ends in .npy. Without --out, texts print one per line, other outputs "
+            "(e.g. log_likelihood) as JSON, images and bytes as a summary line."
         ),
     )
     parser.add_argument("--server", default="localhost:8500", help="gRPC host:port (default %(default)s)")
@@ -353,7 +362,7 @@ def _run(client: Client, args: argparse.Namespace) -> int:
             f"signature {args.signature!r} has no output {args.output!r}; its outputs: {outputs_list}"
         )
     key = args.output or (next(iter(signature.outputs)) if len(signature.outputs) == 1 else None)
-    kind = _output_kind(signature.outputs[key]) if key else None
+    kind = _output_kind(key, signature.outputs[key]) if key else None
     if args.out is not None:
         if key is None:
             raise ClientError(f"signature {args.signature!r} has several outputs ({outputs_list}); "
@@ -382,6 +391,8 @@ def _run(client: Client, args: argparse.Namespace) -> int:
         print(f"wrote {where}: {key} {list(outputs[key].shape)} from {model}, {args.signature}")
     elif kind == "array":
         print(json.dumps(outputs[key].tolist()))
+    elif kind == "texts":
+        print("\n".join(_text(value) for value in outputs[key].reshape(-1)))
     else:
         print(f"{model}, {args.signature}:")
         for name, value in outputs.items():

@@ -2,8 +2,8 @@
 
 Every test runs against a TFDS data directory that the session writes itself
 (`synthetic_tfds`: `mnist`, `binarized_mnist`, `fashion_mnist` with TFDS's own
-features and splits, a few thousand generated images), so the suite needs neither
-prepared data nor a network. `TFDS_DATA_DIR` points there for the whole session,
+features and splits, a few thousand generated images; and `synthetic_texts`, a folder of
+texts), so the suite needs neither prepared data nor a network. `TFDS_DATA_DIR` points there for the whole session,
 in this process and in every child process a test starts.
 
 Tests marked `real_data` check what only the real datasets have (split sizes, the
@@ -53,11 +53,13 @@ def _use_data_dir(patch: pytest.MonkeyPatch, data_dir: str) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def synthetic_data_dir(tmp_path_factory) -> str:
-    """The session's generated TFDS data directory, in force for every test."""
+    """The session's generated TFDS data directory, in force for every test, with a folder of texts."""
+    import synthetic_texts
     import synthetic_tfds
 
     data_dir = str(tmp_path_factory.mktemp("tensorflow_datasets"))
     synthetic_tfds.write(data_dir)
+    synthetic_texts.write(pathlib.Path(data_dir) / "texts")  # synthetic_texts.folder()
     with pytest.MonkeyPatch.context() as patch:
         _use_data_dir(patch, data_dir)
         yield data_dir

@@ -156,18 +156,18 @@ class ScalarSummaries(keras.callbacks.Callback):
 
 
 class RunSummaries(keras.callbacks.Callback):
-    """TensorBoard extras: the run's config as text once, image grids every epoch.
+    """TensorBoard extras: the run's config as text once, the model's summaries every epoch.
 
-    Image grids come from `model.summary_images(images)` (name → [N, H, W, C] in
-    [0, 1]) on a fixed batch of evaluation images, so epochs are comparable.
-    Scalars are written by `ScalarSummaries` next to these.
+    `model.summaries(examples)` (name → images [N, H, W, C] in [0, 1], drawn as a grid, or strings [N],
+    written as text) on a fixed batch of evaluation examples, so epochs are comparable. Scalars are
+    written by `ScalarSummaries` next to these.
     """
 
-    def __init__(self, log_dir: str, run_config: dict, example_images: tf.Tensor):
+    def __init__(self, log_dir: str, run_config: dict, examples: tf.Tensor):
         super().__init__()
         self.writer = tf.summary.create_file_writer(f"{log_dir}/images")
         self.run_config = run_config
-        self.example_images = example_images
+        self.examples = examples
 
     def on_train_begin(self, logs=None):
         text = "```\n" + json.dumps(self.run_config, indent=2) + "\n```"
@@ -177,7 +177,10 @@ class RunSummaries(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         with self.writer.as_default():
-            for name, batch in self.model.summary_images(self.example_images).items():
-                tile = image_lib.grid(batch.numpy(), columns=8)
-                tf.summary.image(name, tile[None], step=epoch + 1)
+            for name, batch in self.model.summaries(self.examples).items():
+                if batch.dtype == tf.string:
+                    tf.summary.text(name, batch, step=epoch + 1)
+                else:
+                    tile = image_lib.grid(batch.numpy(), columns=8)
+                    tf.summary.image(name, tile[None], step=epoch + 1)
         self.writer.flush()

@@ -27,10 +27,16 @@ roles from the held-out ones (7–9), so that few-shot evaluation meets classes 
 sets are drawn afresh each visit (a class uniformly, then N of its items without replacement); evaluation
 sets are fixed: each class's items in split order, N at a time.
 
+Models of text (`DatasetSpec.text`) get {"text": int64 [batch, max_words]}, word ids from the model's tokenizer
+(`zoo.common.text.Tokenizer` with `TEXT_PUNCTUATION`): from a TFDS text dataset (`yelp_polarity_reviews`,
+`imdb_reviews`, `lm1b`), or from a folder named by its path (`--dataset ../shared/data/quotes`) that holds
+train.txt, validation.txt and test.txt, one text per line. Empty texts are skipped; texts longer than
+`max_words` are cut there. The vocabulary is counted from the training texts (`counted_vocabulary`).
+
 `coco_captions` is alignDRAW's main experiment (Mansimov et al. 2016, Sec. 4.2): each MS COCO image resized
 to 32×32 and paired with each of its captions, one example per caption (TFDS `coco_captions`, the Karpathy
 splits; for users with internet). Its vocabulary is counted from the training captions
-(`caption_vocabulary`).
+(`counted_vocabulary`).
 """
 
 from __future__ import annotations
@@ -67,6 +73,12 @@ class Source:
     classes_apart_by_split: bool = False  # the splits hold disjoint classes: sets use every class of their split
     # Sources whose every example is a set: (role, set size, max_examples, download) → (sets, how many).
     generate: Callable[[str, int, int | None, bool], tuple[tf.data.Dataset, int]] | None = None
+    text_feature: str = ""  # a source of texts: the TFDS feature that holds them
+    folder: str = ""  # a source of texts read from this folder's files (`splits`) instead of TFDS
+
+    @property
+    def text(self) -> bool:
+        return bool(self.text_feature or self.folder)
 
 
 TWO_DIGIT_CANVAS = 60  # Gregor et al. 2015, Sec. 4.2: 60×60
@@ -230,6 +242,12 @@ SOURCES = {
         "mnist", {"train": "train", "eval": "test", "test": "test"}, binary=False, num_classes=10,
         generate=spatial_mnist_sets,
     ),
+    # Texts, for users with internet. Yelp: the catalog's nearest to Yang et al. 2017's Yelp reviews (Sec. 4.1).
+    "yelp_polarity_reviews": Source("yelp_polarity_reviews", {"train": "train", "eval": "test", "test": "test"},
+                                    binary=False, text_feature="text"),
+    "imdb_reviews": Source("imdb_reviews", {"train": "train", "eval": "test", "test": "test"}, binary=False,
+                           text_feature="text"),
+    "lm1b": Source("lm1b", {"train": "train", "eval": "test", "test": "test"}, binary=False, text_feature="text"),
     "coco_captions": Source(  # for users with internet: about 20 GB to download
         "coco_captions", {"train": "train", "eval": "val", "test": "test"}, binary=False, captions=True,
         compose=coco_caption_pairs,
@@ -248,10 +266,22 @@ def data_dir() -> str:
     return os.environ.get("TFDS_DATA_DIR", os.path.expanduser("~/tensorflow_datasets"))
 
 
+TEXT_FILES = {"train": "train.txt", "eval": "validation.txt", "test": "test.txt"}  # a text folder's splits
+
+
 def _source(name: str) -> Source:
-    if name not in SOURCES:
-        raise DataError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(SOURCES))}")
-    return SOURCES[name]
+    if name in SOURCES:
+        return SOURCES[name]
+    if os.path.isdir(name):
+        return Source("", TEXT_FILES, binary=False, folder=name)
+    raise DataError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(SOURCES))}, or the path of a "
+                    f"folder of texts (train.txt, validation.txt, test.txt; one text per line)")
+
+
+def canonical_name(name: str) -> str:
+    """The dataset as a run records it: a folder of texts by its absolute path, so that --resume and
+    training.evaluate find it from any working directory; a catalog name as it is."""
+    return name if name in SOURCES or not os.path.isdir(name) else os.path.abspath(name)
 
 
 def num_classes(name: str) -> int:
@@ -289,9 +319,34 @@ def _load_tfds(spec: DatasetSpec, role: str, max_examples: int | None, download:
         ) from None
 
 
+def _texts(spec: DatasetSpec, role: str, max_examples: int | None, download: bool) -> tf.data.Dataset:
+    """The role's texts, string, without surrounding white space; empty ones skipped."""
+    source = _source(spec.name)
+    if not spec.text:
+        raise DataError(f"dataset {spec.name!r} holds texts, not images; train a model of text on it "
+                        f"(zoo.lstm_lm, zoo.text_vae)")
+    if not source.text:
+        texts = ", ".join(name for name, other in sorted(SOURCES.items()) if other.text)
+        raise DataError(f"dataset {spec.name!r} holds no texts, which this model needs; use one of: {texts}, or "
+                        f"the path of a folder of texts (train.txt, validation.txt, test.txt; one text per line)")
+    if source.folder:
+        path = os.path.join(source.folder, split_name(spec, role))
+        if not os.path.isfile(path):
+            raise DataError(f"{path} is missing: a folder of texts holds {', '.join(TEXT_FILES.values())}, one text "
+                            f"per line")
+        lines = tf.data.TextLineDataset(path)
+    else:
+        lines = _load_tfds(spec, role, max_examples, download).map(lambda example: example[source.text_feature])
+    texts = lines.map(tf.strings.strip).filter(lambda line: tf.strings.length(line) > 0)
+    return texts.take(max_examples) if max_examples and source.folder else texts
+
+
 def _examples(spec: DatasetSpec, role: str, max_examples: int | None, download: bool) -> tf.data.Dataset:
     """The role's examples, composed (`Source.compose`), with the keys the model asks for."""
     source = _source(spec.name)
+    if source.text:
+        raise DataError(f"dataset {spec.name!r} holds texts, not images; train a model of text on it "
+                        f"(zoo.lstm_lm, zoo.text_vae)")
     if spec.labels and not source.num_classes:
         labelled = ", ".join(name for name, other in sorted(SOURCES.items()) if other.num_classes)
         raise DataError(f"dataset {spec.name!r} has no labels, which this model needs; use one of: {labelled}")
@@ -310,15 +365,20 @@ def _examples(spec: DatasetSpec, role: str, max_examples: int | None, download: 
     return dataset.map(lambda example: {key: example[key] for key in keys}, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def caption_vocabulary(spec: DatasetSpec, *, max_examples: int | None = None, download: bool = True
+def counted_vocabulary(spec: DatasetSpec, *, max_examples: int | None = None, download: bool = True
                        ) -> tuple[str, ...]:
-    """Every word of the training captions (`zoo.common.text.words`), most frequent first, ties in
-    alphabetical order: the vocabulary of a model whose DatasetSpec has `count_vocabulary`."""
+    """Every word of the training captions, or texts for a model of text (`zoo.common.text.words`), most
+    frequent first, ties in alphabetical order: the vocabulary of a model whose DatasetSpec has
+    `count_vocabulary`. The reserved words (padding, <unk>, <bos>, <eos>) are left out."""
+    if spec.text:
+        strings, punctuation = _texts(spec, "train", max_examples, download), text.TEXT_PUNCTUATION
+    else:
+        strings = _examples(spec, "train", max_examples, download).map(lambda example: example["caption"])
+        punctuation = text.PUNCTUATION
     counts = collections.Counter()
-    captions_only = _examples(spec, "train", max_examples, download).map(lambda example: example["caption"])
-    for batch in captions_only.batch(4096):
-        counts.update(word.decode() for caption in text.words(batch).to_list() for word in caption)
-    for reserved in (text.PADDING, text.UNKNOWN):
+    for batch in strings.batch(4096):
+        counts.update(word.decode() for line in text.words(batch, punctuation).to_list() for word in line)
+    for reserved in (text.PADDING, text.UNKNOWN, text.BEGIN, text.END):
         counts.pop(reserved, None)
     return tuple(sorted(counts, key=lambda word: (-counts[word], word)))
 
@@ -335,8 +395,8 @@ def load(
     max_examples: int | None = None,
     download: bool = True,
 ) -> tuple[tf.data.Dataset, int]:
-    """Returns (batched dataset of {"image": float32[, "label": int64][, "caption": int64 or string]}, number of
-    examples).
+    """Returns (batched dataset of {"image": float32[, "label": int64][, "caption": int64 or string]}, or of
+    {"text": int64} for a model of text, number of examples).
 
     The "train" role repeats forever, reshuffles every epoch and drops the last
     partial batch (callers pass steps_per_epoch = examples // batch_size); "eval"
@@ -346,6 +406,15 @@ def load(
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
     source = _source(spec.name)
     train = role == "train"
+    if spec.text or source.text:
+        texts = _texts(spec, role, max_examples, download).cache()
+        count = int(texts.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1))
+        if train:
+            texts = texts.shuffle(count, reshuffle_each_iteration=True).repeat()
+        batches = texts.batch(batch_size, drop_remainder=train).map(lambda batch: {"text": batch})
+        if not train:
+            batches = batches.apply(tf.data.experimental.assert_cardinality(steps(count, batch_size, role)))
+        return _finish(batches, spec), count
     if source.generate:
         if not spec.set_size:
             raise DataError(f"dataset {spec.name!r} is made of sets, for models of sets (DatasetSpec.set_size)")
@@ -393,11 +462,14 @@ def load(
 
 
 def _finish(batches: tf.data.Dataset, spec: DatasetSpec) -> tf.data.Dataset:
-    """Tokenized captions, prefetching, and sharding by data under tf.distribute."""
+    """Tokenized captions or texts, prefetching, and sharding by data under tf.distribute."""
     if spec.captions and spec.vocabulary:
         tokenizer = text.Tokenizer(spec.vocabulary, spec.max_words)
         batches = batches.map(lambda batch: {**batch, "caption": tokenizer(batch["caption"])},
                               num_parallel_calls=tf.data.AUTOTUNE)
+    if spec.text:
+        tokenizer = text.Tokenizer(spec.vocabulary, spec.max_words, text.TEXT_PUNCTUATION)
+        batches = batches.map(lambda batch: {"text": tokenizer(batch["text"])}, num_parallel_calls=tf.data.AUTOTUNE)
     batches = batches.prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
@@ -450,6 +522,8 @@ def check_image_shape(dataset: tf.data.Dataset, spec: DatasetSpec, image_shape) 
     """Refuses a dataset whose items are not what the model expects, naming the fix: images of the model's
     `image_shape` (its config's), or for a model of sets, sets of `spec.set_size` items of `spec.item_shape`
     (vectors) or of `image_shape` (images)."""
+    if spec.text:
+        return  # texts have no shape to check: the tokenizer cuts them to the model's max_words
     shape = tuple(dataset.element_spec["image"].shape[1:])
     if not spec.set_size:
         if shape != tuple(image_shape):

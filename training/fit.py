@@ -34,7 +34,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max_examples", type=int, help="use only the first N examples of each split")
     parser.add_argument("--batch_size", type=int, help="config field batch_size (global batch)")
     parser.add_argument("--learning_rate", type=float, help="config field learning_rate")
-    parser.add_argument("--dataset", help="config field dataset, e.g. mnist or binarized_mnist")
+    parser.add_argument("--dataset", help="config field dataset, e.g. mnist, binarized_mnist, or the path of a folder of texts")
     parser.add_argument("--strategy", default="auto", help="auto, default, mirrored or multi_worker")
     parser.add_argument("--virtual_cpus", type=int, default=0,
                         help="split the host CPU into N logical devices (try mirrored without GPUs)")
@@ -77,6 +77,8 @@ def main(argv=None, extra_callbacks=()) -> int:
         workdir = args.workdir or f"runs/{spec.short_name}"
         overrides = zoo.config.parse_assignments(args.assignments, spec.config_class)
         flags = {assignment.partition("=")[0].strip(): f"--set {assignment}" for assignment in args.assignments}
+        if args.dataset is not None:
+            args.dataset = data.canonical_name(args.dataset)
         for field in ("epochs", "batch_size", "learning_rate", "dataset"):
             if getattr(args, field) is not None:
                 overrides[field] = getattr(args, field)
@@ -98,11 +100,11 @@ def main(argv=None, extra_callbacks=()) -> int:
         runs.check_writable(workdir)
         dataset_spec = spec.dataset(config)
         if dataset_spec.count_vocabulary:  # a new run of a model whose words come from its data
-            config = config.with_vocabulary(data.caption_vocabulary(
+            config = config.with_vocabulary(data.counted_vocabulary(
                 dataset_spec, max_examples=args.max_examples, download=not args.no_download))
             dataset_spec = spec.dataset(config)
-            print(f"vocabulary: {len(config.vocabulary)} words, counted from the training captions of "
-                  f"{dataset_spec.name}")
+            print(f"vocabulary: {len(config.vocabulary)} words, counted from the training "
+                  f"{'texts' if dataset_spec.text else 'captions'} of {dataset_spec.name}")
         train, train_examples = data.load(dataset_spec, "train", config.batch_size,
                                           max_examples=args.max_examples, download=not args.no_download)
         evaluation, eval_examples = data.load(dataset_spec, "eval", config.batch_size,
@@ -126,7 +128,10 @@ def main(argv=None, extra_callbacks=()) -> int:
     chief = distribute.is_chief(strategy)
     with strategy.scope():
         model = spec.build(config)
-        model.compile_for_training(steps_per_epoch)
+        try:
+            model.compile_for_training(steps_per_epoch)  # may read files the config names (a model to start from)
+        except zoo.ConfigError as error:
+            return _fail(error)
         model.steps_per_execution = steps_per_execution
         try:
             restored = runs.load_checkpoint(model, runs.checkpoint_dir(workdir)) if args.resume else None
@@ -143,7 +148,7 @@ def main(argv=None, extra_callbacks=()) -> int:
 
     log_dir = str(runs.tensorboard_dir(workdir)) if chief else f"{workdir}/.worker-tensorboard"
     checkpointer = checkpoint.Checkpointer(workdir, spec, config, restored, enabled=chief)
-    example_images = next(iter(evaluation.take(1)))["image"][:32]
+    examples = next(iter(evaluation.take(1)))[dataset_spec.example_key][:32]
     # The loss before training sets the divergence check's scale, even if the first call already explodes.
     starting_loss = (callbacks_lib.starting_loss(model, evaluation.take(1))
                      if config.divergence_factor is not None else None)
@@ -151,7 +156,7 @@ def main(argv=None, extra_callbacks=()) -> int:
         callbacks_lib.StopOnDivergence(config.divergence_factor, starting_loss),
         checkpointer,
         callbacks_lib.ScalarSummaries(log_dir, every=min(100, steps_per_epoch)),
-        callbacks_lib.RunSummaries(log_dir, {"model": spec.name, **zoo.config.to_dict(config)}, example_images),
+        callbacks_lib.RunSummaries(log_dir, {"model": spec.name, **zoo.config.to_dict(config)}, examples),
         *extra_callbacks,
     ]
     started = time.monotonic()

@@ -4,7 +4,8 @@ Importing `zoo` registers every family and its Keras serializables, so
 `keras.models.load_model("model.keras")` works after `import zoo`.
 """
 
-from zoo import ali, autoregressive, avb, cvae, draw, gan, neural_statistician, vae, vae_gan  # noqa: F401 (registers all)
+from zoo import (  # noqa: F401 (registers all)
+    ali, autoregressive, avb, cvae, draw, gan, neural_statistician, text_vae, vae, vae_gan)
 from zoo.config import ConfigError
 from zoo.registry import DatasetSpec, ModelSpec, UnknownModelError, get, names
 

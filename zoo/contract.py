@@ -32,7 +32,8 @@ class ZooModel(Protocol):
     `get_config`/`from_config` and `.keras` reloads come for free
     (`zoo.common.serialization.ConfigSerialization`). Data batches are dicts: "image",
     float32 [batch, H, W, C] in [0, 1], and "label", int64 [batch], when the entry's
-    `DatasetSpec.labels` says so.
+    `DatasetSpec.labels` says so; for a model of text (`DatasetSpec.text`), "text", word ids
+    int64 [batch, max_words] instead of "image". An example is an image, or a text.
     """
 
     config: TrainingConfig
@@ -48,11 +49,13 @@ class ZooModel(Protocol):
         `serving_default` maps seeds to images.
         """
 
-    def summary_images(self, images: tf.Tensor) -> Mapping[str, tf.Tensor]:
-        """TensorBoard grids: name → images [N, H, W, C] in [0, 1], given a batch of real images."""
+    def summaries(self, examples: tf.Tensor) -> Mapping[str, tf.Tensor]:
+        """TensorBoard summaries given a batch of real examples (its "image", or its "text" for a model of
+        text): name → images [N, H, W, C] in [0, 1], drawn as a grid, or strings [N], written as text."""
 
     def sample(self, seeds: tf.Tensor) -> tf.Tensor:
-        """One image in [0, 1] per int64 seed, [len(seeds), H, W, C]; a pure function of each seed."""
+        """One example per int64 seed, a pure function of each seed: an image in [0, 1], [len(seeds), H, W, C],
+        or for a model of text a string, [len(seeds)]."""
 
 
 class ImportanceSampledLikelihood(Protocol):

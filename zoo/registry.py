@@ -30,7 +30,7 @@ class DatasetSpec:
         `vocabulary`), or its text, string [batch], when `vocabulary` is empty.
       vocabulary, max_words: the model's tokenizer, the same its SavedModel applies to text.
       count_vocabulary: True for a captioned model whose config leaves its vocabulary to the data:
-        `training.fit` counts the words of the training captions (`training.data.caption_vocabulary`)
+        `training.fit` counts the words of the training captions or texts (`training.data.counted_vocabulary`)
         and builds the model from `config.with_vocabulary(words)`.
       set_size: 0 for models of single examples; N > 0 for models of sets (the Neural
         Statistician): each example is then N items of one class, "image" [batch, N, H, W, C]
@@ -38,6 +38,9 @@ class DatasetSpec:
         evaluation roles (`training.data`).
       item_shape: for models of sets whose items are vectors (2-D points, 1-D samples), their shape,
         e.g. (2,); () when the items are images of the config's image_shape.
+      text: True for models of text: batches then carry "text", word ids int64 [batch, max_words]
+        (`zoo.common.text.Tokenizer` over `vocabulary`, with `zoo.common.text.TEXT_PUNCTUATION`), and no
+        "image"; `count_vocabulary` counts the training texts' words.
     """
 
     name: str
@@ -49,6 +52,12 @@ class DatasetSpec:
     count_vocabulary: bool = False
     set_size: int = 0
     item_shape: tuple[int, ...] = ()
+    text: bool = False
+
+    @property
+    def example_key(self) -> str:
+        """The batch's key of what the model generates: "text" or "image"."""
+        return "text" if self.text else "image"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,7 +130,7 @@ def register(spec: ModelSpec) -> ModelSpec:
     contract.check_entry(spec.name, spec.config_class, spec.build, spec.evaluation)
     if spec.dataset(spec.make_config()).count_vocabulary and not callable(
             getattr(spec.config_class, "with_vocabulary", None)):
-        raise contract.ContractError(f"{spec.name} counts its vocabulary from the training captions, so "
+        raise contract.ContractError(f"{spec.name} counts its vocabulary from the training data, so "
                                      f"{spec.config_class.__name__} needs with_vocabulary(words)")
     spec.make_tiny_config()
     _REGISTRY[spec.name] = spec

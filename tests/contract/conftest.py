@@ -18,9 +18,10 @@ import tensorflow as tf
 
 import contract_toy
 import export
+import synthetic_texts
 import zoo
 from training import data as training_data
-from zoo import registry
+from zoo import config as config_lib, registry
 from zoo.common import text
 from zoo.registry import DatasetSpec
 
@@ -49,10 +50,13 @@ class Entry:
 
     def batch(self, size: int | None = None, seed: int = 0) -> dict:
         """A batch as the data pipeline would give it: binary or 8-bit images (or sets of items of one class,
-        for a model of sets), labels and captions when the entry needs them."""
+        for a model of sets), labels and captions when the entry needs them; word ids for a model of text."""
         rng = np.random.default_rng(seed)
         size = size or self.config.batch_size
         data = self.spec.dataset(self.config)
+        if data.text:
+            tokenizer = text.Tokenizer(data.vocabulary, data.max_words, text.TEXT_PUNCTUATION)
+            return {"text": tokenizer(tf.constant(self.texts(size, offset=seed * size)))}
         shape = ((size, data.set_size, *(data.item_shape or self.config.image_shape)) if data.set_size
                  else (size, *self.image_shape))
         images = (rng.random(shape) < 0.5) if data.binarize else rng.integers(0, 256, shape) / 255.0
@@ -63,6 +67,18 @@ class Entry:
             tokenizer = text.Tokenizer(data.vocabulary, data.max_words)
             batch["caption"] = tokenizer(tf.constant(self.captions(size, offset=seed * size)))
         return batch
+
+    def texts(self, size: int, offset: int = 0) -> np.ndarray:
+        """`size` validation texts of the suite's folder of texts (`synthetic_texts`), again from the first
+        when they run out, each cut to the model's max_words words (a served text may have no more)."""
+        lines = (synthetic_texts.folder() / "validation.txt").read_text().splitlines()
+        chosen = tf.constant([lines[(offset + i) % len(lines)] for i in range(size)])
+        words = text.words(chosen, text.TEXT_PUNCTUATION)[:, :self.config.max_words]
+        return tf.strings.reduce_join(words, axis=-1, separator=" ").numpy().astype(str)
+
+    def strings(self, size: int) -> np.ndarray:
+        """`size` strings a signature of the entry takes: texts for a model of text, else captions."""
+        return self.texts(size) if self.spec.dataset(self.config).text else self.captions(size)
 
     def captions(self, size: int, offset: int = 0) -> np.ndarray:
         """`size` caption strings of the entry's dataset (the suite's synthetic one)."""
@@ -80,8 +96,10 @@ def built(name: str) -> Entry:
     if name not in _ENTRIES:
         spec = zoo.get(name)
         config = spec.make_tiny_config()
+        if spec.dataset(config).text:  # the suite's texts stand in for the entry's corpus
+            config = config_lib.replace(config, dataset=str(synthetic_texts.folder()))
         if spec.dataset(config).count_vocabulary:  # as training.fit does, from the suite's data
-            config = config.with_vocabulary(training_data.caption_vocabulary(spec.dataset(config), download=False))
+            config = config.with_vocabulary(training_data.counted_vocabulary(spec.dataset(config), download=False))
         model = spec.build(config)
         image_shape = tuple(model.sample(tf.constant([0], tf.int64)).shape[1:])
         _ENTRIES[name] = Entry(spec, config, model, image_shape)
@@ -102,9 +120,9 @@ def pytest_generate_tests(metafunc):
 # TensorFlow only (tests/tensorflow_only_process.py).
 
 _SAVEDMODELS = (HERE.parent / "tensorflow_only_process.py").read_text() + textwrap.dedent('''
-    def numpy(outputs):  # PNG strings decoded, so that every output is a plain array
+    def numpy(outputs):  # PNG strings ("..._bytes") decoded, so that every output is a plain array
         return {key: np.stack([tf.io.decode_png(png).numpy() for png in value.numpy()])
-                if value.dtype == tf.string else value.numpy() for key, value in outputs.items()}
+                if key.endswith("_bytes") else value.numpy() for key, value in outputs.items()}
 
     out_dir, report = sys.argv[1], {}
     for index, model_dir in enumerate(sys.argv[2:]):
@@ -119,7 +137,8 @@ _SAVEDMODELS = (HERE.parent / "tensorflow_only_process.py").read_text() + textwr
         permuted = {key: tf.constant(value[inputs["permutation"]]) for key, value in inputs.items()
                     if key.startswith("serving_default.")}
         permuted = {key.split(".", 1)[1]: value for key, value in permuted.items()}
-        outputs["serving_default_permuted.images"] = signatures["serving_default"](**permuted)["images"].numpy()
+        outputs.update({f"serving_default_permuted.{key}": value.numpy()
+                        for key, value in signatures["serving_default"](**permuted).items()})
         np.savez(f"{out_dir}/savedmodel-{index}.npz", **outputs)
         report[model_dir] = describe(signatures)
     write_report(f"{out_dir}/savedmodel.json", report)
@@ -154,7 +173,7 @@ class Reloaded:
     sample: np.ndarray  # `sample(seeds)` of the model, eagerly in this process
     keras_sample: np.ndarray  # the same of the reloaded .keras model
     keras_class: str
-    samples_path: str  # the export's grid of samples, samples.png
+    samples_path: str  # the export's grid of samples, samples.png (samples.txt for a model of text)
 
 
 def signature_inputs(entry: Entry, seed: int = 0) -> dict:
@@ -170,7 +189,7 @@ def signature_inputs(entry: Entry, seed: int = 0) -> dict:
             if spec.name == "seed":
                 value = SEEDS
             elif spec.dtype == tf.string:
-                value = entry.captions(len(SEEDS))
+                value = entry.strings(len(SEEDS))
             elif spec.dtype.is_integer:
                 value = np.ones(shape, spec.dtype.as_numpy_dtype)
             else:
@@ -185,7 +204,7 @@ def declared_outputs(model, inputs: dict) -> dict:
     outputs = {}
     for name, (function, specs) in model.serving_signatures().items():
         for key, value in function(*[tf.constant(inputs[f"{name}.{spec.name}"]) for spec in specs]).items():
-            if value.dtype == tf.string:
+            if key.endswith("_bytes"):
                 value = tf.stack([tf.io.decode_png(png) for png in tf.unstack(value)])
             outputs[f"{name}.{key}"] = value.numpy()
     return outputs
@@ -230,7 +249,7 @@ def reloads(tmp_path_factory) -> dict[str, Reloaded]:
     keras_classes = json.loads((directory / "keras.json").read_text())
 
     def arrays(name):
-        with np.load(directory / f"{name}.npz") as loaded:
+        with np.load(directory / f"{name}.npz", allow_pickle=True) as loaded:  # texts are object arrays
             return dict(loaded)
 
     return {name: Reloaded(inputs=inputs[name], expected=declared_outputs(built(name).model, inputs[name]),

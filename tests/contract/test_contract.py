@@ -90,22 +90,35 @@ def test_a_decoder_density_anneals_from_its_prior_and_one_step_is_importance_sam
         np.testing.assert_allclose(estimate.log_marginal, importance, rtol=1e-5, atol=1e-4, err_msg=condition)
 
 
-def test_samples_and_summary_grids_are_images_in_the_unit_interval(entry):
+def _is_text(entry) -> bool:
+    return entry.spec.dataset(entry.config).text
+
+
+def test_samples_and_summaries_are_images_in_the_unit_interval_or_texts(entry):
     seeds = tf.constant([5, 6, 7], tf.int64)
     samples = entry.model.sample(seeds).numpy()
-    assert samples.shape == (3, *entry.image_shape)
     np.testing.assert_array_equal(entry.model.sample(seeds).numpy(), samples)  # a pure function of the seeds
-    grids = entry.model.summary_images(entry.batch(size=4)["image"])
-    assert grids
-    for name, images in grids.items():
+    summaries = entry.model.summaries(entry.batch(size=4)[entry.spec.dataset(entry.config).example_key])
+    assert summaries
+    if _is_text(entry):
+        assert samples.shape == (3,) and samples.dtype == object
+        for name, texts in summaries.items():
+            assert texts.dtype == tf.string and texts.shape.rank == 1, name
+        return
+    assert samples.shape == (3, *entry.image_shape)
+    for name, images in summaries.items():
         images = np.asarray(images)
         assert images.ndim == 4 and images.shape[-1] == entry.image_shape[-1], name
         assert 0.0 <= images.min() and images.max() <= 1.0, name
 
 
-def test_the_exports_sample_grid_is_the_models_samples_on_seeds_0_to_15_in_8_bits(entry, reloads):
+def test_the_exports_samples_are_the_models_samples_on_seeds_0_to_15_in_8_bits_or_as_text(entry, reloads):
     path = reloads[entry.spec.name].samples_path
     samples = entry.model.sample(tf.range(export.SAMPLE_GRID_SIZE, dtype=tf.int64)).numpy()
+    if _is_text(entry):
+        assert pathlib.Path(path).name == export.TEXT_SAMPLES_FILE
+        assert pathlib.Path(path).read_text().splitlines() == [sample.decode() for sample in samples]
+        return
     expected = np.round(image_lib.grid(samples) * 255)
     height, width, _ = entry.image_shape
     assert expected.shape[:2] == (4 * (height + 1) + 1, 4 * (width + 1) + 1)
@@ -124,10 +137,15 @@ def test_every_savedmodel_signature_in_a_tensorflow_only_process_gives_the_model
     served = {key: value for key, value in reloaded.savedmodel.items() if not key.startswith("serving_default_")}
     assert set(served) == set(reloaded.expected)
     for key, expected in reloaded.expected.items():
-        np.testing.assert_allclose(served[key], expected, atol=1e-5, rtol=1e-5, err_msg=key)
+        if expected.dtype == object:  # texts
+            np.testing.assert_array_equal(served[key], expected, err_msg=key)
+        else:
+            np.testing.assert_allclose(served[key], expected, atol=1e-5, rtol=1e-5, err_msg=key)
 
 
 def test_savedmodel_pngs_are_the_samples_in_8_bits(entry, reloads):
+    if _is_text(entry):
+        pytest.skip("a model of text serves texts, not PNGs")
     served = reloads[entry.spec.name].savedmodel
     expected = np.round(np.clip(served["serving_default.images"], 0.0, 1.0) * 255.0)
     np.testing.assert_array_equal(served["sample_png.images_bytes"], expected)
@@ -141,13 +159,17 @@ def test_savedmodel_samples_do_not_depend_on_batch_order(entry, reloads):
     # scalar libm call for the remainder of a tensor, which differ by an ulp: a row whose elements move
     # between the two (DRAW's [batch, N, width] filterbanks) rounds differently. Noise drawn from the
     # wrong seed moves a sample by far more than 1e-6.
-    np.testing.assert_allclose(served["serving_default_permuted.images"],
-                               served["serving_default.images"][reloaded.inputs["permutation"]], rtol=0, atol=1e-6)
+    for key in [key for key in served if key.startswith("serving_default.")]:
+        permuted, in_order = served[key.replace(".", "_permuted.", 1)], served[key][reloaded.inputs["permutation"]]
+        if _is_text(entry):
+            np.testing.assert_array_equal(permuted, in_order, err_msg=key)
+        else:
+            np.testing.assert_allclose(permuted, in_order, rtol=0, atol=1e-6, err_msg=key)
 
 
 def test_every_signature_has_a_batch_dimension_and_only_stateless_core_ops(entry, reloads):
     report = reloads[entry.spec.name].savedmodel_report
-    assert {"serving_default", "sample_png"} <= set(report["signatures"])
+    assert {"serving_default", *(() if _is_text(entry) else ("sample_png",))} <= set(report["signatures"])
     for name, shapes in report["signatures"].items():
         for tensor, shape in {**shapes["inputs"], **shapes["outputs"]}.items():
             assert shape and shape[0] is None, f"{name}.{tensor} has no batch dimension: {shape}"

@@ -298,7 +298,8 @@ def fresh_process_outputs(trained_run, tmp_path_factory) -> FreshProcessOutputs:
     """Reloads the run's SavedModel (TensorFlow only) and model.keras (with zoo) in two fresh processes."""
     directory = tmp_path_factory.mktemp(f"reload-{trained_run.variant}")
     inputs = _inputs(trained_run.model)
-    exported = [export.Exported(str(trained_run.keras_path), str(trained_run.savedmodel_dir), 1)]
+    exported = [export.Exported(str(trained_run.keras_path), str(trained_run.savedmodel_dir), 1,
+                                str(trained_run.keras_path.with_name(export.SAMPLES_FILE)))]
     reloaded = _reload_exports(directory, exported, inputs, vae_calls, vae_keras_calls)
     return FreshProcessOutputs(inputs=inputs, savedmodel=reloaded.savedmodel[0],
                                savedmodel_report={**reloaded.reports[0], "modules": reloaded.modules},

@@ -236,7 +236,7 @@ def test_coco_gives_each_image_at_32_by_32_once_per_caption_under_tfds_mock_data
         raw = list(tfds.as_numpy(tfds.load("coco_captions", split="val", download=False)))
         dataset, examples = data.load(COCO, "eval", 1000, download=False)
         (batch,) = list(dataset)
-        vocabulary = data.caption_vocabulary(COCO, download=False)
+        vocabulary = data.counted_vocabulary(COCO, download=False)
 
     captions = [caption for example in raw for caption in example["captions"]["text"]]
     assert examples == len(captions) == len(batch["caption"])
@@ -250,8 +250,8 @@ def test_coco_gives_each_image_at_32_by_32_once_per_caption_under_tfds_mock_data
     assert set(vocabulary) == {word.decode() for caption in captions for word in caption.lower().split()}
 
 
-def test_caption_vocabulary_is_every_training_word_most_frequent_first():
-    vocabulary = data.caption_vocabulary(COCO, download=False)  # the suite's COCO stand-in
+def test_counted_vocabulary_is_every_training_word_most_frequent_first():
+    vocabulary = data.counted_vocabulary(COCO, download=False)  # the suite's COCO stand-in
     counts = {}
     for example in tfds.as_numpy(tfds.load("coco_captions", split="train", data_dir=data.data_dir(), download=False)):
         for caption in example["captions"]["text"]:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import synthetic_texts
 from training import distribute
 
 # One plain-SGD step (learning rate 1, so the update is -gradient) from the same weights on the
@@ -81,16 +82,19 @@ TINY_DRAW = ("glimpses=2", "encoder_units=8", "decoder_units=8", "latent_units=4
                  "decoder_units=8", "adversary_units=8", "latent_units=3", "contrast_samples=4")),
     ("zoo.vae_gan", ("filters=4", "latent_units=3")),
     ("zoo.neural_statistician", ("hidden_units=8", "context_units=3", "latent_units=2", "set_size=3")),
+    ("zoo.text_vae", ("decoder=scnn", "vocabulary_size=50", "max_words=10", "embedding_size=8", "lstm_units=8",
+                      "cnn_channels=8", "encoder_units=8", "latent_size=3")),
 ])
 def test_models_with_their_own_steps_train_under_mirrored_over_two_virtual_cpus_with_finite_loss(
         name, flags, tmp_path, fit_argv, run_fit, read_state):
     """DRAW's T-step loop of two LSTM cells (and AlignDRAW's caption strings, tokenized per replica), the
     cVAE's per-example quadrant masks, AVB's two players and VAE-GAN's three, each with its optimizer, the
-    Neural Statistician's batches of sets with sample dropout: the noise per replica and the loss over the
-    global batch, several steps per compiled call."""
+    Neural Statistician's batches of sets with sample dropout, the text VAE's word ids and annealed KL: the
+    noise per replica and the loss over the global batch, several steps per compiled call."""
     workdir = tmp_path / "run"
+    texts = ["--dataset", str(synthetic_texts.folder())] if name == "zoo.text_vae" else []
     result = run_fit(fit_argv(name, workdir, "--epochs", "1", "--strategy", "mirrored", "--virtual_cpus", "2",
-                              "--steps_per_execution", "2",
+                              "--steps_per_execution", "2", *texts,
                               model_flags=[part for flag in flags for part in ("--set", flag)]))
     assert result.returncode == 0, result.explain()
     assert "strategy: MirroredStrategy, replicas: 2, global batch: 20" in result.stdout

@@ -360,7 +360,7 @@ def test_ais_estimates_log_p_x_at_least_the_importance_weighted_bound_and_checks
 
 def test_ais_traces_its_annealing_once_for_all_batches_of_the_split(train, run_main, tmp_path, monkeypatch):
     """Three batches of 2 images, then the bidirectional check on 3 simulated ones: two traced graphs, one per
-    batch size (tracing anew per batch took longer than annealing it)."""
+    batch size (a trace takes seconds; it was two per batch)."""
     from zoo.common import ais
 
     annealers = []

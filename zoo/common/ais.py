@@ -130,9 +130,10 @@ class Annealer:
     batch's `conditioned_density(batch, condition)`; for a model that is its own density, the model, whatever
     `given` is. The density is made inside the graph from `given`, so that the pilot and the counted run of
     every batch, seed and schedule of the same shapes are new input to the graph traced first, not a new graph:
-    tracing HMC's M transitions takes longer than running them on a small model. A new batch size, number of
-    chains or number of steps traces a graph of its own (one traced for unknown sizes ran 1.6 times as long).
-    Python state the density reads (a GAN's observation σ) is read when tracing: make an Annealer per evaluation.
+    a trace of HMC's transitions takes seconds, on a small model longer than annealing a batch. A new batch
+    size, number of chains or number of steps traces a graph of its own (one traced for unknown sizes ran 1.6
+    times as long). Python state the density reads (a GAN's observation σ) is read when tracing: make an
+    Annealer per evaluation.
     """
 
     def __init__(self, density: Callable, *, num_leapfrog_steps: int = 10, initial_step_size: float = 0.05):

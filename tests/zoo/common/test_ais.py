@@ -109,7 +109,7 @@ def test_standard_error_of_the_log_mean_weight_by_the_delta_method():
 
 def test_an_annealer_traces_its_graph_once_for_all_batches_seeds_and_both_directions_of_a_size():
     """An evaluation anneals batch after batch, then forward and reverse for its bidirectional check: all of these
-    run the graph traced on the first call (tracing the M transitions anew per call took longer than running them)."""
+    run the graph traced on the first call (a trace takes seconds)."""
     annealer = ais.Annealer(lambda given: LinearGaussian())
     for seed in range(3):
         _, x = simulated(4, seed=seed)

@@ -242,13 +242,15 @@ def _annealed_importance_sampling(model, batches, args, conditional: bool) -> di
         seed = tf.constant([AIS_SEED, batch_index], tf.int32)
         return tf.random.experimental.stateless_fold_in(seed, position) if conditional else seed
 
+    annealers = {condition: ais.Annealer(lambda batch, condition=condition: density(batch, condition))
+                 for condition in conditions}  # each traced once, for all its batches and the BDMC check
     runs = {condition: ([], [], []) for condition in conditions}
     first = None
     for index, batch in enumerate(batches):
         first = batch if first is None else first
         for position, condition in enumerate(conditions):
-            estimate = ais.log_marginal(density(batch, condition), batch["image"], args.ais_chains, args.ais_steps,
-                                        seed(index, position))
+            estimate = annealers[condition].log_marginal(batch, batch["image"], args.ais_chains, args.ais_steps,
+                                                         seed(index, position))
             for values, value in zip(runs[condition], (estimate.log_marginal, estimate.standard_error,
                                                        estimate.acceptance)):
                 values.append(value.numpy())
@@ -259,9 +261,9 @@ def _annealed_importance_sampling(model, batches, args, conditional: bool) -> di
                         named("ais_standard_error", condition): float(np.sqrt(np.sum(errors**2)) / len(errors)),
                         named("ais_acceptance", condition): float(acceptance.mean())})
         if args.bdmc_examples:
-            simulated_from = density({name: value[:args.bdmc_examples] for name, value in first.items()}, condition)
-            forward, reverse = ais.bidirectional(simulated_from, args.bdmc_examples, args.ais_chains, args.ais_steps,
-                                                 seed(-1, position))
+            simulated_from = {name: value[:args.bdmc_examples] for name, value in first.items()}
+            forward, reverse = annealers[condition].bidirectional(simulated_from, args.bdmc_examples, args.ais_chains,
+                                                                  args.ais_steps, seed(-1, position))
             metrics.update({named("bdmc_forward", condition): float(tf.reduce_mean(forward.log_marginal)),
                             named("bdmc_reverse", condition): float(tf.reduce_mean(reverse.log_marginal)),
                             named("bdmc_gap", condition): float(tf.reduce_mean(reverse.log_marginal

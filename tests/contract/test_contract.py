@@ -84,7 +84,8 @@ def test_a_decoder_density_anneals_from_its_prior_and_one_step_is_importance_sam
         log_decoder = density.log_decoder(images, latents)
         assert log_decoder.shape == (3, 2) and np.all(np.isfinite(log_decoder)), condition
         seed = tf.constant([5, 6])
-        estimate = ais.log_marginal(density, images, chains=4, num_steps=1, seed=seed)
+        estimate = ais.Annealer(lambda given, density=density: density).log_marginal((), images, chains=4,
+                                                                                   num_steps=1, seed=seed)
         prior = density.prior_latents([4, 2], tf.random.experimental.stateless_fold_in(seed, 0))
         importance = tf.reduce_logsumexp(density.log_decoder(images, prior), axis=0) - np.log(4.0)
         np.testing.assert_allclose(estimate.log_marginal, importance, rtol=1e-5, atol=1e-4, err_msg=condition)

@@ -358,6 +358,28 @@ def test_ais_estimates_log_p_x_at_least_the_importance_weighted_bound_and_checks
     assert {"test/ais_nll_m100", "test/bdmc_gap_m100", "test/nll_k200"} <= tagged
 
 
+def test_ais_traces_its_annealing_once_for_all_batches_of_the_split(train, run_main, tmp_path, monkeypatch):
+    """Three batches of 2 images, then the bidirectional check on 3 simulated ones: two traced graphs, one per
+    batch size (a trace takes seconds; it was two per batch)."""
+    from zoo.common import ais
+
+    annealers = []
+
+    class Recorded(ais.Annealer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            annealers.append(self)
+
+    monkeypatch.setattr(ais, "Annealer", Recorded)
+    workdir = shutil.copytree(train("vae2").workdir, tmp_path / "vae2")
+    result = run_main(evaluate.main, [workdir, "--k", "1", "--ais_steps", "3", "--ais_chains", "2",
+                                      "--bdmc_examples", "3", "--max_examples", "6", "--batch_size", "2",
+                                      "--no_download"])
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["examples"] == 6
+    assert [annealer.transitions.experimental_get_tracing_count() for annealer in annealers] == [2]
+
+
 def test_ais_on_a_model_without_a_decoder_density_exits_2_naming_the_models_that_have_one(
         train, run_main, monkeypatch):
     from zoo import registry

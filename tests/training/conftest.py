@@ -181,14 +181,22 @@ class TinyFit:
 
 
 @pytest.fixture(scope="session")
-def tiny_fits(tmp_path_factory, start_fit):
-    """Each of TINY_FITS trained 3 epochs in one go, with export, side by side: name → TinyFit."""
-    started = {}
-    for name, layers in TINY_FITS:
-        workdir = tmp_path_factory.mktemp(name.replace(".", "_")) / "run"
-        argv = _fit_argv(name, workdir, "--epochs", "3", stochastic_layers=layers, export=True)
-        started[name] = workdir, layers, start_fit(argv)
-    return {name: TinyFit(workdir, layers, process.wait()) for name, (workdir, layers, process) in started.items()}
+def tiny_fits(made_once, start_fit):
+    """Each of TINY_FITS trained 3 epochs in one go, with export, side by side: name → TinyFit. Trained once per
+    pytest run, the xdist workers sharing the runs (`made_once`; tests only read them)."""
+    def fit_side_by_side(folder: pathlib.Path) -> None:
+        started = {}
+        for name, layers in TINY_FITS:
+            (folder / name).mkdir(parents=True)
+            argv = _fit_argv(name, folder / name / "run", "--epochs", "3", stochastic_layers=layers, export=True)
+            started[name] = start_fit(argv)
+        for name, process in started.items():
+            (folder / name / "result.json").write_text(json.dumps(dataclasses.asdict(process.wait())))
+
+    folder = made_once("tiny-fits", fit_side_by_side)
+    return {name: TinyFit(folder / name / "run", layers,
+                          Finished(**json.loads((folder / name / "result.json").read_text())))
+            for name, layers in TINY_FITS}
 
 
 @pytest.fixture(scope="session")

@@ -76,93 +76,124 @@ def standard_error_of_log_mean(log_weights: tf.Tensor) -> tf.Tensor:
     return tf.math.reduce_std(scaled, axis=0) / tf.sqrt(chains) / tf.reduce_mean(scaled, axis=0)
 
 
-def annealed_importance_sampling(
+def hmc_transitions(
     log_prior: LogDensity,
     log_likelihood: LogDensity,
     initial_state: tf.Tensor,
     schedule: tf.Tensor,
     seed: tf.Tensor,
+    frozen_sizes: tf.Tensor,
+    pilot: tf.Tensor,
     *,
-    num_leapfrog_steps: int = 10,
-    initial_step_size: float = 0.05,
-) -> AISEstimate:
-    """AIS along `schedule` with one HMC step per β (module docstring).
+    num_leapfrog_steps: int,
+    initial_step_size: float,
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """AIS's M transitions along `schedule` with one HMC step per β (module docstring), as a `tf.while_loop`:
+    (log w [chains, batch], summed acceptance [chains, batch], the step size of every transition [M, batch]).
 
-    HMC step sizes are tuned by a pilot run and then frozen. In the pilot, the step size of each
-    example (shared by its chains) grows by STEP_SIZE_GROWTH after a step whose acceptance, averaged
-    over the chains, exceeds TARGET_ACCEPTANCE, and shrinks by it otherwise; the run that counts uses
-    the pilot's step size at every β, so each of its transitions leaves f_β exactly invariant and E[w]
-    stays p(x). (Adapting within the counted run biases it: on a linear-Gaussian model, by more than a
-    nat for reverse chains of 200 steps.) The pilot starts from the same states with other randomness.
+    With `pilot` (a bool tensor) true, the step size of each example (shared by its chains) starts at
+    `initial_step_size` and grows by STEP_SIZE_GROWTH after a step whose acceptance, averaged over the chains,
+    exceeds TARGET_ACCEPTANCE, and shrinks by it otherwise; else transition m takes `frozen_sizes[m − 1]`.
+    Pilot and counted runs draw other randomness from the same `seed` (int32 [2]).
 
-    Args:
-      log_prior: z [chains, batch, d] → log p(z) [chains, batch].
-      log_likelihood: z [chains, batch, d] → log p(x_b | z) [chains, batch], x_b the batch's example b.
-      initial_state: z_0 [chains, batch, d]: prior samples for a forward run (schedule rising from 0 to
-        1), exact posterior samples for a reverse one (schedule falling from 1 to 0).
-      schedule: β_0 … β_M, float32 [M + 1], monotone, from 0 to 1 or from 1 to 0.
-      seed: int32 [2], the stateless seed of every momentum and acceptance draw.
-      num_leapfrog_steps, initial_step_size: of the HMC transitions.
+    Args: log_prior, log_likelihood, initial_state, schedule, as of `Annealer.run`; frozen_sizes: [M, batch].
     """
-    schedule = tf.convert_to_tensor(schedule, tf.float32)
     num_steps = tf.shape(schedule)[0] - 1
     chains_and_batch = tf.shape(initial_state)[:-1]
 
-    @tf.function(autograph=False)  # one graph for the M transitions, eager callers included
-    def anneal(initial_state, frozen_sizes, pilot: bool):
-        """The M transitions: (log w [chains, batch], summed acceptance [chains, batch], the step size of every
-        transition [M, batch]), adapting the step sizes if `pilot`, else taking them from `frozen_sizes`."""
+    def transition(m, state, log_weights, step_size, sizes, accepted):
+        beta_before, beta = schedule[m - 1], schedule[m]
+        log_weights += (beta - beta_before) * log_likelihood(state)
+        size = tf.where(pilot, step_size, frozen_sizes[m - 1])
+        kernel = tfp.mcmc.HamiltonianMonteCarlo(
+            lambda z: log_prior(z) + beta * log_likelihood(z), step_size=size[None, :, None],
+            num_leapfrog_steps=num_leapfrog_steps)
+        step_seed = tf.random.experimental.stateless_fold_in(seed, 2 * m + tf.cast(pilot, tf.int32))
+        state, results = kernel.one_step(state, kernel.bootstrap_results(state), seed=step_seed)
+        acceptance = tf.exp(tf.minimum(results.log_accept_ratio, 0.0))  # [chains, batch]
+        step_size *= tf.where(tf.reduce_mean(acceptance, axis=0) > TARGET_ACCEPTANCE,
+                              STEP_SIZE_GROWTH, 1.0 / STEP_SIZE_GROWTH)
+        return m + 1, state, log_weights, step_size, sizes.write(m - 1, size), accepted + acceptance
 
-        def transition(m, state, log_weights, step_size, sizes, accepted):
-            beta_before, beta = schedule[m - 1], schedule[m]
-            log_weights += (beta - beta_before) * log_likelihood(state)
-            size = step_size if pilot else frozen_sizes[m - 1]
-            kernel = tfp.mcmc.HamiltonianMonteCarlo(
-                lambda z: log_prior(z) + beta * log_likelihood(z), step_size=size[None, :, None],
-                num_leapfrog_steps=num_leapfrog_steps)
-            step_seed = tf.random.experimental.stateless_fold_in(seed, 2 * m + int(pilot))
-            state, results = kernel.one_step(state, kernel.bootstrap_results(state), seed=step_seed)
-            acceptance = tf.exp(tf.minimum(results.log_accept_ratio, 0.0))  # [chains, batch]
-            step_size *= tf.where(tf.reduce_mean(acceptance, axis=0) > TARGET_ACCEPTANCE,
-                                  STEP_SIZE_GROWTH, 1.0 / STEP_SIZE_GROWTH)
-            return m + 1, state, log_weights, step_size, sizes.write(m - 1, size), accepted + acceptance
-
-        start = (tf.constant(1), initial_state, tf.zeros(chains_and_batch),
-                 tf.fill(chains_and_batch[1:], initial_step_size), tf.TensorArray(tf.float32, size=num_steps),
-                 tf.zeros(chains_and_batch))
-        _, _, log_weights, _, sizes, accepted = tf.while_loop(lambda m, *_: m <= num_steps, transition, start)
-        return log_weights, accepted, sizes.stack()
-
-    tuned = anneal(initial_state, tf.zeros([num_steps, chains_and_batch[1]]), pilot=True)[2]
-    log_weights, accepted, _ = anneal(initial_state, tuned, pilot=False)
-    log_mean_weight = log_mean_exp(log_weights, axis=0)
-    return AISEstimate(
-        log_marginal=tf.where(schedule[-1] > schedule[0], log_mean_weight, -log_mean_weight),
-        standard_error=standard_error_of_log_mean(log_weights),
-        log_weights=log_weights,
-        acceptance=tf.reduce_mean(accepted, axis=0) / tf.cast(num_steps, tf.float32),
-    )
+    start = (tf.constant(1), initial_state, tf.zeros(chains_and_batch),
+             tf.fill(chains_and_batch[1:], initial_step_size), tf.TensorArray(tf.float32, size=num_steps),
+             tf.zeros(chains_and_batch))
+    _, _, log_weights, _, sizes, accepted = tf.while_loop(lambda m, *_: m <= num_steps, transition, start)
+    return log_weights, accepted, sizes.stack()
 
 
-def log_marginal(model, images: tf.Tensor, chains: int, num_steps: int, seed: tf.Tensor, **hmc) -> AISEstimate:
-    """Forward AIS of log p(x) per image of [batch, H, W, C], from the prior of a model with a decoder
-    density (`zoo.contract.DecoderDensity`), `chains` chains per image and `num_steps` annealing steps."""
-    initial = model.prior_latents([chains, tf.shape(images)[0]], tf.random.experimental.stateless_fold_in(seed, 0))
-    return annealed_importance_sampling(model.log_prior, lambda latents: model.log_decoder(images, latents), initial,
-                                        sigmoid_schedule(num_steps), tf.random.experimental.stateless_fold_in(seed, 1),
-                                        **hmc)
+class Annealer:
+    """AIS of the decoder densities (`zoo.contract.DecoderDensity`) of one model, its transitions a graph traced
+    once per shape.
 
+    `density(given)` is the density that a structure of tensors `given` makes: for a conditional model, a
+    batch's `conditioned_density(batch, condition)`; for a model that is its own density, the model, whatever
+    `given` is. The density is made inside the graph from `given`, so that the pilot and the counted run of
+    every batch, seed and schedule of the same shapes are new input to the graph traced first, not a new graph:
+    a trace of HMC's transitions takes seconds, on a small model longer than annealing a batch. A new batch
+    size, number of chains or number of steps traces a graph of its own (one traced for unknown sizes ran 1.6
+    times as long). Python state the density reads (a GAN's observation σ) is read when tracing: make an
+    Annealer per evaluation.
+    """
 
-def bidirectional(model, count: int, chains: int, num_steps: int, seed: tf.Tensor, **hmc
-                  ) -> tuple[AISEstimate, AISEstimate]:
-    """Bidirectional Monte Carlo ([3]; [2], Sec. 4) on `count` examples simulated from the model,
-    (z*, x) ~ p(z) p(x | z): (forward AIS from the prior, reverse AIS from z*). The forward estimate is a
-    stochastic lower bound and the reverse one an upper bound on the same log p(x); their gap bounds the
-    error AIS makes with these settings, on data like the model's own."""
-    latents = model.prior_latents([count], tf.random.experimental.stateless_fold_in(seed, 2))
-    images = model.decoder_sample(latents, tf.random.experimental.stateless_fold_in(seed, 3))
-    forward = log_marginal(model, images, chains, num_steps, seed, **hmc)
-    reverse = annealed_importance_sampling(
-        model.log_prior, lambda z: model.log_decoder(images, z), tf.tile(latents[None], [chains, 1, 1]),
-        sigmoid_schedule(num_steps)[::-1], tf.random.experimental.stateless_fold_in(seed, 4), **hmc)
-    return forward, reverse
+    def __init__(self, density: Callable, *, num_leapfrog_steps: int = 10, initial_step_size: float = 0.05):
+        self.density = density
+        self._hmc = dict(num_leapfrog_steps=num_leapfrog_steps, initial_step_size=initial_step_size)
+        self.transitions = tf.function(self._transitions, autograph=False)
+
+    def _transitions(self, given, images, initial_state, schedule, seed, frozen_sizes, pilot):
+        density = self.density(given)
+        return hmc_transitions(density.log_prior, lambda latents: density.log_decoder(images, latents),
+                               initial_state, schedule, seed, frozen_sizes, pilot, **self._hmc)
+
+    def run(self, given, images: tf.Tensor, initial_state: tf.Tensor, schedule: tf.Tensor, seed: tf.Tensor
+            ) -> AISEstimate:
+        """AIS towards p(z | x_b) for the images x [batch, ...] under `density(given)` (module docstring).
+
+        HMC step sizes are tuned by a pilot run and then frozen (`hmc_transitions`): the run that counts uses
+        the pilot's step size at every β, so each of its transitions leaves f_β exactly invariant and E[w]
+        stays p(x). (Adapting within the counted run biases it: on a linear-Gaussian model, by more than a
+        nat for reverse chains of 200 steps.) The pilot starts from the same states with other randomness.
+
+        Args:
+          given: the structure of tensors that `density` makes the density of.
+          images: x [batch, ...], scored by the density's log p(x_b | z).
+          initial_state: z_0 [chains, batch, d]: prior samples for a forward run (schedule rising from 0 to
+            1), exact posterior samples for a reverse one (schedule falling from 1 to 0).
+          schedule: β_0 … β_M, float32 [M + 1], monotone, from 0 to 1 or from 1 to 0.
+          seed: int32 [2], the stateless seed of every momentum and acceptance draw.
+        """
+        schedule = tf.convert_to_tensor(schedule, tf.float32)
+        num_steps = tf.shape(schedule)[0] - 1
+        inputs = (given, images, initial_state, schedule, seed)
+        _, _, tuned = self.transitions(*inputs, tf.zeros([num_steps, tf.shape(initial_state)[1]]), tf.constant(True))
+        log_weights, accepted, _ = self.transitions(*inputs, tuned, tf.constant(False))
+        log_mean_weight = log_mean_exp(log_weights, axis=0)
+        return AISEstimate(
+            log_marginal=tf.where(schedule[-1] > schedule[0], log_mean_weight, -log_mean_weight),
+            standard_error=standard_error_of_log_mean(log_weights),
+            log_weights=log_weights,
+            acceptance=tf.reduce_mean(accepted, axis=0) / tf.cast(num_steps, tf.float32),
+        )
+
+    def log_marginal(self, given, images: tf.Tensor, chains: int, num_steps: int, seed: tf.Tensor) -> AISEstimate:
+        """Forward AIS of log p(x) per image of [batch, ...], from the prior of `density(given)`, `chains`
+        chains per image and `num_steps` annealing steps."""
+        initial = self.density(given).prior_latents([chains, tf.shape(images)[0]],
+                                                    tf.random.experimental.stateless_fold_in(seed, 0))
+        return self.run(given, images, initial, sigmoid_schedule(num_steps),
+                        tf.random.experimental.stateless_fold_in(seed, 1))
+
+    def bidirectional(self, given, count: int, chains: int, num_steps: int, seed: tf.Tensor
+                      ) -> tuple[AISEstimate, AISEstimate]:
+        """Bidirectional Monte Carlo ([3]; [2], Sec. 4) on `count` examples simulated from `density(given)`,
+        (z*, x) ~ p(z) p(x | z): (forward AIS from the prior, reverse AIS from z*). The forward estimate is a
+        stochastic lower bound and the reverse one an upper bound on the same log p(x); their gap bounds the
+        error AIS makes with these settings, on data like the model's own."""
+        density = self.density(given)
+        latents = density.prior_latents([count], tf.random.experimental.stateless_fold_in(seed, 2))
+        images = density.decoder_sample(latents, tf.random.experimental.stateless_fold_in(seed, 3))
+        forward = self.log_marginal(given, images, chains, num_steps, seed)
+        reverse = self.run(given, images, tf.tile(latents[None], [chains, 1, 1]), sigmoid_schedule(num_steps)[::-1],
+                           tf.random.experimental.stateless_fold_in(seed, 4))
+        return forward, reverse

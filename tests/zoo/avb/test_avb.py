@@ -135,7 +135,8 @@ def test_annealed_importance_sampling_reaches_the_decoder_density():
 
     model = _model(latent_units=2)
     images = _images(3)
-    estimate = ais.log_marginal(model, images, chains=16, num_steps=200, seed=tf.constant([1, 2]))
+    estimate = ais.Annealer(lambda given: model).log_marginal((), images, chains=16, num_steps=200,
+                                                              seed=tf.constant([1, 2]))
     latents = model.prior_latents([200000, 3], tf.constant([3, 4]))
     brute_force = tf.reduce_logsumexp(model.log_decoder(images, latents), axis=0) - np.log(200000.0)
     np.testing.assert_allclose(estimate.log_marginal, brute_force, atol=0.1)

@@ -28,25 +28,33 @@ def exact_log_marginal(x):
     return tfd.MultivariateNormalTriL(BIAS, tf.linalg.cholesky(covariance)).log_prob(x).numpy()
 
 
-def densities(x):
-    prior = tfd.MultivariateNormalDiag(tf.zeros(LATENT), tf.ones(LATENT))
+class LinearGaussian:
+    """The model as a `zoo.contract.DecoderDensity` over x [batch, 3] (the contract's images)."""
 
-    def log_likelihood(z):  # z [chains, batch, 2] → log N(x_b; W z + b, σ² I) [chains, batch]
+    def prior_latents(self, shape, seed):
+        return tf.random.stateless_normal([*shape, LATENT], seed=seed)
+
+    def log_prior(self, z):
+        return tfd.MultivariateNormalDiag(tf.zeros(LATENT), tf.ones(LATENT)).log_prob(z)
+
+    def log_decoder(self, x, z):  # z [chains, batch, 2] → log N(x_b; W z + b, σ² I) [chains, batch]
         mean = tf.einsum("ij,cbj->cbi", WEIGHTS, z) + BIAS
-        return tfd.Independent(tfd.Normal(mean, NOISE), 1).log_prob(tf.constant(x))
+        return tfd.Independent(tfd.Normal(mean, NOISE), 1).log_prob(x)
 
-    return prior.log_prob, log_likelihood
+    def decoder_sample(self, z, seed):
+        return z @ WEIGHTS.T + BIAS + NOISE * tf.random.stateless_normal([tf.shape(z)[0], OBSERVED], seed=seed)
+
+
+ANNEALER = ais.Annealer(lambda given: LinearGaussian())  # one graph for every run of this module
 
 
 def run(x, num_steps, seed=0, reverse_from=None):
-    log_prior, log_likelihood = densities(x)
     schedule = ais.sigmoid_schedule(num_steps)
     if reverse_from is None:
         initial = tf.random.stateless_normal([CHAINS, len(x), LATENT], seed=[seed, 1])
     else:
         initial, schedule = tf.tile(tf.constant(reverse_from)[None], [CHAINS, 1, 1]), schedule[::-1]
-    return ais.annealed_importance_sampling(log_prior, log_likelihood, initial, schedule,
-                                            tf.constant([seed, 2], tf.int32))
+    return ANNEALER.run((), tf.constant(x), initial, schedule, tf.constant([seed, 2], tf.int32))
 
 
 def test_the_schedule_rises_from_0_to_1_densest_at_the_ends():
@@ -63,7 +71,8 @@ def test_one_step_is_importance_sampling_from_the_prior():
     _, x = simulated(4)
     estimate = run(x, num_steps=1)
     initial = tf.random.stateless_normal([CHAINS, len(x), LATENT], seed=[0, 1])
-    np.testing.assert_allclose(estimate.log_weights, densities(x)[1](initial), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(estimate.log_weights, LinearGaussian().log_decoder(x, initial), rtol=1e-6,
+                               atol=1e-6)
 
 
 def test_forward_and_reverse_chains_sandwich_the_exact_log_marginal():
@@ -96,3 +105,16 @@ def test_standard_error_of_the_log_mean_weight_by_the_delta_method():
     weights = np.array([1.0, 3.0, 2.0, 2.0])
     expected = weights.std() / np.sqrt(4) / weights.mean()
     np.testing.assert_allclose(ais.standard_error_of_log_mean(log_weights), [expected, 0.0], rtol=1e-5, atol=1e-7)
+
+
+def test_an_annealer_traces_its_graph_once_for_all_batches_seeds_and_both_directions_of_a_size():
+    """An evaluation anneals batch after batch, then forward and reverse for its bidirectional check: all of these
+    run the graph traced on the first call (a trace takes seconds)."""
+    annealer = ais.Annealer(lambda given: LinearGaussian())
+    for seed in range(3):
+        _, x = simulated(4, seed=seed)
+        estimate = annealer.log_marginal((), tf.constant(x), chains=2, num_steps=3, seed=tf.constant([seed, 0]))
+        assert estimate.log_weights.shape == (2, 4)
+    forward, reverse = annealer.bidirectional((), 4, chains=2, num_steps=3, seed=tf.constant([1, 2]))
+    assert np.all(forward.log_weights != reverse.log_weights)
+    assert annealer.transitions.experimental_get_tracing_count() == 1

@@ -167,8 +167,9 @@ def test_annealed_importance_sampling_of_log_p_y_given_x_matches_a_brute_force_p
     images = _images(3)
     batch = {"image": images, "label": tf.constant([1, 4, 7], tf.int64)}
     for position, condition in enumerate(model.ais_conditions()):
+        annealer = ais.Annealer(lambda given, condition=condition: model.conditioned_density(given, condition))
+        estimate = annealer.log_marginal(batch, images, chains=16, num_steps=200, seed=tf.constant([1, position]))
         density = model.conditioned_density(batch, condition)
-        estimate = ais.log_marginal(density, images, chains=16, num_steps=200, seed=tf.constant([1, position]))
         latents = density.prior_latents([200000, 3], tf.constant([3, position]))
         brute_force = tf.reduce_logsumexp(density.log_decoder(images, latents), axis=0) - np.log(200000.0)
         np.testing.assert_allclose(estimate.log_marginal, brute_force, atol=0.1, err_msg=condition)

@@ -383,7 +383,8 @@ def test_annealed_importance_sampling_of_a_gan_matches_a_brute_force_average_ove
     model = tiny_model("zoo.gan", noise_dim=2)
     model.use_observation_stddev(0.3)
     images = model.decoder_sample(model.prior_latents([3], tf.constant([5, 6])), tf.constant([7, 8]))
-    estimate = ais.log_marginal(model, images, chains=16, num_steps=300, seed=tf.constant([1, 2]))
+    estimate = ais.Annealer(lambda given: model).log_marginal((), images, chains=16, num_steps=300,
+                                                              seed=tf.constant([1, 2]))
     prior = model.prior_latents([100_000, 3], tf.constant([9, 10]))
     brute_force = tf.reduce_logsumexp(model.log_decoder(images, prior), axis=0) - np.log(100_000.0)
     np.testing.assert_allclose(estimate.log_marginal, brute_force, atol=0.15)

@@ -25,12 +25,14 @@ from runs import run
 # label → (registry name, --set overrides of the row)
 ROWS = {
     "lstm_lm": ("zoo.lstm_lm", []),
+    "scnn_lm": ("zoo.lstm_lm", ["decoder=scnn"]),
     "lstm_vae": ("zoo.text_vae", ["decoder=lstm"]),
     "lstm_vae_init": ("zoo.text_vae", ["decoder=lstm"]),
     "scnn_vae": ("zoo.text_vae", ["decoder=scnn"]),
     "mcnn_vae": ("zoo.text_vae", ["decoder=mcnn"]),
     "lcnn_vae": ("zoo.text_vae", ["decoder=lcnn"]),
     "lcnn_vae_init": ("zoo.text_vae", ["decoder=lcnn"]),
+    "cnn3_vae": ("zoo.text_vae", ["decoder=dilated_cnn", "dilations=1"]),  # ours: a receptive field of 3 words
 }
 # Sizes for a small corpus on 2 CPU cores, about 2 minutes an epoch (the quotes: 9 466 training texts, 25 words
 # on average, 90% within 49; 4 000 words cover 89% of the training words).
@@ -88,9 +90,11 @@ def main(argv=None) -> int:
 def _steps_per_epoch(dataset: str) -> int:
     """Training steps per epoch of the configs' batch of 32: the training texts // 32."""
     from training import data
+    from zoo.common import text
     from zoo.registry import DatasetSpec
 
-    _, count = data.load(DatasetSpec(data.canonical_name(dataset), binarize=False, text=True), "train", 32)
+    spec = DatasetSpec(data.canonical_name(dataset), binarize=False, text=True, vocabulary=(text.BEGIN, text.END))
+    _, count = data.load(spec, "train", 32)
     return count // 32
 
 

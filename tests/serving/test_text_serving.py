@@ -13,6 +13,7 @@ from tensorflow_serving.apis import predict_pb2
 import export
 import synthetic_texts
 import zoo
+from serving import client
 from training import data as training_data
 from zoo import config as config_lib
 from zoo.registry import DatasetSpec
@@ -68,8 +69,8 @@ def test_a_text_too_long_is_invalid_argument_over_grpc_and_rest_and_the_server_g
     assert status == 200 and body["predictions"] == model.sample(tf.constant([3], tf.int64)).numpy().astype(str).tolist()
 
 
-def test_the_client_prints_sampled_texts_one_per_line(text_server, run_module, model, tmp_path):
-    result = run_module("serving.client", "--server", f"127.0.0.1:{text_server.grpc_port}", "--model", "text_vae",
-                        "--num_samples", "3", "--seed", "5")
+def test_the_client_prints_sampled_texts_one_per_line(text_server, run_main, model):
+    result = run_main(client.main, ["--server", f"127.0.0.1:{text_server.grpc_port}", "--model", "text_vae",
+                                    "--num_samples", "3", "--seed", "5"])
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == model.sample(tf.constant([5, 6, 7], tf.int64)).numpy().astype(str).tolist()

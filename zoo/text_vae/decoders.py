@@ -112,14 +112,17 @@ class DilatedConvDecoder(keras.layers.Layer):
         return tf.nn.relu(h)
 
     def start(self, batch):
-        """The last R inputs, zeros before the first: what causal padding reads there."""
-        return [tf.zeros([batch, self.receptive_field, self.project.kernel.shape[1]])]
+        """An empty window of the last R inputs, and how many of them the text has given: none."""
+        return [tf.zeros([batch, self.receptive_field, self.project.kernel.shape[1]]), tf.constant(0)]
 
     def step(self, state, inputs):
-        """(h_t, the next state) for x_t: the stack on the window x_{t − R + 1} … x_t alone, which is
-        all that h_t reads; its cost does not grow with t."""
-        window = tf.concat([state[0][:, 1:], inputs[:, None]], axis=1)
-        return self.call(window)[:, -1], [window]
+        """(h_t, the next state) for x_t: the stack on the window max(0, t − R + 1) … t alone, which is all
+        that h_t reads, so its cost does not grow with t. Positions before the text's first are left out, not
+        zeros: causal padding pads every layer's input (where a zero input would become each layer's bias)."""
+        window, given = state
+        window = tf.concat([window[:, 1:], inputs[:, None]], axis=1)
+        given = tf.minimum(given + 1, self.receptive_field)
+        return self.call(window[:, self.receptive_field - given:])[:, -1], [window, given]
 
     def get_config(self):
         return {**super().get_config(), "channels": self.channels, "dilations": list(self.dilations),

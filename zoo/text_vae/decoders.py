@@ -16,7 +16,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-DILATIONS = {  # Sec. 3.2 and Table 1: kernel 3; LCNN and VLCNN repeat [1, …, 16]
+DILATIONS = {  # Yang et al. 2017 (from memory of the paper, not checked against it): kernel 3; LCNN, VLCNN repeat [1 … 16]
     "scnn": (1, 2, 4),
     "mcnn": (1, 2, 4, 8, 16),
     "lcnn": (1, 2, 4, 8, 16) * 2,

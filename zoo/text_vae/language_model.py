@@ -37,7 +37,7 @@ class TextConfig(config_lib.TrainingConfig):
     vocabulary: tuple[str, ...] = ()  # (): the vocabulary_size most frequent training words (`with_vocabulary`)
     max_words: int = 200             # ours: longer texts are cut to their first 200 words (Yahoo averages 78)
     embedding_size: int = 512        # Sec. 4.2
-    decoder: str = "lstm"            # "lstm", or a dilated CNN: "scnn", "mcnn", "lcnn", "vlcnn" (Table 1's
+    decoder: str = "lstm"            # "lstm", or a dilated CNN: "scnn", "mcnn", "lcnn", "vlcnn" (the paper's
                                      # dilations) or "dilated_cnn" with `dilations`
     lstm_units: int = 1024           # Sec. 4.2
     cnn_channels: int = 1024         # Fig. 2: blocks of 1024 channels through a bottleneck of 512

@@ -90,9 +90,10 @@ def test_grey_levels_are_pixels_over_255_without_binarize(role):
 
 
 def test_unknown_dataset_is_an_error_listing_known_ones():
-    with pytest.raises(data.DataError, match=f"known datasets: {', '.join(sorted(data.SOURCES))}$") as error:
+    with pytest.raises(data.DataError, match=f"known datasets: {', '.join(sorted(data.SOURCES))}, or the path of a "
+                                             f"folder of texts") as error:
         data.load(DatasetSpec("imagenet2012", binarize=True), "train", 20, download=False)
-    assert "cifar10, coco_captions, fashion_mnist, mnist" in str(error.value)
+    assert "cifar10, coco_captions, fashion_mnist, imdb_reviews, lm1b, mnist" in str(error.value)
 
 
 def test_missing_data_is_an_error_naming_dataset_and_tfds_data_dir(tmp_path, monkeypatch):
